@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "xattr",
+      "sources": ["native/xattr.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

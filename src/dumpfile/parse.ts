@@ -1,0 +1,400 @@
+/**
+ * Parses a composefs dumpfile into a tree with composefs-rs v0.9.0 semantics
+ * (`Entry::parse` + `dumpfile_to_filesystem`), so that the same text gives the same tree and
+ * therefore the same image as `cfsctl` / `mkcomposefs --from-file`.
+ *
+ * Every error names the line number and the reason.
+ */
+import { isUtf8 } from 'node:buffer';
+import { EscapeError, unescape } from './escape.js';
+import {
+  DIGEST_SIZE,
+  Directory,
+  FileSystem,
+  HashAlg,
+  Inode,
+  Leaf,
+  LeafContent,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  Stat,
+  nameKey,
+} from '../tree/tree.js';
+
+/** Limits of composefs-rs's parser. */
+export const PATH_MAX = 4096;
+export const MAX_INLINE_CONTENT = 512;
+export const SYMLINK_MAX = 1024;
+const XATTR_NAME_MAX = 255;
+const XATTR_SIZE_MAX = 65535;
+const XATTR_LIST_MAX = 65535;
+
+/** A dumpfile error: `line` is 1-based (0 when it concerns the whole file). */
+export class DumpfileError extends Error {
+  constructor(
+    readonly line: number,
+    readonly reason: string,
+  ) {
+    super(line > 0 ? `dumpfile line ${line}: ${reason}` : `dumpfile: ${reason}`);
+  }
+}
+
+export interface ParseOptions {
+  /**
+   * Hash of the object ids (DIGEST fields). Default: taken from the first DIGEST (64 hex =
+   * sha256, 128 = sha512); every other DIGEST must then have the same length.
+   */
+  objectHash?: HashAlg;
+}
+
+/** Result of parsing: the tree and the object hash its digests use (undefined if none). */
+export interface ParsedDumpfile {
+  fs: FileSystem;
+  objectHash: HashAlg | undefined;
+}
+
+class LineError extends Error {}
+
+function fail(reason: string): never {
+  throw new LineError(reason);
+}
+
+// Rust's integer FromStr: optional '+', then at least one digit, nothing else.
+const UNSIGNED = /^\+?[0-9]+$/;
+
+function parseUnsigned(field: string, name: string, bits: 32 | 64): bigint {
+  if (!UNSIGNED.test(field)) fail(`invalid ${name} '${field}'`);
+  const v = BigInt(field);
+  if (v >= 1n << BigInt(bits)) fail(`${name} '${field}' does not fit in ${bits} bits`);
+  return v;
+}
+
+function parseU32(field: string, name: string): number {
+  return Number(parseUnsigned(field, name, 32));
+}
+
+function parseMode(field: string): number {
+  if (!/^\+?[0-7]+$/.test(field)) fail(`invalid mode '${field}'`);
+  const v = parseInt(field.replace('+', ''), 8);
+  if (v > 0xffffffff) fail(`mode '${field}' does not fit in 32 bits`);
+  return v;
+}
+
+function parseHex(hex: string, bytes: number, what: string): Buffer {
+  if (hex.length !== bytes * 2 || !/^[0-9a-fA-F]*$/.test(hex)) fail(`invalid ${what} '${hex}'`);
+  return Buffer.from(hex, 'hex');
+}
+
+/** `-` means absent. */
+function optional(f: Buffer): Buffer | undefined {
+  return f.length === 1 && f[0] === 0x2d ? undefined : f;
+}
+
+function unesc(f: Buffer, what: string, max?: number): Buffer {
+  try {
+    return unescape(f, max);
+  } catch (e) {
+    if (e instanceof EscapeError) fail(`${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+function noNul(b: Buffer, what: string): Buffer {
+  if (b.includes(0)) fail(`${what}: embedded NUL`);
+  return b;
+}
+
+function unescapePath(f: Buffer, what: string): Buffer {
+  const p = noNul(unesc(f, what), what);
+  if (p.length === 0) fail(`${what}: empty path`);
+  if (p.length > PATH_MAX) fail(`${what}: path is too long (${p.length} bytes)`);
+  return p;
+}
+
+/** Absolute, no empty, `.` or `..` components: what composefs-rs calls canonical. */
+function canonicalPath(f: Buffer, what: string): Buffer {
+  const p = unescapePath(f, what);
+  if (p[0] !== 0x2f) fail(`${what}: not an absolute path`);
+  if (p.length === 1) return p;
+  const parts = p.subarray(1).toString('latin1').split('/');
+  for (const c of parts) {
+    if (c === '') fail(`${what}: empty path component (// or trailing /)`);
+    if (c === '.' || c === '..') fail(`${what}: invalid path component '${c}'`);
+  }
+  return p;
+}
+
+/** Lines as composefs-rs `str::lines()` gives them: split on \n, a trailing \r dropped. */
+function* lines(text: Buffer): Generator<[number, Buffer]> {
+  let start = 0;
+  let n = 0;
+  while (start < text.length) {
+    let end = text.indexOf(0x0a, start);
+    const next = end === -1 ? text.length : end + 1;
+    if (end === -1) end = text.length;
+    let line = text.subarray(start, end);
+    if (end < text.length && line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
+    yield [++n, line];
+    start = next;
+  }
+}
+
+const WS = new Set([0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d]);
+function isBlank(line: Buffer): boolean {
+  for (const c of line) if (!WS.has(c)) return false;
+  return true;
+}
+
+/** Splits on single spaces (consecutive spaces give empty fields, as Rust's split(' ')). */
+function splitSpaces(line: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (;;) {
+    const i = line.indexOf(0x20, start);
+    if (i === -1) {
+      out.push(line.subarray(start));
+      return out;
+    }
+    out.push(line.subarray(start, i));
+    start = i + 1;
+  }
+}
+
+interface ParsedEntry {
+  path: Buffer;
+  /** null = hardlink to `target`. */
+  inode: { dir: boolean; stat: Stat; content?: LeafContent } | null;
+  target?: Buffer;
+}
+
+class Parser {
+  objectHash: HashAlg | undefined;
+  constructor(opts: ParseOptions) {
+    this.objectHash = opts.objectHash;
+  }
+
+  private digest(hex: string): Buffer {
+    if (!this.objectHash) {
+      if (hex.length === 64) this.objectHash = 'sha256';
+      else if (hex.length === 128) this.objectHash = 'sha512';
+      else fail(`invalid digest '${hex}': expected 64 (sha256) or 128 (sha512) hex digits`);
+    }
+    return parseHex(hex, DIGEST_SIZE[this.objectHash], `${this.objectHash} digest`);
+  }
+
+  /** composefs-rs `from_object_pathname`: the trailing `xx/yyyy…` of a payload. */
+  private idFromObjectPath(payload: Buffer): Buffer {
+    const alg: HashAlg = this.objectHash ?? 'sha256';
+    const hexLen = DIGEST_SIZE[alg] * 2;
+    const min = hexLen + 1;
+    if (payload.length < min) fail(`payload '${payload.toString('latin1')}' is not an object path (xx/${'y'.repeat(6)}…)`);
+    const tail = payload.subarray(payload.length - min).toString('latin1');
+    if (tail[2] !== '/') fail(`payload '${payload.toString('latin1')}' is not an object path`);
+    if (!this.objectHash) this.objectHash = alg;
+    return parseHex(tail.slice(0, 2) + tail.slice(3), DIGEST_SIZE[alg], 'object path');
+  }
+
+  entry(line: Buffer): ParsedEntry {
+    const f = splitSpaces(line);
+    let i = 0;
+    const next = (name: string): Buffer => {
+      if (i >= f.length) fail(`missing ${name}`);
+      return f[i++];
+    };
+    const path = canonicalPath(next('path'), 'path');
+    parseUnsigned(next('size').toString('latin1'), 'size', 64);
+    const size = BigInt(f[1].toString('latin1'));
+    const modeField = next('mode').toString('latin1');
+    const at = modeField.indexOf('@');
+    if (at !== -1) {
+      const mode = parseMode(modeField.slice(at + 1));
+      if ((mode & S_IFMT) === S_IFDIR) fail('invalid hardlinked directory');
+      for (const name of ['nlink', 'uid', 'gid', 'rdev', 'mtime']) next(name);
+      const payload = optional(next('payload'));
+      if (!payload) fail('hardlink without a target (PAYLOAD)');
+      return { path, inode: null, target: canonicalPath(payload, 'hardlink target') };
+    }
+    const mode = parseMode(modeField);
+    const nlink = parseU32(next('nlink').toString('latin1'), 'nlink');
+    const uid = parseU32(next('uid').toString('latin1'), 'uid');
+    const gid = parseU32(next('gid').toString('latin1'), 'gid');
+    const rdev = parseUnsigned(next('rdev').toString('latin1'), 'rdev', 64);
+    const mtime = next('mtime').toString('latin1');
+    const dot = mtime.indexOf('.');
+    if (dot === -1) fail(`missing . in mtime '${mtime}'`);
+    const sec = parseUnsigned(mtime.slice(0, dot), 'mtime seconds', 64);
+    const nsec = parseUnsigned(mtime.slice(dot + 1), 'mtime nanoseconds', 64);
+    const payload = optional(next('payload'));
+    const content = optional(next('content'));
+    const digest = optional(next('digest'));
+
+    const xattrs: [Buffer, Buffer][] = [];
+    let nameTotal = 0;
+    for (; i < f.length; i++) {
+      const eq = f[i].indexOf(0x3d);
+      if (eq === -1) fail(`missing = in xattr '${f[i].toString('latin1')}'`);
+      const key = noNul(unesc(f[i].subarray(0, eq), 'xattr name'), 'xattr name');
+      if (key.length > XATTR_NAME_MAX) fail(`xattr name too long (${key.length} bytes, max ${XATTR_NAME_MAX})`);
+      const value = unesc(f[i].subarray(eq + 1), 'xattr value');
+      if (value.length > XATTR_SIZE_MAX) fail(`xattr value too long (${value.length} bytes, max ${XATTR_SIZE_MAX})`);
+      nameTotal += key.length;
+      if (nameTotal > XATTR_LIST_MAX) fail('too many xattrs');
+      xattrs.push([key, value]);
+    }
+    // composefs-rs sorts (name, value) pairs, then inserts into a map: for a repeated name the
+    // greatest value wins.
+    xattrs.sort((a, b) => Buffer.compare(a[0], b[0]) || Buffer.compare(a[1], b[1]));
+
+    const noContent = () => {
+      if (content) fail('entry cannot have content');
+      if (digest) fail('entry cannot have fsverity digest');
+    };
+    const noRdev = () => {
+      if (rdev !== 0n) fail(`entry cannot have device (rdev) ${rdev}`);
+    };
+
+    let c: LeafContent | undefined;
+    let dir = false;
+    switch (mode & S_IFMT) {
+      case S_IFREG:
+        noRdev();
+        if (payload) {
+          const p = unescapePath(payload, 'payload');
+          if (digest) c = { type: 'external', id: this.digest(digest.toString('latin1')), size };
+          else c = { type: 'external-no-verity', id: this.idFromObjectPath(p), size };
+        } else {
+          const data = content ? unesc(content, 'content', MAX_INLINE_CONTENT) : Buffer.alloc(0);
+          if (digest) fail('inline file cannot have fsverity digest');
+          c = data.length === 0 && size > 0n ? { type: 'sparse', size } : { type: 'inline', data: Buffer.from(data) };
+        }
+        break;
+      case S_IFLNK: {
+        noContent();
+        noRdev();
+        if (!payload) fail('symlink without a target (PAYLOAD)');
+        const target = unescapePath(payload, 'symlink target');
+        if (target.length > SYMLINK_MAX) fail(`symlink target length ${target.length} exceeds limit ${SYMLINK_MAX}`);
+        c = { type: 'symlink', target: Buffer.from(target) };
+        break;
+      }
+      case S_IFIFO:
+        noContent();
+        noRdev();
+        c = { type: 'fifo' };
+        break;
+      case S_IFSOCK:
+        noContent();
+        noRdev();
+        c = { type: 'socket' };
+        break;
+      case S_IFCHR:
+      case S_IFBLK: {
+        noContent();
+        const isChar = (mode & S_IFMT) === S_IFCHR;
+        if (isChar && rdev === 0n && nlink > 1) fail('whiteout entry (character device 0:0) has nlink > 1');
+        c = isChar ? { type: 'chardev', rdev } : { type: 'blockdev', rdev };
+        break;
+      }
+      case S_IFDIR:
+        noContent();
+        noRdev();
+        dir = true;
+        break;
+      default:
+        fail(`unhandled file type in mode ${mode.toString(8)}`);
+    }
+    if (nsec >= 1_000_000_000n) fail(`invalid mtime nanoseconds ${nsec} (must be < 1000000000)`);
+    const stat: Stat = {
+      mode: mode & 0o7777,
+      uid,
+      gid,
+      mtimeSec: BigInt.asIntN(64, sec),
+      mtimeNsec: Number(nsec),
+      xattrs: new Map(xattrs.map(([k, v]) => [nameKey(k), Buffer.from(v)])),
+    };
+    return { path, inode: { dir, stat, content: c } };
+  }
+}
+
+function parentAndName(path: Buffer): [string[], string] {
+  const parts = path.subarray(1).toString('latin1').split('/');
+  const name = parts.pop()!;
+  return [parts, name];
+}
+
+/**
+ * Parses a dumpfile. The text must be UTF-8 (composefs-rs reads it as a `&str`); escaped bytes
+ * may be anything.
+ */
+export function parseDumpfile(text: Buffer, opts: ParseOptions = {}): ParsedDumpfile {
+  if (!isUtf8(text)) {
+    throw new DumpfileError(0, 'not valid UTF-8; raw bytes must be escaped as \\xHH');
+  }
+  const parser = new Parser(opts);
+  let fs: FileSystem | undefined;
+  const byPath = new Map<string, Leaf>();
+  const created = new Set<Leaf>();
+  for (const [n, line] of lines(text)) {
+    if (isBlank(line)) continue;
+    try {
+      const e = parser.entry(line);
+      if (!fs) {
+        if (e.path.length !== 1) fail(`dumpfile must start with the root directory entry '/', found '${e.path.toString('latin1')}'`);
+      }
+      if (e.path.length === 1) {
+        if (!e.inode || !e.inode.dir) fail('the root must be a directory');
+        if (!fs) fs = new FileSystem(new Directory(e.inode.stat));
+        else fs.root.stat = e.inode.stat;
+        continue;
+      }
+      const [parents, name] = parentAndName(e.path);
+      let inode: Inode;
+      if (!e.inode) {
+        const leaf = byPath.get(e.target!.toString('latin1'));
+        if (!leaf) fail(`hardlink target not found: '${e.target!.toString('latin1')}'`);
+        inode = leaf;
+      } else if (e.inode.dir) {
+        inode = new Directory(e.inode.stat);
+      } else {
+        const leaf = new Leaf(e.inode.stat, e.inode.content!);
+        created.add(leaf);
+        inode = leaf;
+      }
+      if (inode.kind === 'leaf') byPath.set(e.path.toString('latin1'), inode);
+      let dir: Directory = fs!.root;
+      for (const p of parents) {
+        const d = dir.entries.get(p);
+        if (!d || d.kind !== 'dir') fail(`parent directory not found: '/${parents.join('/')}'`);
+        dir = d;
+      }
+      dir.entries.set(name, inode);
+    } catch (err) {
+      if (err instanceof LineError) throw new DumpfileError(n, err.message);
+      throw err;
+    }
+  }
+  if (!fs) throw new DumpfileError(0, 'empty dumpfile: expected the root directory entry');
+  checkOrphans(fs, created);
+  return { fs, objectHash: parser.objectHash };
+}
+
+/** A replaced path can leave leaves no entry refers to; composefs-rs refuses such trees. */
+function checkOrphans(fs: FileSystem, created: Set<Leaf>): void {
+  const stack: Directory[] = [fs.root];
+  while (stack.length > 0) {
+    for (const v of stack.pop()!.entries.values()) {
+      if (v.kind === 'dir') stack.push(v);
+      else created.delete(v);
+    }
+  }
+  if (created.size > 0) {
+    throw new DumpfileError(0, `${created.size} orphaned leaves: a path was given twice and the later line replaced an earlier subtree`);
+  }
+}
+

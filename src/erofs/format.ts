@@ -1,0 +1,325 @@
+/**
+ * The composefs EROFS on-disk format as typed structs with encoders and decoders.
+ *
+ * Everything is little-endian. Writers (V0/V1 and V2) and the reader share these definitions so
+ * the byte layout lives in exactly one place. Layout rules (which inode goes where) are not
+ * here: see the writers.
+ */
+
+export const BLOCK_SIZE = 4096;
+export const BLOCK_BITS = 12;
+
+export const COMPOSEFS_MAGIC = 0xd078629a;
+/** `version` field of the composefs header (LCFS_EROFS_VERSION). */
+export const COMPOSEFS_HEADER_VERSION = 1;
+export const COMPOSEFS_FLAGS_HAS_ACL = 1;
+export const EROFS_SUPER_MAGIC = 0xe0f5e1e2;
+export const EROFS_SUPER_OFFSET = 1024;
+export const FEATURE_COMPAT_MTIME = 0x2;
+export const FEATURE_COMPAT_XATTR_FILTER = 0x4;
+
+/** i_format data layouts (shifted left by one in i_format; bit 0 = extended). */
+export const LAYOUT_FLAT_PLAIN = 0;
+export const LAYOUT_FLAT_INLINE = 2;
+export const LAYOUT_CHUNK_BASED = 4;
+
+export const COMPACT_INODE_SIZE = 32;
+export const EXTENDED_INODE_SIZE = 64;
+export const XATTR_IBODY_HEADER_SIZE = 12;
+export const DIRENT_SIZE = 12;
+
+/** Dirent file types. */
+export const FT_REG = 1;
+export const FT_DIR = 2;
+export const FT_CHR = 3;
+export const FT_BLK = 4;
+export const FT_FIFO = 5;
+export const FT_SOCK = 6;
+export const FT_LNK = 7;
+
+/** Bloom-filter seed for the xattr name filter (EROFS_XATTR_FILTER_SEED). */
+export const XATTR_FILTER_SEED = 0x25bbe08f;
+
+/** Composefs header, the first 32 bytes of every image. */
+export interface ComposefsHeader {
+  magic: number;
+  version: number;
+  flags: number;
+  composefsVersion: number;
+}
+
+export function encodeComposefsHeader(h: ComposefsHeader): Buffer {
+  const b = Buffer.alloc(32);
+  b.writeUInt32LE(h.magic, 0);
+  b.writeUInt32LE(h.version, 4);
+  b.writeUInt32LE(h.flags, 8);
+  b.writeUInt32LE(h.composefsVersion, 12);
+  return b;
+}
+
+export function decodeComposefsHeader(b: Buffer, off = 0): ComposefsHeader {
+  return {
+    magic: b.readUInt32LE(off),
+    version: b.readUInt32LE(off + 4),
+    flags: b.readUInt32LE(off + 8),
+    composefsVersion: b.readUInt32LE(off + 12),
+  };
+}
+
+/** The fields of the 128-byte EROFS superblock that composefs images use. */
+export interface Superblock {
+  magic: number;
+  featureCompat: number;
+  blkszbits: number;
+  rootNid: number;
+  inos: bigint;
+  buildTime: bigint;
+  buildTimeNsec: number;
+  blocks: number;
+  metaBlkaddr: number;
+  xattrBlkaddr: number;
+  featureIncompat: number;
+}
+
+export const SUPERBLOCK_SIZE = 128;
+
+export function encodeSuperblock(s: Superblock): Buffer {
+  const b = Buffer.alloc(SUPERBLOCK_SIZE);
+  b.writeUInt32LE(s.magic, 0);
+  b.writeUInt32LE(s.featureCompat, 8);
+  b.writeUInt8(s.blkszbits, 12);
+  b.writeUInt16LE(s.rootNid, 14);
+  b.writeBigUInt64LE(s.inos, 16);
+  b.writeBigUInt64LE(BigInt.asUintN(64, s.buildTime), 24);
+  b.writeUInt32LE(s.buildTimeNsec >>> 0, 32);
+  b.writeUInt32LE(s.blocks >>> 0, 36);
+  b.writeUInt32LE(s.metaBlkaddr >>> 0, 40);
+  b.writeUInt32LE(s.xattrBlkaddr >>> 0, 44);
+  b.writeUInt32LE(s.featureIncompat >>> 0, 80);
+  return b;
+}
+
+export function decodeSuperblock(b: Buffer, off = EROFS_SUPER_OFFSET): Superblock {
+  return {
+    magic: b.readUInt32LE(off),
+    featureCompat: b.readUInt32LE(off + 8),
+    blkszbits: b.readUInt8(off + 12),
+    rootNid: b.readUInt16LE(off + 14),
+    inos: b.readBigUInt64LE(off + 16),
+    buildTime: BigInt.asIntN(64, b.readBigUInt64LE(off + 24)),
+    buildTimeNsec: b.readUInt32LE(off + 32),
+    blocks: b.readUInt32LE(off + 36),
+    metaBlkaddr: b.readUInt32LE(off + 40),
+    xattrBlkaddr: b.readUInt32LE(off + 44),
+    featureIncompat: b.readUInt32LE(off + 80),
+  };
+}
+
+/**
+ * An inode header, compact (32 bytes) or extended (64 bytes). Compact inodes have no mtime of
+ * their own (the reader takes build_time) and 16-bit uid/gid/nlink, 32-bit size.
+ */
+export interface InodeHeader {
+  extended: boolean;
+  layout: number;
+  xattrIcount: number;
+  /** Full st_mode: type bits | permissions (low 16 bits stored). */
+  mode: number;
+  nlink: number;
+  size: bigint;
+  /** i_u: block address, rdev, or chunk format depending on type and layout. */
+  u: number;
+  ino: number;
+  uid: number;
+  gid: number;
+  mtimeSec: bigint;
+  mtimeNsec: number;
+}
+
+export function inodeHeaderSize(extended: boolean): number {
+  return extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE;
+}
+
+export function encodeInodeHeader(h: InodeHeader): Buffer {
+  if (h.extended) {
+    const b = Buffer.alloc(EXTENDED_INODE_SIZE);
+    b.writeUInt16LE(((h.layout << 1) | 1) & 0xffff, 0);
+    b.writeUInt16LE(h.xattrIcount, 2);
+    b.writeUInt16LE(h.mode & 0xffff, 4);
+    b.writeBigUInt64LE(BigInt.asUintN(64, h.size), 8);
+    b.writeUInt32LE(h.u >>> 0, 16);
+    b.writeUInt32LE(h.ino >>> 0, 20);
+    b.writeUInt32LE(h.uid >>> 0, 24);
+    b.writeUInt32LE(h.gid >>> 0, 28);
+    b.writeBigUInt64LE(BigInt.asUintN(64, h.mtimeSec), 32);
+    b.writeUInt32LE(h.mtimeNsec >>> 0, 40);
+    b.writeUInt32LE(h.nlink >>> 0, 44);
+    return b;
+  }
+  const b = Buffer.alloc(COMPACT_INODE_SIZE);
+  b.writeUInt16LE((h.layout << 1) & 0xffff, 0);
+  b.writeUInt16LE(h.xattrIcount, 2);
+  b.writeUInt16LE(h.mode & 0xffff, 4);
+  b.writeUInt16LE(h.nlink & 0xffff, 6);
+  b.writeUInt32LE(Number(BigInt.asUintN(32, h.size)), 8);
+  b.writeUInt32LE(h.u >>> 0, 16);
+  b.writeUInt32LE(h.ino >>> 0, 20);
+  b.writeUInt16LE(h.uid & 0xffff, 24);
+  b.writeUInt16LE(h.gid & 0xffff, 26);
+  return b;
+}
+
+/**
+ * Decodes the inode header at `off`. Compact inodes get `mtimeSec`/`mtimeNsec` from the
+ * superblock's build time, as the kernel does.
+ */
+export function decodeInodeHeader(b: Buffer, off: number, sb: Superblock): InodeHeader {
+  const format = b.readUInt16LE(off);
+  const extended = (format & 1) === 1;
+  const layout = (format >> 1) & 0x7;
+  if (extended) {
+    return {
+      extended,
+      layout,
+      xattrIcount: b.readUInt16LE(off + 2),
+      mode: b.readUInt16LE(off + 4),
+      size: b.readBigUInt64LE(off + 8),
+      u: b.readUInt32LE(off + 16),
+      ino: b.readUInt32LE(off + 20),
+      uid: b.readUInt32LE(off + 24),
+      gid: b.readUInt32LE(off + 28),
+      mtimeSec: BigInt.asIntN(64, b.readBigUInt64LE(off + 32)),
+      mtimeNsec: b.readUInt32LE(off + 40),
+      nlink: b.readUInt32LE(off + 44),
+    };
+  }
+  return {
+    extended,
+    layout,
+    xattrIcount: b.readUInt16LE(off + 2),
+    mode: b.readUInt16LE(off + 4),
+    nlink: b.readUInt16LE(off + 6),
+    size: BigInt(b.readUInt32LE(off + 8)),
+    u: b.readUInt32LE(off + 16),
+    ino: b.readUInt32LE(off + 20),
+    uid: b.readUInt16LE(off + 24),
+    gid: b.readUInt16LE(off + 26),
+    mtimeSec: sb.buildTime,
+    mtimeNsec: sb.buildTimeNsec,
+  };
+}
+
+/** Size of an in-inode xattr body for a given i_xattr_icount (0 = none). */
+export function xattrBodySize(icount: number): number {
+  return icount === 0 ? 0 : XATTR_IBODY_HEADER_SIZE + 4 * (icount - 1);
+}
+
+/** i_xattr_icount for an xattr body of `size` bytes (0 = no body). */
+export function xattrIcount(size: number): number {
+  return size === 0 ? 0 : 1 + (size - XATTR_IBODY_HEADER_SIZE) / 4;
+}
+
+/** EROFS xattr name prefixes by index. Index 0 = the full name is stored. */
+export const XATTR_PREFIXES: readonly (string | null)[] = [
+  null,
+  'user.',
+  'system.posix_acl_access',
+  'system.posix_acl_default',
+  'trusted.',
+  'lustre.',
+  'security.',
+];
+
+/** One xattr entry split into prefix index + suffix. */
+export interface XattrEntry {
+  index: number;
+  suffix: Buffer;
+  value: Buffer;
+}
+
+/** Encoded size of an xattr entry, padded to 4 bytes. */
+export function xattrEntrySize(e: XattrEntry): number {
+  return (4 + e.suffix.length + e.value.length + 3) & ~3;
+}
+
+/** Encodes an xattr entry (header, suffix, value) padded to 4 bytes. */
+export function encodeXattrEntry(e: XattrEntry): Buffer {
+  const b = Buffer.alloc(xattrEntrySize(e));
+  b.writeUInt8(e.suffix.length & 0xff, 0);
+  b.writeUInt8(e.index, 1);
+  b.writeUInt16LE(e.value.length & 0xffff, 2);
+  e.suffix.copy(b, 4);
+  e.value.copy(b, 4 + e.suffix.length);
+  return b;
+}
+
+/** Decodes an xattr entry at `off`; returns it with its padded length. */
+export function decodeXattrEntry(b: Buffer, off: number): { entry: XattrEntry; size: number } {
+  const nameLen = b.readUInt8(off);
+  const index = b.readUInt8(off + 1);
+  const valueLen = b.readUInt16LE(off + 2);
+  const end = off + 4 + nameLen + valueLen;
+  if (end > b.length) throw new RangeError(`xattr entry at offset ${off} runs past the end of the image`);
+  const suffix = b.subarray(off + 4, off + 4 + nameLen);
+  const value = b.subarray(off + 4 + nameLen, end);
+  return { entry: { index, suffix, value }, size: (4 + nameLen + valueLen + 3) & ~3 };
+}
+
+/** A directory entry as stored: target nid, name, file type. */
+export interface Dirent {
+  nid: bigint;
+  name: Buffer;
+  fileType: number;
+}
+
+/** Encodes a group of dirents (one block or the inline tail): all headers, then all names. */
+export function encodeDirents(entries: Dirent[]): Buffer {
+  let total = DIRENT_SIZE * entries.length;
+  for (const e of entries) total += e.name.length;
+  const b = Buffer.alloc(total);
+  let nameoff = DIRENT_SIZE * entries.length;
+  entries.forEach((e, i) => {
+    const h = i * DIRENT_SIZE;
+    b.writeBigUInt64LE(e.nid, h);
+    b.writeUInt16LE(nameoff, h + 8);
+    b.writeUInt8(e.fileType, h + 10);
+    e.name.copy(b, nameoff);
+    nameoff += e.name.length;
+  });
+  return b;
+}
+
+/**
+ * Decodes a dirent group of `len` bytes at `off`. The name of the last entry ends at the first
+ * NUL or at the end of the group (full blocks are zero-padded).
+ */
+export function decodeDirents(b: Buffer, off: number, len: number): Dirent[] {
+  if (len < DIRENT_SIZE) throw new RangeError(`directory block at offset ${off} is too short (${len} bytes)`);
+  const first = b.readUInt16LE(off + 8);
+  if (first % DIRENT_SIZE !== 0 || first === 0 || first > len) {
+    throw new RangeError(`directory block at offset ${off} has a bad first name offset ${first}`);
+  }
+  const n = first / DIRENT_SIZE;
+  const out: Dirent[] = [];
+  for (let i = 0; i < n; i++) {
+    const h = off + i * DIRENT_SIZE;
+    const nameoff = b.readUInt16LE(h + 8);
+    let nameEnd: number;
+    if (i + 1 < n) nameEnd = b.readUInt16LE(h + DIRENT_SIZE + 8);
+    else {
+      nameEnd = len;
+      const z = b.indexOf(0, off + nameoff);
+      if (z !== -1 && z < off + len) nameEnd = z - off;
+    }
+    if (nameoff > nameEnd || nameEnd > len) {
+      throw new RangeError(`directory entry ${i} in block at offset ${off} has bad name offsets`);
+    }
+    out.push({ nid: b.readBigUInt64LE(h), fileType: b.readUInt8(h + 10), name: b.subarray(off + nameoff, off + nameEnd) });
+  }
+  return out;
+}
+
+/** Rounds `x` up to a multiple of `n` (a power of two or any positive integer). */
+export function roundUp(x: number, n: number): number {
+  return Math.ceil(x / n) * n;
+}

@@ -1,0 +1,161 @@
+/**
+ * Linux fs-verity file digests: a Merkle tree over 4096-byte blocks, no salt, SHA-256 or
+ * SHA-512, then the hash of the 256-byte fsverity_descriptor. This is both the object id of an
+ * external file and the id of a composefs image.
+ *
+ * The hasher accepts input in chunks of any size: partial blocks are buffered, so the digest
+ * never depends on how the input was split (composefs-rs shipped exactly that bug once).
+ */
+import crypto from 'node:crypto';
+import { open } from 'node:fs/promises';
+import type { HashAlg } from '../tree/tree.js';
+
+export const FSVERITY_BLOCK_SIZE = 4096;
+const ALG_NUMBER: Record<HashAlg, number> = { sha256: 1, sha512: 2 };
+const DIGEST_BYTES: Record<HashAlg, number> = { sha256: 32, sha512: 64 };
+
+// crypto.hash (one-shot) has far less per-call overhead than createHash; it exists from
+// Node 20.12. Per-block hashing is the hot path, so prefer it when present.
+type OneShot = (alg: string, data: Uint8Array) => Buffer;
+const cryptoHash = (crypto as unknown as { hash?: (a: string, d: Uint8Array, enc: 'buffer') => Buffer }).hash;
+const hashOnce: OneShot = cryptoHash
+  ? (alg, data) => cryptoHash(alg, data, 'buffer')
+  : (alg, data) => crypto.createHash(alg).update(data).digest();
+
+/** One level of the Merkle tree: a block being filled with child hashes. */
+interface Level {
+  block: Buffer;
+  used: number;
+  /** Hashes ever added to this level. */
+  count: number;
+}
+
+/** Incremental fs-verity digest computation. */
+export class FsVerityHasher {
+  private readonly digestSize: number;
+  private readonly pending = Buffer.alloc(FSVERITY_BLOCK_SIZE);
+  private pendingLen = 0;
+  private size = 0n;
+  private readonly levels: Level[] = [];
+  private done = false;
+
+  constructor(readonly alg: HashAlg) {
+    this.digestSize = DIGEST_BYTES[alg];
+  }
+
+  /** Feeds more data. Any chunk size is fine. */
+  update(data: Uint8Array): this {
+    if (this.done) throw new Error('FsVerityHasher: update after digest');
+    this.size += BigInt(data.length);
+    let off = 0;
+    if (this.pendingLen > 0) {
+      const take = Math.min(FSVERITY_BLOCK_SIZE - this.pendingLen, data.length);
+      this.pending.set(data.subarray(0, take), this.pendingLen);
+      this.pendingLen += take;
+      off = take;
+      if (this.pendingLen === FSVERITY_BLOCK_SIZE) {
+        this.addHash(0, hashOnce(this.alg, this.pending));
+        this.pendingLen = 0;
+      }
+    }
+    // Whole blocks straight from the caller's buffer: no copy.
+    while (data.length - off >= FSVERITY_BLOCK_SIZE) {
+      this.addHash(0, hashOnce(this.alg, data.subarray(off, off + FSVERITY_BLOCK_SIZE)));
+      off += FSVERITY_BLOCK_SIZE;
+    }
+    if (off < data.length) {
+      this.pending.set(data.subarray(off), this.pendingLen);
+      this.pendingLen += data.length - off;
+    }
+    return this;
+  }
+
+  private addHash(levelIndex: number, hash: Buffer): void {
+    let level = this.levels[levelIndex];
+    if (!level) {
+      level = { block: Buffer.alloc(FSVERITY_BLOCK_SIZE), used: 0, count: 0 };
+      this.levels[levelIndex] = level;
+    }
+    hash.copy(level.block, level.used);
+    level.used += this.digestSize;
+    level.count++;
+    if (level.used === FSVERITY_BLOCK_SIZE) {
+      const h = hashOnce(this.alg, level.block);
+      level.used = 0;
+      this.addHash(levelIndex + 1, h);
+    }
+  }
+
+  /** The Merkle tree root hash (all zeros for empty input). */
+  private rootHash(): Buffer {
+    if (this.pendingLen > 0) {
+      this.pending.fill(0, this.pendingLen);
+      this.addHash(0, hashOnce(this.alg, this.pending));
+      this.pendingLen = 0;
+    }
+    if (this.levels.length === 0) return Buffer.alloc(this.digestSize);
+    for (let i = 0; ; i++) {
+      const level = this.levels[i];
+      const isTop = i === this.levels.length - 1;
+      // The root is the single hash of the topmost level.
+      if (isTop && level.count === 1) return Buffer.from(level.block.subarray(0, this.digestSize));
+      if (level.used > 0) {
+        level.block.fill(0, level.used);
+        const h = hashOnce(this.alg, level.block);
+        level.used = 0;
+        this.addHash(i + 1, h);
+      }
+    }
+  }
+
+  /** Finishes and returns the fs-verity digest. */
+  digest(): Buffer {
+    const root = this.rootHash();
+    this.done = true;
+    const desc = Buffer.alloc(256);
+    desc[0] = 1; // version
+    desc[1] = ALG_NUMBER[this.alg];
+    desc[2] = 12; // log2(block size)
+    desc[3] = 0; // salt size
+    desc.writeBigUInt64LE(this.size, 8);
+    root.copy(desc, 16);
+    return hashOnce(this.alg, desc);
+  }
+}
+
+/** fs-verity digest of an in-memory buffer. */
+export function fsverityDigest(data: Uint8Array, alg: HashAlg): Buffer {
+  return new FsVerityHasher(alg).update(data).digest();
+}
+
+const READ_SIZE = 1 << 20;
+
+/**
+ * fs-verity digest of a file, streamed in 1 MiB reads (memory stays constant).
+ * If `expectedSize` is given and the file turns out longer or shorter, this throws: the file
+ * changed while it was being hashed.
+ */
+export async function fsverityDigestFile(path: string | Buffer, alg: HashAlg, expectedSize?: bigint): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const hasher = new FsVerityHasher(alg);
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    let total = 0n;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+      if (bytesRead === 0) break;
+      hasher.update(buf.subarray(0, bytesRead));
+      total += BigInt(bytesRead);
+    }
+    if (expectedSize !== undefined && total !== expectedSize) {
+      throw new Error(`${pathText(path)}: file changed while being hashed (size ${expectedSize} when listed, ${total} bytes read)`);
+    }
+    return hasher.digest();
+  } finally {
+    await fh.close();
+  }
+}
+
+function pathText(p: string | Buffer): string {
+  return typeof p === 'string' ? p : p.toString('latin1');
+}

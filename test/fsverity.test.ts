@@ -1,0 +1,73 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { FsVerityHasher, fsverityDigest, fsverityDigestFile } from '../src/fsverity/fsverity.js';
+import { GOLDEN, IN_CI, have, tempDir } from './helpers.js';
+
+const SIZES = [0, 1, 4095, 4096, 4097, 8192, 1048577, 128 * 4096, 128 * 4096 + 1, 64 * 4096 + 1, 777777, 3 * 1048576 + 12345];
+
+test('fsverity.json vectors', () => {
+  const j = JSON.parse(readFileSync(path.join(GOLDEN, 'fsverity.json'), 'utf8')) as {
+    vectors: { name: string; length: number; sha256: string; sha512: string }[];
+  };
+  for (const v of j.vectors) {
+    let data: Buffer;
+    if (v.name === 'empty') data = Buffer.alloc(0);
+    else if (v.name.startsWith('hello')) data = Buffer.from('hello world');
+    else if (/zero/.test(v.name)) data = Buffer.alloc(v.length);
+    else if (v.length === 1) data = Buffer.alloc(1);
+    else data = Buffer.from(Array.from({ length: v.length }, (_, i) => i % 251));
+    assert.equal(data.length, v.length, v.name);
+    assert.equal(fsverityDigest(data, 'sha256').toString('hex'), v.sha256, `${v.name} sha256`);
+    assert.equal(fsverityDigest(data, 'sha512').toString('hex'), v.sha512, `${v.name} sha512`);
+  }
+});
+
+test('digest does not depend on how the input is chunked', () => {
+  const data = randomBytes(300000);
+  for (const alg of ['sha256', 'sha512'] as const) {
+    const whole = fsverityDigest(data, alg);
+    for (const step of [1, 7, 100, 4095, 4096, 4097, 65536]) {
+      const h = new FsVerityHasher(alg);
+      for (let o = 0; o < data.length; o += step) h.update(data.subarray(o, o + step));
+      assert.deepEqual(h.digest(), whole, `${alg} step ${step}`);
+    }
+    // irregular chunks
+    const h = new FsVerityHasher(alg);
+    let o = 0;
+    let k = 1;
+    while (o < data.length) {
+      h.update(data.subarray(o, o + k));
+      o += k;
+      k = (k * 7 + 3) % 9001;
+    }
+    assert.deepEqual(h.digest(), whole, `${alg} irregular`);
+  }
+});
+
+test('equals `fsverity digest` for many sizes, from memory and from files', async (t) => {
+  if (!have('fsverity')) {
+    if (IN_CI) assert.fail('fsverity (Debian package fsverity) is required under CI');
+    t.skip('fsverity not installed');
+    return;
+  }
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const size of SIZES) {
+      const data = randomBytes(size);
+      const file = path.join(dir, `f${size}`);
+      writeFileSync(file, data);
+      for (const alg of ['sha256', 'sha512'] as const) {
+        const out = execFileSync('fsverity', ['digest', `--hash-alg=${alg}`, file]).toString();
+        const expected = out.split(' ')[0].split(':')[1];
+        assert.equal(fsverityDigest(data, alg).toString('hex'), expected, `${size} ${alg} memory`);
+        assert.equal((await fsverityDigestFile(file, alg)).toString('hex'), expected, `${size} ${alg} file`);
+      }
+    }
+  } finally {
+    cleanup();
+  }
+});
