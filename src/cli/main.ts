@@ -7,6 +7,10 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { isMainThread, workerData } from 'node:worker_threads';
+import { runHashWorker } from '../fsverity/hash-worker.js';
+import { setWorkerEntry } from '../fsverity/pool.js';
 import { ImageError, readErofs } from '../erofs/reader.js';
 import { ErofsVersion, writeErofs } from '../erofs/writer.js';
 import { dumpfileChunks } from '../dumpfile/write.js';
@@ -166,6 +170,18 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv).then((code) => {
-  process.exitCode = code;
-});
+/** The file this code runs from (the bundle, in a bundled build). */
+function selfFile(): string {
+  return fileURLToPath(import.meta.url);
+}
+
+const bundled = (globalThis as { __cfsBundled?: boolean }).__cfsBundled === true;
+if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker === 'hash') {
+  runHashWorker();
+} else if (isMainThread) {
+  // A single-file bundle has no separate worker script: workers re-enter this file.
+  if (bundled) setWorkerEntry(selfFile(), { cfsWorker: 'hash' });
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

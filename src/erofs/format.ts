@@ -289,32 +289,44 @@ export function encodeDirents(entries: Dirent[]): Buffer {
   return b;
 }
 
+/** A malformed image: the reason and the byte offset where it was found. */
+export class ImageError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(`${message} (at byte offset ${offset})`);
+    this.name = 'ImageError';
+  }
+}
+
 /**
- * Decodes a dirent group of `len` bytes at `off`. The name of the last entry ends at the first
- * NUL or at the end of the group (full blocks are zero-padded).
+ * Decodes a dirent group (one block or the inline tail) of `len` bytes at `off`: all headers,
+ * then all names. The last name ends at the first NUL or at the end of the group (full blocks
+ * are zero-padded). Each entry carries the offset of its header.
  */
-export function decodeDirents(b: Buffer, off: number, len: number): Dirent[] {
-  if (len < DIRENT_SIZE) throw new RangeError(`directory block at offset ${off} is too short (${len} bytes)`);
+export function decodeDirents(b: Buffer, off: number, len: number): (Dirent & { off: number })[] {
+  if (off + len > b.length) throw new ImageError(`directory block of ${len} bytes runs past the end of the image`, off);
+  if (len < DIRENT_SIZE) throw new ImageError(`directory block of ${len} bytes is too short for a dirent`, off);
   const first = b.readUInt16LE(off + 8);
-  if (first % DIRENT_SIZE !== 0 || first === 0 || first > len) {
-    throw new RangeError(`directory block at offset ${off} has a bad first name offset ${first}`);
+  if (first === 0 || first % DIRENT_SIZE !== 0 || first > len) {
+    throw new ImageError(`directory block has a bad first name offset ${first}`, off + 8);
   }
   const n = first / DIRENT_SIZE;
-  const out: Dirent[] = [];
+  const out: (Dirent & { off: number })[] = [];
   for (let i = 0; i < n; i++) {
-    const h = off + i * DIRENT_SIZE;
-    const nameoff = b.readUInt16LE(h + 8);
+    const d = off + i * DIRENT_SIZE;
+    const nameOff = b.readUInt16LE(d + 8);
     let nameEnd: number;
-    if (i + 1 < n) nameEnd = b.readUInt16LE(h + DIRENT_SIZE + 8);
+    if (i + 1 < n) nameEnd = b.readUInt16LE(d + DIRENT_SIZE + 8);
     else {
-      nameEnd = len;
-      const z = b.indexOf(0, off + nameoff);
-      if (z !== -1 && z < off + len) nameEnd = z - off;
+      const z = nameOff <= len ? b.subarray(off + nameOff, off + len).indexOf(0) : -1;
+      nameEnd = z === -1 ? len : nameOff + z;
     }
-    if (nameoff > nameEnd || nameEnd > len) {
-      throw new RangeError(`directory entry ${i} in block at offset ${off} has bad name offsets`);
+    if (nameOff < first || nameOff > nameEnd || nameEnd > len) {
+      throw new ImageError(`dirent ${i} has bad name offsets ${nameOff}..${nameEnd}`, d + 8);
     }
-    out.push({ nid: b.readBigUInt64LE(h), fileType: b.readUInt8(h + 10), name: b.subarray(off + nameoff, off + nameEnd) });
+    out.push({ nid: b.readBigUInt64LE(d), fileType: b.readUInt8(d + 10), name: b.subarray(off + nameOff, off + nameEnd), off: d });
   }
   return out;
 }

@@ -1,0 +1,222 @@
+/**
+ * Extended attributes as the composefs EROFS writer stores them: prefix splitting, the
+ * `trusted.overlay.*` escape, the overlayfs metacopy/redirect values of external files, the
+ * per-inode bloom filter, and the global sharing pass.
+ *
+ * The two layout epochs (V0/V1 = "epoch 1", the libcomposefs-compatible layout; V2 = "epoch 2",
+ * the legacy composefs-rs layout) differ here only in the prefix table (epoch 1 has no
+ * `lustre.`), in the order of an inode's xattrs, and in the order of the shared table.
+ */
+
+import { XATTR_FILTER_SEED, XATTR_PREFIXES, XATTR_IBODY_HEADER_SIZE } from './format.js';
+import { xxh32 } from './xxhash.js';
+
+export const OVERLAY_PREFIX = Buffer.from('trusted.overlay.');
+export const OVERLAY_ESCAPED_PREFIX = Buffer.from('trusted.overlay.overlay.');
+export const XATTR_OVERLAY_METACOPY = Buffer.from('trusted.overlay.metacopy');
+export const XATTR_OVERLAY_REDIRECT = Buffer.from('trusted.overlay.redirect');
+/** Set on the root of V0/V1 images (never escaped: added after escaping). */
+export const XATTR_OVERLAY_OPAQUE_ROOT = Buffer.from('trusted.overlay.opaque');
+/** Whiteout markers of V0/V1 images; already in escaped form. */
+export const XATTR_OVERLAY_WHITEOUT = Buffer.from('trusted.overlay.overlay.whiteout');
+export const XATTR_USER_WHITEOUT = Buffer.from('user.overlay.whiteout');
+export const XATTR_OVERLAY_WHITEOUTS = Buffer.from('trusted.overlay.overlay.whiteouts');
+export const XATTR_USER_WHITEOUTS = Buffer.from('user.overlay.whiteouts');
+export const XATTR_OVERLAY_OPAQUE = Buffer.from('trusted.overlay.overlay.opaque');
+export const XATTR_USER_OPAQUE = Buffer.from('user.overlay.opaque');
+export const XATTR_SECURITY_SELINUX = 'security.selinux';
+
+/** Prefix indices of the POSIX ACL names (they set the V0/V1 header's HAS_ACL flag). */
+export const XATTR_INDEX_POSIX_ACL_ACCESS = 2;
+export const XATTR_INDEX_POSIX_ACL_DEFAULT = 3;
+const XATTR_INDEX_LUSTRE = 5;
+
+/** Longest suffix / value an xattr entry header can describe (u8 / u16 length fields). */
+const MAX_SUFFIX_LEN = 0xff;
+const MAX_VALUE_LEN = 0xffff;
+
+const PREFIX_BYTES: (Buffer | null)[] = XATTR_PREFIXES.map((p) => (p === null ? null : Buffer.from(p)));
+
+/** One xattr of one inode, split into EROFS prefix index + suffix. */
+export interface XattrItem {
+  index: number;
+  suffix: Buffer;
+  value: Buffer;
+  /** The full (escaped) name: epoch 1 orders by it. */
+  name: Buffer;
+  /** Identity of (index, suffix, value), for sharing. */
+  key: string;
+}
+
+/**
+ * Splits a name into (prefix index, suffix): the matching well-known prefix, or index 0 with
+ * the whole name. Epoch 1 does not know `lustre.` (libcomposefs leaves it out of its table).
+ */
+export function splitXattrName(name: Buffer, epoch1: boolean): { index: number; suffix: Buffer } {
+  for (let idx = PREFIX_BYTES.length - 1; idx >= 1; idx--) {
+    if (epoch1 && idx === XATTR_INDEX_LUSTRE) continue;
+    const prefix = PREFIX_BYTES[idx]!;
+    if (name.length >= prefix.length && name.subarray(0, prefix.length).equals(prefix)) {
+      return { index: idx, suffix: name.subarray(prefix.length) };
+    }
+  }
+  return { index: 0, suffix: name };
+}
+
+/**
+ * `trusted.overlay.X` -> `trusted.overlay.overlay.X`, so that overlayfs shows the user's own
+ * overlay xattrs instead of interpreting them. Other names are returned unchanged.
+ */
+export function escapeOverlayName(name: Buffer): Buffer {
+  if (name.length >= OVERLAY_PREFIX.length && name.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)) {
+    return Buffer.concat([OVERLAY_ESCAPED_PREFIX, name.subarray(OVERLAY_PREFIX.length)]);
+  }
+  return name;
+}
+
+/** fs-verity algorithm number of an object id, decided by its length (32 = SHA-256, 64 = SHA-512). */
+function verityAlgorithm(id: Buffer): number {
+  if (id.length === 32) return 1;
+  if (id.length === 64) return 2;
+  throw new Error(`external object id has ${id.length} bytes; expected 32 (sha256) or 64 (sha512)`);
+}
+
+/** The overlayfs metacopy value carrying the object's fs-verity digest: version, length, flags, algorithm, digest. */
+export function metacopyValue(id: Buffer): Buffer {
+  const alg = verityAlgorithm(id);
+  const out = Buffer.alloc(4 + id.length);
+  out[0] = 0; // version
+  out[1] = out.length; // total length of the struct
+  out[2] = 0; // flags
+  out[3] = alg;
+  id.copy(out, 4);
+  return out;
+}
+
+/** The overlayfs redirect value: "/" + the object's path in the repository ("xx/yyyy…"). */
+export function redirectValue(id: Buffer): Buffer {
+  verityAlgorithm(id);
+  const hex = id.toString('hex');
+  return Buffer.from(`/${hex.slice(0, 2)}/${hex.slice(2)}`, 'latin1');
+}
+
+/** Encoded size of an xattr entry: 4-byte header, suffix, value, padded to 4. */
+export function entrySize(x: XattrItem): number {
+  return (4 + x.suffix.length + x.value.length + 3) & ~3;
+}
+
+/** Writes one xattr entry at `off` (the buffer is zero-filled, so padding is free); returns its size. */
+export function writeEntry(buf: Buffer, off: number, x: XattrItem): number {
+  buf[off] = x.suffix.length;
+  buf[off + 1] = x.index;
+  buf.writeUInt16LE(x.value.length, off + 2);
+  x.suffix.copy(buf, off + 4);
+  x.value.copy(buf, off + 4 + x.suffix.length);
+  return entrySize(x);
+}
+
+/** The xattrs of one inode: local entries, references into the shared table, bloom filter. */
+export class InodeXattrs {
+  local: XattrItem[] = [];
+  /** Indices into the shared table, in the order the xattrs had in this inode. */
+  shared: number[] = [];
+  /** OR of one bit per xattr name ever added; stored complemented. 0 = no xattrs at all. */
+  filter = 0;
+
+  constructor(private readonly epoch1: boolean) {}
+
+  /** Appends an xattr (no de-duplication: composefs-rs appends, so duplicates are possible). */
+  add(name: Buffer, value: Buffer): void {
+    const { index, suffix } = splitXattrName(name, this.epoch1);
+    if (suffix.length > MAX_SUFFIX_LEN) {
+      throw new Error(`xattr name ${JSON.stringify(name.toString('latin1'))} is too long for EROFS (${suffix.length} > ${MAX_SUFFIX_LEN} bytes after the prefix)`);
+    }
+    if (value.length > MAX_VALUE_LEN) {
+      throw new Error(`xattr ${JSON.stringify(name.toString('latin1'))} has a ${value.length}-byte value; EROFS allows at most ${MAX_VALUE_LEN}`);
+    }
+    this.filter = (this.filter | (1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31))) >>> 0;
+    const key = `${index}\u0100${suffix.toString('latin1')}\u0100${value.toString('latin1')}`;
+    this.local.push({ index, suffix, value, name, key });
+  }
+
+  /** Size of the in-inode xattr body (0 when the inode has no xattrs). */
+  byteSize(): number {
+    if (this.filter === 0) return 0;
+    let size = XATTR_IBODY_HEADER_SIZE + 4 * this.shared.length;
+    for (const x of this.local) size += entrySize(x);
+    return size;
+  }
+
+  /**
+   * Writes the body at `off`: complemented filter, shared count, shared refs (mapped to on-disk
+   * ids by `sharedRef`), local entries.
+   */
+  write(buf: Buffer, off: number, sharedRef: (index: number) => number): number {
+    if (this.filter === 0) return 0;
+    if (this.shared.length > 0xff) {
+      throw new Error(`an inode references ${this.shared.length} shared xattrs; EROFS allows at most 255`);
+    }
+    const start = off;
+    buf.writeUInt32LE(~this.filter >>> 0, off);
+    buf[off + 4] = this.shared.length;
+    off += XATTR_IBODY_HEADER_SIZE;
+    for (const k of this.shared) {
+      buf.writeUInt32LE(sharedRef(k) >>> 0, off);
+      off += 4;
+    }
+    for (const x of this.local) off += writeEntry(buf, off, x);
+    return off - start;
+  }
+}
+
+/** Epoch 1 order (libcomposefs): full name, then value length, then value bytes. */
+function compareFullKey(a: XattrItem, b: XattrItem): number {
+  return Buffer.compare(a.name, b.name) || a.value.length - b.value.length || Buffer.compare(a.value, b.value);
+}
+
+/** Epoch 2 order (composefs-rs): prefix index, suffix bytes, value bytes. */
+function compareTriple(a: XattrItem, b: XattrItem): number {
+  return a.index - b.index || Buffer.compare(a.suffix, b.suffix) || Buffer.compare(a.value, b.value);
+}
+
+/**
+ * Moves every (prefix, suffix, value) that occurs more than once across all inodes into a
+ * shared table and replaces the inode-local copies by references. Occurrences are counted, not
+ * inodes, so an inode holding the same xattr twice shares it too (as composefs-rs does).
+ *
+ * Epoch 1 first sorts each inode's xattrs by full name, and lays the table out in *descending*
+ * full-name order; epoch 2 keeps insertion order and lays the table out ascending by triple.
+ * Returns the table in on-disk order; `InodeXattrs.shared` holds positions in it.
+ */
+export function shareXattrs(all: InodeXattrs[], epoch1: boolean): XattrItem[] {
+  if (epoch1) for (const x of all) x.local.sort(compareFullKey);
+
+  const counts = new Map<string, { item: XattrItem; count: number }>();
+  for (const x of all) {
+    for (const item of x.local) {
+      const c = counts.get(item.key);
+      if (c) c.count++;
+      else counts.set(item.key, { item, count: 1 });
+    }
+  }
+
+  const table: XattrItem[] = [];
+  for (const c of counts.values()) if (c.count > 1) table.push(c.item);
+  if (epoch1) table.sort((a, b) => compareFullKey(b, a));
+  else table.sort(compareTriple);
+
+  const position = new Map<string, number>();
+  table.forEach((item, i) => position.set(item.key, i));
+
+  for (const x of all) {
+    if (x.local.length === 0) continue;
+    const keep: XattrItem[] = [];
+    for (const item of x.local) {
+      const k = position.get(item.key);
+      if (k === undefined) keep.push(item);
+      else x.shared.push(k);
+    }
+    x.local = keep;
+  }
+  return table;
+}

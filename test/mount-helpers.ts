@@ -1,0 +1,161 @@
+/**
+ * Kernel oracle: mount a composefs image (EROFS loop mount + overlayfs with the object store as
+ * a data-only lower layer) and read the mounted tree back with plain syscalls and getfattr —
+ * nothing from our own reader is involved.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { IN_CI } from './helpers.js';
+
+/** Whether this process can mount (root with the mount capability, erofs + overlay present). */
+export function canMount(): { ok: boolean; why: string } {
+  if (process.getuid?.() !== 0) return { ok: false, why: 'not running as root' };
+  const fsList = readFileSync('/proc/filesystems', 'utf8');
+  if (!/\berofs\b/.test(fsList)) {
+    try {
+      execFileSync('modprobe', ['erofs'], { stdio: 'ignore' });
+    } catch {
+      /* checked below */
+    }
+  }
+  const again = readFileSync('/proc/filesystems', 'utf8');
+  if (!/\berofs\b/.test(again)) return { ok: false, why: 'kernel has no erofs support' };
+  if (!/\boverlay\b/.test(again)) return { ok: false, why: 'kernel has no overlayfs support' };
+  return { ok: true, why: '' };
+}
+
+/** Skips (outside CI) or fails (under CI=true) when mounting is impossible. Returns true to proceed. */
+export function requireMount(t: { skip: (m: string) => void }): boolean {
+  const { ok, why } = canMount();
+  if (ok) return true;
+  if (IN_CI) throw new Error(`kernel mount test cannot run under CI: ${why}`);
+  t.skip(`kernel mount not possible here (${why}); run as root to include it`);
+  return false;
+}
+
+/** Mounts IMAGE with OBJECTS as data-only lower layer under `work`; returns the merged dir and an unmount function. */
+export function mountComposefs(image: string, objects: string, work: string): { root: string; unmount: () => void } {
+  const lower = path.join(work, 'erofs');
+  const root = path.join(work, 'merged');
+  mkdirSync(lower, { recursive: true });
+  mkdirSync(root, { recursive: true });
+  execFileSync('mount', ['-t', 'erofs', '-o', 'loop,ro', image, lower]);
+  try {
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `ro,metacopy=on,redirect_dir=on,lowerdir=${lower}::${objects}`, root]);
+  } catch (e) {
+    execFileSync('umount', [lower]);
+    throw e;
+  }
+  return {
+    root,
+    unmount: () => {
+      execFileSync('umount', [root]);
+      execFileSync('umount', [lower]);
+    },
+  };
+}
+
+/** Writes each object of `objects` (id hex -> content) into a composefs object directory. */
+export function writeObjects(dir: string, objects: Map<string, Buffer>): void {
+  for (const [hex, data] of objects) {
+    const sub = path.join(dir, hex.slice(0, 2));
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(path.join(sub, hex.slice(2)), data);
+  }
+}
+
+/** What the kernel shows of one path. */
+export interface Observed {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: string;
+  size: bigint;
+  nlink: bigint;
+  ino: bigint;
+  content?: string;
+  target?: string;
+  rdev?: bigint;
+  xattrs: Map<string, string>;
+}
+
+const TYPES: [number, string][] = [
+  [0o040000, 'dir'],
+  [0o100000, 'reg'],
+  [0o120000, 'lnk'],
+  [0o020000, 'chr'],
+  [0o060000, 'blk'],
+  [0o010000, 'fifo'],
+  [0o140000, 'sock'],
+];
+
+/** Parses `getfattr -R -d -m - -e hex -h --absolute-names` output: path (latin1) -> name -> hex value. */
+function readAllXattrs(root: string): Map<string, Map<string, string>> {
+  const out = new Map<string, Map<string, string>>();
+  let text: Buffer;
+  try {
+    text = execFileSync('getfattr', ['-R', '-d', '-m', '-', '-e', 'hex', '-h', '--absolute-names', root], { maxBuffer: 1 << 28 });
+  } catch (e) {
+    // getfattr exits non-zero when some file has no xattrs support; its stdout still holds the rest.
+    text = (e as { stdout: Buffer }).stdout;
+  }
+  let cur: Map<string, string> | undefined;
+  for (const line of text.toString('latin1').split('\n')) {
+    if (line.startsWith('# file: ')) {
+      cur = new Map();
+      out.set(unescapeGetfattr(line.slice(8)), cur);
+    } else if (cur && line.includes('=')) {
+      const eq = line.indexOf('=');
+      cur.set(unescapeGetfattr(line.slice(0, eq)), line.slice(eq + 1).replace(/^0x/, ''));
+    }
+  }
+  return out;
+}
+
+/** getfattr escapes unusual bytes in names as \ooo (octal). */
+function unescapeGetfattr(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * Reads the mounted tree: path (latin1, "/" for the root) -> what lstat/readlink/read/getfattr
+ * show. Regular file content is summarised as its sha256.
+ */
+export function readMountedTree(root: string): Map<string, Observed> {
+  const xattrs = readAllXattrs(root);
+  const out = new Map<string, Observed>();
+  const rootBuf = Buffer.from(root);
+  const stack: Buffer[] = [Buffer.alloc(0)];
+  while (stack.length > 0) {
+    const rel = stack.pop()!;
+    const full = Buffer.concat([rootBuf, rel]);
+    const st = lstatSync(full, { bigint: true });
+    const fmt = Number(st.mode) & 0o170000;
+    const type = TYPES.find(([b]) => b === fmt)?.[1] ?? `unknown(${fmt.toString(8)})`;
+    const key = rel.length === 0 ? '/' : rel.toString('latin1');
+    const o: Observed = {
+      type,
+      mode: Number(st.mode) & 0o7777,
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtime: `${st.mtimeNs / 1_000_000_000n}.${st.mtimeNs % 1_000_000_000n}`,
+      size: st.size,
+      nlink: st.nlink,
+      ino: st.ino,
+      xattrs: xattrs.get(full.toString('latin1')) ?? new Map(),
+    };
+    if (type === 'reg') o.content = createHash('sha256').update(readFileSync(full)).digest('hex');
+    if (type === 'lnk') o.target = (readlinkSync(full, { encoding: 'buffer' }) as Buffer).toString('latin1');
+    if (type === 'chr' || type === 'blk') o.rdev = st.rdev;
+    out.set(key, o);
+    if (type === 'dir') {
+      for (const name of readdirSync(full, { encoding: 'buffer' }) as Buffer[]) {
+        stack.push(Buffer.concat([rel, Buffer.from('/'), name]));
+      }
+    }
+  }
+  return out;
+}
