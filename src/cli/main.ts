@@ -32,7 +32,8 @@ SOURCE is one of:
   dumpfile:PATH    a composefs dumpfile (PATH '-' reads standard input)
 
 The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
-hash of the image id.`;
+hash of the image id.
+`;
 
 function parseErofsVersion(v: string): ErofsVersion {
   if (v === '0' || v === '1' || v === '2') return Number(v) as ErofsVersion;
@@ -54,6 +55,8 @@ async function buildImage(source: string, g: GlobalOpts): Promise<{ image: Buffe
 
 export function makeProgram(): Command {
   const program = new Command();
+  // Before any subcommand is added, so that they inherit it: errors come back to main().
+  program.exitOverride();
   program
     .name('cfs')
     .description(
@@ -145,7 +148,11 @@ Exit status: 0 success, 1 digests differ (--expect), 2 error.`,
 function describe(e: unknown): string {
   if (e instanceof Error) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code && err.syscall && err.path) return `${err.path}: ${err.syscall} failed: ${err.code}${err.message.includes(err.code) ? '' : ` (${err.message})`}`;
+    if (err.code && err.syscall && err.path !== undefined) {
+      // "ENOENT: no such file or directory, open '/x'" -> "/x: no such file or directory (open)"
+      const m = /^[A-Z0-9_]+: ([^,]+),/.exec(err.message);
+      return `${String(err.path)}: ${m ? m[1] : err.code} (${err.syscall})`;
+    }
     return e.message;
   }
   return String(e);
@@ -154,7 +161,6 @@ function describe(e: unknown): string {
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const program = makeProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     return process.exitCode === undefined ? 0 : Number(process.exitCode);

@@ -1,0 +1,127 @@
+/** The `cfs` command as users run it: the bundled dist/cfs.mjs. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDumpfile } from '../src/dumpfile/parse.js';
+import { writeDumpfile } from '../src/dumpfile/write.js';
+import { GOLDEN, IN_CI, have, readGolden, runCfs, tempDir } from './helpers.js';
+
+const CASES = ['simple', 'hardlinks', 'xattrs', 'whiteouts', 'special', 'rs_sha512', 'names', 'big5000-sha512'];
+
+test('compute-id prints the golden ids for every format and hash', () => {
+  for (const name of CASES) {
+    for (const v of [0, 1, 2]) {
+      for (const alg of ['sha256', 'sha512']) {
+        const r = runCfs(['--hash', alg, '--erofs-version', String(v), 'compute-id', `dumpfile:${path.join(GOLDEN, `${name}.dump`)}`]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout.toString(), readGolden(`${name}.v${v}.${alg}`).toString().trim() + '\n', `${name} V${v} ${alg}`);
+      }
+    }
+  }
+});
+
+test('defaults are V1 and sha512, options work after the subcommand too, stdin works', () => {
+  const dump = readGolden('simple.dump');
+  const a = runCfs(['compute-id', 'dumpfile:-'], dump);
+  assert.equal(a.stdout.toString().trim(), readGolden('simple.v1.sha512').toString().trim());
+  const b = runCfs(['compute-id', '--hash', 'sha256', '--erofs-version', '2', 'dumpfile:-'], dump);
+  assert.equal(b.stdout.toString().trim(), readGolden('simple.v2.sha256').toString().trim());
+});
+
+test('create-image writes the golden bytes and prints ALG:HEX; dump gives the dumpfile back', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const name of ['special', 'hardlinks', 'nested_hardlink_xattr-sha512']) {
+      const input = path.join(GOLDEN, `${name}.dump`);
+      for (const v of [0, 1, 2]) {
+        const out = path.join(dir, `${name}.v${v}.img`);
+        const r = runCfs(['--erofs-version', String(v), 'create-image', `dumpfile:${input}`, '-o', out]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout.toString(), `sha512:${readGolden(`${name}.v${v}.sha512`).toString().trim()}\n`);
+        assert.ok(readFileSync(out).equals(readGolden(`${name}.v${v}.img`)), `${name} V${v} bytes`);
+        const d = runCfs(['dump', out]);
+        assert.equal(d.status, 0, d.stderr);
+        const canonical = writeDumpfile(parseDumpfile(readFileSync(input)).fs);
+        if (v === 2) assert.equal(d.stdout.toString(), canonical.toString().replace(/ (\d+)\.\d+ /g, ' $1.0 '));
+        else assert.ok(d.stdout.equals(canonical), `${name} V${v} dump`);
+      }
+    }
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp')), [], 'no temporary files left');
+  } finally {
+    cleanup();
+  }
+});
+
+test('create-dumpfile prints the canonical dumpfile', () => {
+  const r = runCfs(['create-dumpfile', `dumpfile:${path.join(GOLDEN, 'hardlinks_cstyle.dump')}`]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.equals(writeDumpfile(parseDumpfile(readGolden('hardlinks_cstyle.dump')).fs)));
+});
+
+test('measure equals `fsverity digest`', (t) => {
+  if (!have('fsverity')) {
+    if (IN_CI) assert.fail('fsverity is required under CI');
+    t.skip('fsverity not installed');
+    return;
+  }
+  const { dir, cleanup } = tempDir();
+  try {
+    const f = path.join(dir, 'data');
+    writeFileSync(f, Buffer.alloc(100000, 7));
+    const r = runCfs(['measure', f]);
+    assert.equal(r.status, 0, r.stderr);
+    const want = ['sha256', 'sha512'].map((a) => execFileSync('fsverity', ['digest', `--hash-alg=${a}`, f]).toString()).join('');
+    assert.equal(r.stdout.toString(), want);
+    const only = runCfs(['--hash', 'sha256', 'measure', f]);
+    assert.equal(only.stdout.toString(), want.split('\n')[0] + '\n');
+  } finally {
+    cleanup();
+  }
+});
+
+/** One line on stderr, exit 2, no stack trace. */
+function assertCleanError(r: { status: number; stderr: string }, re: RegExp) {
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, re);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  assert.ok(r.stderr.startsWith('cfs: ') || r.stderr.startsWith('error: '), r.stderr);
+}
+
+test('bad input: one-line errors, exit 2, nothing written', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const bad = path.join(dir, 'bad.dump');
+    writeFileSync(bad, '/ 0 40755 2 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 zero - - -\n');
+    const out = path.join(dir, 'out.img');
+    assertCleanError(runCfs(['create-image', `dumpfile:${bad}`, '-o', out]), /dumpfile line 2: missing \. in mtime/);
+    assert.equal(existsSync(out), false);
+    assertCleanError(runCfs(['compute-id', `dumpfile:${path.join(dir, 'missing.dump')}`]), /missing\.dump: no such file or directory/);
+    assertCleanError(runCfs(['compute-id', 'nosuchkind:x']), /unknown source kind 'nosuchkind'/);
+    assertCleanError(runCfs(['--erofs-version', '3', 'compute-id', 'dumpfile:-']), /must be 0, 1 or 2/);
+    // truncated and corrupt images
+    const img = readGolden('special.v1.img');
+    const cut = path.join(dir, 'cut.img');
+    writeFileSync(cut, img.subarray(0, 5000));
+    assertCleanError(runCfs(['dump', cut]), /cut\.img: .*offset \d+/);
+    const corrupt = Buffer.from(img);
+    corrupt.writeUInt32LE(0xdeadbeef, 1024);
+    writeFileSync(cut, corrupt);
+    assertCleanError(runCfs(['dump', cut]), /cut\.img: .*magic.*offset 1024/);
+    assert.deepEqual(readdirSync(dir).sort(), ['bad.dump', 'cut.img']);
+  } finally {
+    cleanup();
+  }
+});
+
+test('--help explains sources and exit codes; --version prints the version', () => {
+  const h = runCfs(['--help']);
+  assert.equal(h.status, 0);
+  assert.match(h.stdout.toString(), /compute-id/);
+  assert.match(h.stdout.toString(), /dumpfile:PATH/);
+  assert.match(h.stdout.toString(), /Exit status/);
+  const v = runCfs(['--version']);
+  assert.equal(v.status, 0);
+  assert.match(v.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
+});
