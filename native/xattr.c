@@ -351,12 +351,10 @@ static void batch_complete(napi_env env, napi_status status, void *data) {
     if (result) {
       napi_resolve_deferred(env, j->deferred, result);
     } else {
-      napi_value err = NULL, msg;
-      napi_get_and_clear_last_exception(env, &err);
-      if (!err || napi_get_undefined(env, &msg) != napi_ok) {
-        napi_create_string_utf8(env, "readXattrsBatch: failed to build result", NAPI_AUTO_LENGTH, &msg);
-        napi_create_error(env, NULL, msg, &err);
-      }
+      napi_value pending, err = NULL, msg;
+      napi_get_and_clear_last_exception(env, &pending); /* e.g. out of memory while building */
+      napi_create_string_utf8(env, "readXattrsBatch: failed to build the result", NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, NULL, msg, &err);
       napi_reject_deferred(env, j->deferred, err);
     }
   } else {

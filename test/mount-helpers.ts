@@ -121,41 +121,71 @@ function unescapeGetfattr(s: string): string {
 }
 
 /**
- * Reads the mounted tree: path (latin1, "/" for the root) -> what lstat/readlink/read/getfattr
- * show. Regular file content is summarised as its sha256.
+ * A path the kernel accepts for `full`: itself when short, else its base name after chdir-ing
+ * step by step into its parent (paths beyond PATH_MAX). The caller restores the cwd.
+ */
+function reachable(full: Buffer): Buffer {
+  if (full.length < 3500) return full;
+  const parts = full.toString('latin1').split('/');
+  process.chdir('/');
+  for (const part of parts.slice(1, -1)) process.chdir(Buffer.from(part, 'latin1').toString());
+  return Buffer.from(parts[parts.length - 1], 'latin1');
+}
+
+/** mtime as "SEC.NSEC" with floor semantics (-1.5 s = "-2.500000000"). */
+function mtimeText(ns: bigint): string {
+  let sec = ns / 1_000_000_000n;
+  let nsec = ns % 1_000_000_000n;
+  if (nsec < 0n) {
+    sec -= 1n;
+    nsec += 1_000_000_000n;
+  }
+  return `${sec}.${nsec}`;
+}
+
+/**
+ * Reads a directory tree (mounted image or source) with plain syscalls: path (latin1, "/" for
+ * the root) -> what lstat/readlink/read/getfattr show. Regular file content is summarised as
+ * its sha256. Copes with paths beyond PATH_MAX.
  */
 export function readMountedTree(root: string): Map<string, Observed> {
   const xattrs = readAllXattrs(root);
   const out = new Map<string, Observed>();
   const rootBuf = Buffer.from(root);
   const stack: Buffer[] = [Buffer.alloc(0)];
-  while (stack.length > 0) {
-    const rel = stack.pop()!;
-    const full = Buffer.concat([rootBuf, rel]);
-    const st = lstatSync(full, { bigint: true });
-    const fmt = Number(st.mode) & 0o170000;
-    const type = TYPES.find(([b]) => b === fmt)?.[1] ?? `unknown(${fmt.toString(8)})`;
-    const key = rel.length === 0 ? '/' : rel.toString('latin1');
-    const o: Observed = {
-      type,
-      mode: Number(st.mode) & 0o7777,
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      mtime: `${st.mtimeNs / 1_000_000_000n}.${st.mtimeNs % 1_000_000_000n}`,
-      size: st.size,
-      nlink: st.nlink,
-      ino: st.ino,
-      xattrs: xattrs.get(full.toString('latin1')) ?? new Map(),
-    };
-    if (type === 'reg') o.content = createHash('sha256').update(readFileSync(full)).digest('hex');
-    if (type === 'lnk') o.target = (readlinkSync(full, { encoding: 'buffer' }) as Buffer).toString('latin1');
-    if (type === 'chr' || type === 'blk') o.rdev = st.rdev;
-    out.set(key, o);
-    if (type === 'dir') {
-      for (const name of readdirSync(full, { encoding: 'buffer' }) as Buffer[]) {
-        stack.push(Buffer.concat([rel, Buffer.from('/'), name]));
+  const cwd = process.cwd();
+  try {
+    while (stack.length > 0) {
+      const rel = stack.pop()!;
+      const full = Buffer.concat([rootBuf, rel]);
+      const p = reachable(full);
+      const st = lstatSync(p, { bigint: true });
+      const fmt = Number(st.mode) & 0o170000;
+      const type = TYPES.find(([b]) => b === fmt)?.[1] ?? `unknown(${fmt.toString(8)})`;
+      const key = rel.length === 0 ? '/' : rel.toString('latin1');
+      const o: Observed = {
+        type,
+        mode: Number(st.mode) & 0o7777,
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        mtime: mtimeText(st.mtimeNs),
+        size: st.size,
+        nlink: st.nlink,
+        ino: st.ino,
+        xattrs: xattrs.get(full.toString('latin1')) ?? new Map(),
+      };
+      if (type === 'reg') o.content = createHash('sha256').update(readFileSync(p)).digest('hex');
+      if (type === 'lnk') o.target = (readlinkSync(p, { encoding: 'buffer' }) as Buffer).toString('latin1');
+      if (type === 'chr' || type === 'blk') o.rdev = st.rdev;
+      out.set(key, o);
+      if (type === 'dir') {
+        for (const name of readdirSync(p, { encoding: 'buffer' }) as Buffer[]) {
+          stack.push(Buffer.concat([rel, Buffer.from('/'), name]));
+        }
       }
     }
+  } finally {
+    process.chdir(cwd);
   }
   return out;
 }

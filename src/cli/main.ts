@@ -17,8 +17,12 @@ import { dumpfileChunks } from '../dumpfile/write.js';
 import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { writeFileAtomic } from './atomic.js';
-import { EXIT_ERROR, UsageError } from './errors.js';
-import { loadSource } from './source.js';
+import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
+import { loadSource, type LoadedSource } from './source.js';
+import { availableParallelism } from 'node:os';
+import { Repository } from '../repo/repo.js';
+import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
+import { treeCounts } from '../tree/counts.js';
 
 export const VERSION = '0.1.0';
 
@@ -27,17 +31,42 @@ interface GlobalOpts {
   erofsVersion: ErofsVersion;
 }
 
+/** Options of commands that build a tree from a SOURCE. */
+interface TreeOpts {
+  bootable?: boolean;
+  propagateUsrToRoot: boolean;
+  xattrs: XattrFilterMode;
+  jobs?: number;
+  progress?: boolean;
+  json?: boolean;
+}
+
 const SOURCE_HELP = `
 SOURCE is one of:
+  PATH, dir:PATH   a directory: a container root filesystem, e.g. the bind mount of an earlier
+                   build stage (RUN --mount=type=bind,from=base,target=/mnt/base)
   dumpfile:PATH    a composefs dumpfile (PATH '-' reads standard input)
 
-The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
-hash of the image id.
+A directory becomes a tree exactly as cfsctl/bootc read it: hardlinks kept, files of at most
+64 bytes inline, larger ones by fs-verity digest (--hash); then the root takes /usr's metadata,
+/run is emptied and xattrs are filtered (--xattrs). The object hash of a dumpfile source is
+taken from its DIGEST fields; --hash selects the hash of the image id.
 `;
 
 function parseErofsVersion(v: string): ErofsVersion {
   if (v === '0' || v === '1' || v === '2') return Number(v) as ErofsVersion;
   throw new InvalidArgumentError('must be 0, 1 or 2');
+}
+
+function parseJobs(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new InvalidArgumentError('must be a whole number from 1 to 1024');
+  return n;
+}
+
+function parseHex(v: string): string {
+  if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(v)) throw new InvalidArgumentError('must be 64 or 128 hex digits');
+  return v.toLowerCase();
 }
 
 async function writeStdout(chunks: Iterable<string | Uint8Array>): Promise<void> {
@@ -46,11 +75,69 @@ async function writeStdout(chunks: Iterable<string | Uint8Array>): Promise<void>
   }
 }
 
-/** Builds the image of a source (the shared core of compute-id and create-image). */
-async function buildImage(source: string, g: GlobalOpts): Promise<{ image: Buffer; id: Buffer }> {
-  const { fs } = await loadSource(source, { hash: g.hash });
-  const image = writeErofs(fs, g.erofsVersion);
-  return { image, id: fsverityDigest(image, g.hash) };
+/** Adds the options shared by every command that builds a tree. */
+function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean } = {}): Command {
+  if (opts.bootable !== false) {
+    cmd.option('--bootable', 'apply the boot transform (bootc sealed images): empty /boot and /sysroot, drop security.selinux (SELinux relabelling is not implemented yet)');
+  }
+  cmd.option('--no-propagate-usr-to-root', "directory sources: keep the raw tree (root keeps its own metadata, /run is kept, no xattr filtering), as cfsctl's flag of that name");
+  if (opts.xattrs !== false) {
+    cmd.addOption(
+      new Option('--xattrs <mode>', 'which xattrs a directory source keeps: allowlist-only keeps security.capability; keep-user-xattrs also user.*')
+        .choices([...XATTR_FILTER_MODES])
+        .default(DEFAULT_XATTR_FILTER_MODE),
+    );
+  }
+  cmd
+    .option('-j, --jobs <n>', 'hashing threads (default: one per core)', parseJobs)
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
+    .addHelpText('after', SOURCE_HELP);
+  return cmd;
+}
+
+interface Built {
+  loaded: LoadedSource;
+  image: Buffer;
+  id: Buffer;
+}
+
+/** Builds the tree and image of a source: the shared core of the image commands. */
+async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): Promise<Built> {
+  const loaded = await loadSource(source, {
+    hash: g.hash,
+    jobs: t.jobs ?? availableParallelism(),
+    propagateUsrToRoot: t.propagateUsrToRoot,
+    xattrs: t.xattrs,
+    bootable,
+    repo,
+    progress: t.progress === true || process.stderr.isTTY === true,
+  });
+  const image = writeErofs(loaded.fs, g.erofsVersion);
+  return { loaded, image, id: fsverityDigest(image, g.hash) };
+}
+
+/** The kernel argument composefs-rs expects for an image id. */
+export function karg(id: Buffer, version: ErofsVersion, hash: HashAlg, insecure: boolean): string {
+  const q = insecure ? '?' : '';
+  if (version === 2) return `composefs=${q}${id.toString('hex')}`;
+  return `composefs.digest=${q}v1-${hash}-12:${id.toString('hex')}`;
+}
+
+/** Everything that determined the digest, for --json. */
+function describeBuild(b: Built, g: GlobalOpts, t: TreeOpts, bootable: boolean): Record<string, unknown> {
+  return {
+    id: b.id.toString('hex'),
+    hash: g.hash,
+    erofsVersion: g.erofsVersion,
+    objectHash: b.loaded.objectHash ?? null,
+    source: b.loaded.description,
+    rules:
+      b.loaded.kind === 'dir'
+        ? { propagateUsrToRoot: t.propagateUsrToRoot, xattrs: t.propagateUsrToRoot ? t.xattrs : 'all (raw tree)', bootable }
+        : { bootable },
+    imageBytes: b.image.length,
+    counts: treeCounts(b.loaded.fs),
+  };
 }
 
 export function makeProgram(): Command {
@@ -63,53 +150,95 @@ export function makeProgram(): Command {
       'Compute composefs EROFS images and their fs-verity digests, byte-identical with composefs-rs (cfsctl) v0.9.0.',
     )
     .version(VERSION, '-V, --version')
-    .addOption(new Option('--hash <alg>', 'hash of the image id (and of new object ids)').choices(['sha256', 'sha512']).default('sha512'))
+    .addOption(new Option('--hash <alg>', 'hash of the image id and of file object ids').choices(['sha256', 'sha512']).default('sha512'))
     .addOption(new Option('--erofs-version <n>', 'EROFS format: 0 and 1 are the C mkcomposefs layouts, 2 the older composefs-rs layout').argParser(parseErofsVersion).default(1))
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
       `${SOURCE_HELP}
-
 Exit status: 0 success, 1 digests differ (--expect), 2 error.`,
     );
 
   const globals = (cmd: Command): GlobalOpts => cmd.optsWithGlobals() as GlobalOpts;
 
-  program
-    .command('compute-id')
-    .description('print the image id: the fs-verity digest of the composefs image of SOURCE (hex)')
-    .argument('<source>', 'what to build the image from (see SOURCE below)')
-    .addHelpText('after', SOURCE_HELP)
-    .action(async (source: string, _o: unknown, cmd: Command) => {
-      const { id } = await buildImage(source, globals(cmd));
-      process.stdout.write(`${id.toString('hex')}\n`);
-    });
+  treeOptions(
+    program
+      .command('compute-id')
+      .description('print the image id: the fs-verity digest of the composefs image of SOURCE (hex)')
+      .argument('<source>', 'what to build the image from (see SOURCE below)')
+      .option('--expect <hex>', 'exit 1, printing both values, when the id is not this one', parseHex)
+      .option('--write-dumpfile-to <path>', 'also write the dumpfile of the tree (atomically)')
+      .option('--json', 'print a JSON object with the id and every parameter that determined it'),
+  ).action(async (source: string, o: TreeOpts & { expect?: string; writeDumpfileTo?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const b = await build(source, g, o, o.bootable === true);
+    if (o.writeDumpfileTo) await writeFileAtomic(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
+    const hex = b.id.toString('hex');
+    if (o.json) process.stdout.write(`${JSON.stringify(describeBuild(b, g, o, o.bootable === true), null, 2)}\n`);
+    else process.stdout.write(`${hex}\n`);
+    if (o.expect !== undefined && o.expect !== hex) {
+      process.stderr.write(`cfs: digest mismatch\n  expected: ${o.expect}\n  computed: ${hex}\n`);
+      process.exitCode = EXIT_DIFFERENT;
+    }
+  });
 
-  program
-    .command('create-image')
-    .description('write the composefs image of SOURCE to a file (atomically) and print its id as ALG:HEX')
-    .argument('<source>', 'what to build the image from (see SOURCE below)')
-    .requiredOption('-o, --output <image>', 'image file to write')
-    .addHelpText('after', SOURCE_HELP)
-    .action(async (source: string, o: { output: string }, cmd: Command) => {
-      const g = globals(cmd);
-      const { image, id } = await buildImage(source, g);
-      await writeFileAtomic(o.output, [image]);
-      process.stdout.write(`${g.hash}:${id.toString('hex')}\n`);
-    });
+  treeOptions(
+    program
+      .command('compute-karg')
+      .description('print the kernel argument for the bootable image of SOURCE: composefs.digest=v1-ALG-12:HEX (V0/V1) or composefs=HEX (V2)')
+      .argument('<source>', 'what to build the image from (see SOURCE below)')
+      .option('--insecure', "emit the insecure form ('?' before the digest): boot even where fs-verity is unavailable")
+      .option('--json', 'print a JSON object with the karg, the id and every parameter that determined it'),
+    { bootable: false, xattrs: false },
+  ).action(async (source: string, o: TreeOpts & { insecure?: boolean }, cmd: Command) => {
+    const g = globals(cmd);
+    // Like cfsctl: always bootable, always allowlist-only.
+    const t: TreeOpts = { ...o, xattrs: DEFAULT_XATTR_FILTER_MODE };
+    const b = await build(source, g, t, true);
+    const k = karg(b.id, g.erofsVersion, g.hash, o.insecure === true);
+    if (o.json) process.stdout.write(`${JSON.stringify({ karg: k, ...describeBuild(b, g, t, true) }, null, 2)}\n`);
+    else process.stdout.write(`${k}\n`);
+  });
 
-  program
-    .command('create-dumpfile')
-    .description('print the composefs dumpfile of the tree built from SOURCE')
-    .argument('<source>', 'what to build the tree from (see SOURCE below)')
-    .option('-o, --output <file>', 'write to this file (atomically) instead of standard output')
-    .addHelpText('after', SOURCE_HELP)
-    .action(async (source: string, o: { output?: string }, cmd: Command) => {
-      const { fs } = await loadSource(source, { hash: globals(cmd).hash });
-      if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
-      else await writeStdout(dumpfileChunks(fs));
+  treeOptions(
+    program
+      .command('create-image')
+      .description('write the composefs image of SOURCE to a file and/or a repository (atomically) and print its id as ALG:HEX')
+      .argument('<source>', 'what to build the image from (see SOURCE below)')
+      .argument('[name]', 'with --repo: also link images/refs/NAME to the image')
+      .option('-o, --output <image>', 'image file to write')
+      .option('--repo <dir>', 'composefs-rs style repository (created if missing): store every external file as objects/XX/REST and the image under images/'),
+  ).action(async (source: string, name: string | undefined, o: TreeOpts & { output?: string; repo?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    if (!o.output && !o.repo) throw new UsageError('create-image needs -o IMAGE, --repo DIR, or both');
+    if (name !== undefined && !o.repo) throw new UsageError('an image NAME needs --repo');
+    const repo = o.repo ? await Repository.openOrCreate(o.repo, g.hash, g.erofsVersion) : undefined;
+    const b = await build(source, g, o, o.bootable === true, repo);
+    if (repo) await repo.storeImage(b.id, b.image, name);
+    if (o.output) await writeFileAtomic(o.output, [b.image]);
+    process.stdout.write(`${g.hash}:${b.id.toString('hex')}\n`);
+  });
+
+  treeOptions(
+    program
+      .command('create-dumpfile')
+      .description('print the composefs dumpfile of the tree built from SOURCE')
+      .argument('<source>', 'what to build the tree from (see SOURCE below)')
+      .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
+  ).action(async (source: string, o: TreeOpts & { output?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const { fs } = await loadSource(source, {
+      hash: g.hash,
+      jobs: o.jobs ?? availableParallelism(),
+      propagateUsrToRoot: o.propagateUsrToRoot,
+      xattrs: o.xattrs,
+      bootable: o.bootable === true,
+      progress: o.progress === true || process.stderr.isTTY === true,
     });
+    if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
+    else await writeStdout(dumpfileChunks(fs));
+  });
 
   program
     .command('dump')

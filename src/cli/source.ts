@@ -3,23 +3,40 @@
  * sees only the tree.
  *
  *   dumpfile:PATH   a composefs dumpfile (`-` = standard input)
- *
- * Directory and OCI sources are further kinds added here.
+ *   dir:PATH, PATH  a directory, e.g. a container root bind-mounted into a build stage
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { parseDumpfile } from '../dumpfile/parse.js';
+import { HashPool } from '../fsverity/pool.js';
+import { Repository } from '../repo/repo.js';
+import { scanDirectory } from '../scan/scan.js';
+import { transformForBoot, type ContentReader } from '../transform/boot.js';
+import { transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from './errors.js';
+import { Progress, human } from './progress.js';
 
 /** A loaded source: the tree and the hash of its object ids (if it has external files). */
 export interface LoadedSource {
   fs: FileSystem;
   objectHash: HashAlg | undefined;
+  kind: 'dumpfile' | 'dir';
   description: string;
 }
 
 export interface SourceOptions {
+  /** Hash of object ids computed from file content. */
   hash: HashAlg;
+  /** Hashing threads. */
+  jobs: number;
+  /** cfsctl's transform_for_oci; false = `--no-propagate-usr-to-root` (raw tree). */
+  propagateUsrToRoot: boolean;
+  xattrs: XattrFilterMode;
+  bootable: boolean;
+  /** Store external files here while hashing. */
+  repo?: Repository;
+  progress: boolean;
 }
 
 /** Reads all of standard input. */
@@ -29,21 +46,77 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+function splitSpec(spec: string): { kind: string; rest: string } {
+  const m = /^([a-z][a-z-]*):(.*)$/s.exec(spec);
+  if (m) return { kind: m[1], rest: m[2] };
+  return { kind: '', rest: spec };
+}
+
+async function loadDirectory(dir: string, opts: SourceOptions): Promise<FileSystem> {
+  let st;
+  try {
+    st = await stat(dir);
+  } catch (e) {
+    throw new UsageError(`source '${dir}': ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
+  const pool = new HashPool(opts.jobs);
+  const repo = opts.repo;
+  let files = 0;
+  const progress = new Progress(opts.progress, () => `scanning ${dir}: ${files} files listed, ${pool.filesDone} hashed (${human(pool.bytesDone)})`);
+  progress.start();
+  try {
+    const hashFile = async (p: Buffer, size: bigint): Promise<Buffer> => {
+      files++;
+      if (!repo) return pool.hash(p, size, opts.hash);
+      const tmp = repo.tempPath();
+      try {
+        const id = await pool.hash(p, size, opts.hash, tmp);
+        await repo.commitTemp(tmp, id);
+        return id;
+      } catch (e) {
+        await import('node:fs/promises').then((f) => f.unlink(tmp)).catch(() => {});
+        throw e;
+      }
+    };
+    const fs = await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(64, opts.jobs * 8) });
+    if (opts.propagateUsrToRoot) transformForOci(fs, { propagateUsrToRoot: true, xattrs: opts.xattrs });
+    if (opts.bootable) {
+      // Only the SELinux policy files are ever read back, from the directory itself.
+      const read: ContentReader = (p) => readFile(path.join(dir, p.toString('latin1')));
+      await transformForBoot(fs, read);
+    }
+    return fs;
+  } finally {
+    progress.stop();
+    await pool.close();
+  }
+}
+
 /** Loads a SOURCE argument into a tree. */
-export async function loadSource(spec: string, _opts: SourceOptions): Promise<LoadedSource> {
-  const colon = spec.indexOf(':');
-  const kind = colon === -1 ? '' : spec.slice(0, colon);
-  const rest = colon === -1 ? spec : spec.slice(colon + 1);
+export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
+  const { kind, rest } = splitSpec(spec);
   switch (kind) {
     case 'dumpfile': {
       if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
       const text = rest === '-' ? await readStdin() : await readFile(rest);
       const { fs, objectHash } = parseDumpfile(text);
-      return { fs, objectHash, description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}` };
+      if (opts.bootable) {
+        await transformForBoot(fs, async () => {
+          throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
+        });
+      }
+      return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}` };
+    }
+    case 'dir':
+    case '': {
+      if (rest === '') throw new UsageError(`source '${spec}': missing directory path`);
+      const fs = await loadDirectory(rest, opts);
+      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}` };
     }
     default:
       throw new UsageError(
-        `source '${spec}': unknown source kind${kind ? ` '${kind}'` : ''}; expected dumpfile:PATH (see 'cfs --help')`,
+        `source '${spec}': unknown source kind '${kind}'; expected dumpfile:PATH, dir:PATH or a directory path (see 'cfs --help')`,
       );
   }
 }

@@ -31,7 +31,7 @@ function fields(
   content: string,
   digest: string,
 ): string {
-  let line = `${escapeField(path)} ${size} ${(stat.mode | type).toString(8)} ${nlink} ${stat.uid} ${stat.gid} ${rdev} ${stat.mtimeSec}.${stat.mtimeNsec} ${payload} ${content} ${digest}`;
+  let line = `${escapeField(path)} ${size} ${((stat.mode | type) >>> 0).toString(8)} ${nlink} ${stat.uid} ${stat.gid} ${rdev} ${stat.mtimeSec}.${stat.mtimeNsec} ${payload} ${content} ${digest}`;
   for (const [k, v] of sortedXattrs(stat.xattrs)) line += ` ${escapeXattr(k)}=${escapeXattr(v)}`;
   return line;
 }

@@ -55,7 +55,6 @@ export class HashPool {
       const w = new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData });
       w.on('message', (r: HashResult) => this.onResult(w, r));
       w.on('error', (e) => this.fail(e));
-      w.unref();
       this.workers.push(w);
       this.idle.push(w);
     }

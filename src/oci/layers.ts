@@ -1,0 +1,205 @@
+/**
+ * Applying OCI layer tarballs to a tree, exactly as composefs-rs v0.9.0 `process_entry`
+ * (composefs-oci image.rs) does on top of its generic tree (generic_tree.rs):
+ *
+ * - entries are applied in stream order to the tree merged so far; there are no implied parent
+ *   directories (a missing parent is an error) and symlinks in parent paths are never followed
+ *   (a non-directory parent component is an error);
+ * - paths follow Rust `Path` semantics: empty and `.` components vanish, a `..` component anywhere
+ *   in the parent is an error, and a path whose last component is `..` (or that has none) is the
+ *   root entry: it must be a directory and only replaces the root's stat;
+ * - `.wh.NAME` removes NAME from the parent (no-op if absent), `.wh..wh..opq` empties the parent,
+ *   both immediately (so they also remove same-layer entries that came before them); the marker
+ *   itself is never inserted;
+ * - a directory over an existing directory replaces only its stat (children kept); anything else
+ *   replaces the entry;
+ * - a hardlink resolves its target in the merged tree at that moment (the target must be an existing
+ *   non-directory) and shares that leaf; the hardlink member's own stat is ignored.
+ *
+ * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
+ * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
+ */
+import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from '../tree/tree.js';
+import { type ByteSource, StreamByteSource } from './bytes.js';
+import { decompress } from './decompress.js';
+import { readTarEntries, type TarEntry, TarFormatError } from './tar-entry.js';
+
+/** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
+export class LayerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LayerError';
+  }
+}
+
+/** Rust `Path::components()` of an absolute path (or ""), as latin1 keys: Normal names and "..". */
+function components(path: Buffer): string[] {
+  const out: string[] = [];
+  for (const part of path.toString('latin1').split('/')) {
+    if (part === '' || part === '.') continue;
+    out.push(part);
+  }
+  return out;
+}
+
+function show(key: string): string {
+  return JSON.stringify(Buffer.from(key, 'latin1').toString('utf8'));
+}
+
+/** `Directory::get_directory[_mut]`: walk without following anything. */
+function getDirectory(root: Directory, comps: string[]): Directory {
+  let dir = root;
+  for (const c of comps) {
+    if (c === '..') throw new LayerError('path contains a ".." component');
+    const next = dir.entries.get(c);
+    if (next === undefined) throw new LayerError(`parent directory ${show(c)} does not exist`);
+    if (next.kind !== 'dir') throw new LayerError(`parent ${show(c)} is not a directory (symlinks are not followed)`);
+    dir = next;
+  }
+  return dir;
+}
+
+/** `Directory::split[_mut]`: (parent directory, file name); the path must end in a normal name. */
+function split(root: Directory, path: Buffer): [Directory, string] {
+  const comps = components(path);
+  const last = comps.length === 0 ? undefined : comps[comps.length - 1];
+  if (last === undefined || last === '..') throw new LayerError(`invalid file name in ${show(path.toString('latin1'))}`);
+  return [getDirectory(root, comps.slice(0, -1)), last];
+}
+
+/** True if the path has no final normal component (composefs-rs treats it as the root entry). */
+function isRootPath(path: Buffer): boolean {
+  const comps = components(path);
+  return comps.length === 0 || comps[comps.length - 1] === '..';
+}
+
+const WH_PREFIX = '.wh.';
+const WH_OPAQUE_REST = '.wh..opq';
+
+/** composefs-rs `process_entry`. */
+export function applyEntry(fs: FileSystem, e: TarEntry): void {
+  if (isRootPath(e.path)) {
+    if (e.item.kind !== 'dir') throw new LayerError('the root entry must be a directory');
+    fs.root.stat = e.stat;
+    return;
+  }
+  let inode: Inode;
+  switch (e.item.kind) {
+    case 'dir':
+      inode = new Directory(e.stat);
+      break;
+    case 'leaf':
+      inode = new Leaf(e.stat, e.item.content);
+      break;
+    case 'hardlink': {
+      const target = e.item.target;
+      let dir: Directory;
+      let name: string;
+      try {
+        [dir, name] = split(fs.root, target);
+      } catch (err) {
+        throw new LayerError(`hardlink target ${show(target.toString('latin1'))}: ${(err as Error).message}`);
+      }
+      const t = dir.entries.get(name);
+      if (t === undefined) throw new LayerError(`hardlink target ${show(target.toString('latin1'))} does not exist`);
+      if (t.kind === 'dir') throw new LayerError(`hardlink target ${show(target.toString('latin1'))} is a directory`);
+      inode = t;
+      break;
+    }
+  }
+  const [dir, name] = split(fs.root, e.path);
+  if (name.startsWith(WH_PREFIX)) {
+    const rest = name.slice(WH_PREFIX.length);
+    if (rest === WH_OPAQUE_REST) dir.entries.clear();
+    else dir.entries.delete(rest);
+    return;
+  }
+  const old = dir.entries.get(name);
+  if (inode.kind === 'dir' && old !== undefined && old.kind === 'dir') old.stat = inode.stat;
+  else dir.entries.set(name, inode);
+}
+
+export interface ApplyOptions {
+  hash: HashAlg;
+  /** Name of the layer in error messages (e.g. "layer 2 (sha256:…)"). */
+  label?: string;
+  /** Skip decompression detection (the stream is known to be a plain tar). */
+  raw?: boolean;
+}
+
+/** A readable or async iterable of byte chunks. */
+export type ByteStream = AsyncIterable<Uint8Array> | NodeJS.ReadableStream;
+
+function describe(label: string | undefined, e: { entryName?: string; offset?: number }): string {
+  const parts: string[] = [];
+  if (label) parts.push(label);
+  if (e.entryName !== undefined) parts.push(`tar entry ${JSON.stringify(e.entryName)}`);
+  else if (e.offset !== undefined) parts.push(`tar offset ${e.offset}`);
+  return parts.join(', ');
+}
+
+/** Error raised while applying a layer: names the layer and the member, then the reason. */
+export class LayerApplyError extends Error {
+  constructor(
+    readonly layer: string | undefined,
+    readonly entryName: string | undefined,
+    readonly reason: string,
+    readonly offset?: number,
+  ) {
+    const where = describe(layer, { entryName, offset });
+    super(where ? `${where}: ${reason}` : reason);
+    this.name = 'LayerApplyError';
+  }
+}
+
+/** Applies the members of one (plain) tar stream to `fs`. */
+export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptions): Promise<void> {
+  try {
+    await readTarEntries(src, opts.hash, (e) => {
+      try {
+        applyEntry(fs, e);
+      } catch (err) {
+        if (err instanceof LayerError) throw new LayerApplyError(opts.label, e.name, err.message);
+        throw err;
+      }
+    });
+  } catch (err) {
+    if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);
+    throw err;
+  }
+}
+
+/**
+ * Applies one layer (plain, gzip or zstd tar, detected by magic bytes) to `fs`, in place. The whole
+ * input is consumed, including anything after the end-of-archive marker.
+ */
+export async function applyLayer(fs: FileSystem, layer: ByteStream, opts: ApplyOptions): Promise<void> {
+  const chunks = layer as AsyncIterable<Uint8Array>;
+  const plain = opts.raw ? chunks : decompress(chunks, opts.label);
+  const src = new StreamByteSource(plain);
+  try {
+    await applyTar(fs, src, opts);
+  } finally {
+    await src.close().catch(() => {});
+  }
+}
+
+/** A fresh tree with composefs-rs's starting root (`Stat::uninitialized()`: mode 0, all zero). */
+export function newOciFileSystem(): FileSystem {
+  return new FileSystem(new Directory(emptyStat()));
+}
+
+/** Builds the merged tree (before `transform_for_oci`) from layers in order, bottom first. */
+export async function buildFromLayers(
+  layers: Iterable<ByteStream | (() => ByteStream | Promise<ByteStream>)>,
+  opts: { hash: HashAlg; labels?: string[] },
+): Promise<FileSystem> {
+  const fs = newOciFileSystem();
+  let i = 0;
+  for (const l of layers) {
+    const stream = typeof l === 'function' ? await l() : l;
+    await applyLayer(fs, stream, { hash: opts.hash, label: opts.labels?.[i] ?? `layer ${i + 1}` });
+    i++;
+  }
+  return fs;
+}
