@@ -159,7 +159,14 @@ export function readMountedTree(root: string): Map<string, Observed> {
       const rel = stack.pop()!;
       const full = Buffer.concat([rootBuf, rel]);
       const p = reachable(full);
-      const st = lstatSync(p, { bigint: true });
+      let st;
+      try {
+        st = lstatSync(p, { bigint: true });
+      } catch (e) {
+        // overlayfs lists a whiteout of its lower layer in readdir but hides it from lookup
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' && rel.length > 0) continue;
+        throw e;
+      }
       const fmt = Number(st.mode) & 0o170000;
       const type = TYPES.find(([b]) => b === fmt)?.[1] ?? `unknown(${fmt.toString(8)})`;
       const key = rel.length === 0 ? '/' : rel.toString('latin1');

@@ -39,6 +39,7 @@ interface TreeOpts {
   jobs?: number;
   progress?: boolean;
   json?: boolean;
+  platform?: string;
 }
 
 const SOURCE_HELP = `
@@ -46,10 +47,15 @@ SOURCE is one of:
   PATH, dir:PATH   a directory: a container root filesystem, e.g. the bind mount of an earlier
                    build stage (RUN --mount=type=bind,from=base,target=/mnt/base)
   dumpfile:PATH    a composefs dumpfile (PATH '-' reads standard input)
+  oci:DIR[:REF]    an OCI image layout (REF: org.opencontainers.image.ref.name, or the only image)
+  oci-archive:FILE[:REF]     the same, as a tar file
+  docker-archive:FILE[:REF]  docker save / podman save output
+  layers:A.tar,B.tar.gz,...  plain layer tarballs in order (gzip, zstd or none)
 
 A directory becomes a tree exactly as cfsctl/bootc read it: hardlinks kept, files of at most
-64 bytes inline, larger ones by fs-verity digest (--hash); then the root takes /usr's metadata,
-/run is emptied and xattrs are filtered (--xattrs). The object hash of a dumpfile source is
+64 bytes inline, larger ones by fs-verity digest (--hash); OCI layers are merged as
+composefs-rs merges them (whiteouts, opaque directories, hardlinks), blob digests verified. Then
+the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattrs). The object hash of a dumpfile source is
 taken from its DIGEST fields; --hash selects the hash of the image id.
 `;
 
@@ -89,6 +95,7 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
     );
   }
   cmd
+    .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
     .option('-j, --jobs <n>', 'hashing threads (default: one per core)', parseJobs)
     .option('--progress', 'show progress on stderr even when it is not a terminal')
     .addHelpText('after', SOURCE_HELP);
@@ -111,6 +118,7 @@ async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boole
     bootable,
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
+    platform: t.platform,
   });
   const image = writeErofs(loaded.fs, g.erofsVersion);
   return { loaded, image, id: fsverityDigest(image, g.hash) };
@@ -235,6 +243,7 @@ Exit status: 0 success, 1 digests differ (--expect), 2 error.`,
       xattrs: o.xattrs,
       bootable: o.bootable === true,
       progress: o.progress === true || process.stderr.isTTY === true,
+      platform: o.platform,
     });
     if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));

@@ -4,11 +4,14 @@
  *
  *   dumpfile:PATH   a composefs dumpfile (`-` = standard input)
  *   dir:PATH, PATH  a directory, e.g. a container root bind-mounted into a build stage
+ *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
+ *                   OCI layer tarballs (the same image outside the build)
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { HashPool } from '../fsverity/pool.js';
+import { loadOciSource } from '../oci/image.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
@@ -21,7 +24,7 @@ import { Progress, human } from './progress.js';
 export interface LoadedSource {
   fs: FileSystem;
   objectHash: HashAlg | undefined;
-  kind: 'dumpfile' | 'dir';
+  kind: 'dumpfile' | 'dir' | 'oci';
   description: string;
 }
 
@@ -37,6 +40,8 @@ export interface SourceOptions {
   /** Store external files here while hashing. */
   repo?: Repository;
   progress: boolean;
+  /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
+  platform?: string;
 }
 
 /** Reads all of standard input. */
@@ -114,9 +119,26 @@ export async function loadSource(spec: string, opts: SourceOptions): Promise<Loa
       const fs = await loadDirectory(rest, opts);
       return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}` };
     }
+    case 'oci':
+    case 'oci-archive':
+    case 'docker-archive':
+    case 'layers': {
+      if (opts.repo) throw new UsageError(`--repo with an OCI source is not supported yet: objects are only stored from directory sources`);
+      const fs = await loadOciSource(spec, {
+        hash: opts.hash,
+        platform: opts.platform,
+        transform: { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
+      });
+      if (opts.bootable) {
+        await transformForBoot(fs, async () => {
+          throw new UsageError('--bootable with an OCI source whose /etc/selinux/config is larger than 64 bytes is not supported yet');
+        });
+      }
+      return { fs, objectHash: opts.hash, kind: 'oci', description: spec };
+    }
     default:
       throw new UsageError(
-        `source '${spec}': unknown source kind '${kind}'; expected dumpfile:PATH, dir:PATH or a directory path (see 'cfs --help')`,
+        `source '${spec}': unknown source kind '${kind}'; expected a directory, dir:PATH, dumpfile:PATH, oci:DIR, oci-archive:FILE, docker-archive:FILE or layers:A.tar,... (see 'cfs --help')`,
       );
   }
 }

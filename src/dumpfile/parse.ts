@@ -27,8 +27,10 @@ import {
   nameKey,
 } from '../tree/tree.js';
 
-/** Limits of composefs-rs's parser. */
-export const PATH_MAX = 4096;
+/**
+ * Limits of composefs-rs's parser. Its PATH_MAX (4096) is not enforced: a directory scan can
+ * produce longer paths, and their dumpfile must read back.
+ */
 export const MAX_INLINE_CONTENT = 512;
 export const SYMLINK_MAX = 1024;
 const XATTR_NAME_MAX = 255;
@@ -113,7 +115,6 @@ function noNul(b: Buffer, what: string): Buffer {
 function unescapePath(f: Buffer, what: string): Buffer {
   const p = noNul(unesc(f, what), what);
   if (p.length === 0) fail(`${what}: empty path`);
-  if (p.length > PATH_MAX) fail(`${what}: path is too long (${p.length} bytes)`);
   return p;
 }
 
@@ -228,7 +229,14 @@ class Parser {
     const mtime = next('mtime').toString('latin1');
     const dot = mtime.indexOf('.');
     if (dot === -1) fail(`missing . in mtime '${mtime}'`);
-    const sec = parseUnsigned(mtime.slice(0, dot), 'mtime seconds', 64);
+    // composefs-rs takes u64 (2^64-1 wraps to -1) and refuses a '-'; C mkcomposefs takes negative
+    // seconds. We take both, so our own output (which prints negative seconds) reads back.
+    const secText = mtime.slice(0, dot);
+    let sec: bigint;
+    if (secText.startsWith('-')) {
+      sec = -parseUnsigned(secText.slice(1), 'mtime seconds', 64);
+      if (sec < -(1n << 63n)) fail(`mtime seconds '${secText}' is below the signed 64-bit range`);
+    } else sec = parseUnsigned(secText, 'mtime seconds', 64);
     const nsec = parseUnsigned(mtime.slice(dot + 1), 'mtime nanoseconds', 64);
     const payload = optional(next('payload'));
     const content = optional(next('content'));

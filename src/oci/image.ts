@@ -15,6 +15,7 @@
  * blobs against their descriptors, and each layer's uncompressed sha256 against the config's
  * rootfs.diff_ids. A mismatch is an error naming the blob.
  */
+import { transformForOci } from '../transform/transform.js';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
@@ -572,9 +573,6 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
   const layers = await layerSpecs(spec, want);
   const fs = newOciFileSystem();
   for (const l of layers) await applyVerifiedLayer(fs, l, opts.hash);
-  if (opts.transform) {
-    const { transformForOci } = await import('../transform/transform.js');
-    transformForOci(fs, opts.transform);
-  }
+  if (opts.transform) transformForOci(fs, opts.transform);
   return fs;
 }
