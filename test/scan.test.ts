@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { IN_CI } from './helpers.js';
 import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, getfattrHex, makedev, rmTree, run, type Expect, type Fixture, type Kind } from './fixture.js';
 import { scanDirectory, splitNs, type ScanOptions } from '../src/scan/scan.js';
 import { readXattrs, readXattrsBatch } from '../src/scan/xattr-native.js';
@@ -104,7 +105,7 @@ test('native xattr addon: one path, batch, errors', async () => {
   }
 });
 
-test('scan: fixture tree field by field', { skip: SKIP_FIXTURE, timeout: 120_000 }, async () => {
+test('scan: fixture tree field by field', { skip: IN_CI ? false : SKIP_FIXTURE, timeout: 120_000 }, async () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-scan-'));
   const { fx, cleanup } = await buildFixture(base);
   try {
@@ -204,7 +205,7 @@ test('scan: fixture tree field by field', { skip: SKIP_FIXTURE, timeout: 120_000
   }
 });
 
-test('scan + transform: keep-user-xattrs and --no-propagate-usr-to-root', { skip: SKIP_FIXTURE, timeout: 120_000 }, async () => {
+test('scan + transform: keep-user-xattrs and --no-propagate-usr-to-root', { skip: IN_CI ? false : SKIP_FIXTURE, timeout: 120_000 }, async () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-scan-'));
   const { fx, cleanup } = await buildFixture(base);
   try {
@@ -228,7 +229,7 @@ test('scan + transform: keep-user-xattrs and --no-propagate-usr-to-root', { skip
   }
 });
 
-test('scan: crosses mount points; a bind mount twice makes hardlinks (composefs-rs behaviour)', { skip: NEED_ROOT }, async (t) => {
+test('scan: crosses mount points; a bind mount twice makes hardlinks (composefs-rs behaviour)', { skip: IN_CI ? false : NEED_ROOT }, async (t) => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-scanmnt-'));
   const mounted: string[] = [];
   try {
@@ -312,7 +313,7 @@ test('scan: a file changing size while hashed is an error naming it', async () =
   }
 });
 
-test('scan: unreadable file and directory are errors naming them (as nobody)', { skip: NEED_ROOT }, () => {
+test('scan: unreadable file and directory are errors naming them (as nobody)', { skip: IN_CI ? false : NEED_ROOT }, () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-scanperm-'));
   try {
     fs.chmodSync(base, 0o755);
