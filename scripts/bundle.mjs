@@ -63,7 +63,7 @@ if (!fs.existsSync(path.join(dir, 'cfs.cjs'))) {
   try { fs.renameSync(tmp, dir); } catch (e) { fs.rmSync(tmp, { recursive: true, force: true }); if (!fs.existsSync(path.join(dir, 'cfs.cjs'))) throw e; }
 }
 if (names.includes('xattr.node') && !process.env.CFS_XATTR_ADDON) process.env.CFS_XATTR_ADDON = path.join(dir, 'xattr.node');
-process.argv.splice(1, 0, path.join(dir, 'cfs.cjs'));
+process.argv[1] = path.join(dir, 'cfs.cjs');
 createRequire(path.join(dir, 'cfs.cjs'))(path.join(dir, 'cfs.cjs'));
 `);
 writeFileSync('build/sea/sea-config.json', JSON.stringify({
