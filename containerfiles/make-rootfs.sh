@@ -26,7 +26,7 @@ chmod 0755 "$tree"
 trap 'rm -rf "$tree"' EXIT
 
 # merged /usr, as on current Debian/Fedora
-mkdir -p "$tree"/usr/{bin,sbin,lib,lib64} "$tree"/{etc,tmp,root,var,run,dev,proc,sys,mnt}
+mkdir -p "$tree"/usr/{bin,sbin,lib,lib64} "$tree"/{etc,tmp,root,var,run,dev,proc,sys,mnt,boot,sysroot}
 for d in bin sbin lib lib64; do ln -s "usr/$d" "$tree/$d"; done
 chmod 1777 "$tree/tmp"
 chmod 0700 "$tree/root"

@@ -35,8 +35,12 @@ export function tempDir(prefix = 'cfs-test-'): { dir: string; cleanup: () => voi
 export const CLI = path.join(ROOT, 'dist/cfs.mjs');
 
 /** Runs the bundled CLI; returns status, stdout (Buffer) and stderr (string). */
-export function runCfs(args: string[], input?: Buffer | string): { status: number; stdout: Buffer; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { input, maxBuffer: 1 << 30 });
+export function runCfs(
+  args: string[],
+  input?: Buffer | string,
+  as?: { uid: number; gid: number },
+): { status: number; stdout: Buffer; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { input, maxBuffer: 1 << 30, ...as });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString() };
 }
 

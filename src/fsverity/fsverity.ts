@@ -142,13 +142,18 @@ export async function fsverityDigestFile(path: string | Buffer, alg: HashAlg, ex
     const buf = Buffer.allocUnsafe(READ_SIZE);
     let total = 0n;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+      // With an expected size, read at most one byte past it: enough to notice growth.
+      const room = expectedSize === undefined ? BigInt(READ_SIZE) : expectedSize - total + 1n;
+      const want = Number(room < BigInt(READ_SIZE) ? room : BigInt(READ_SIZE));
+      const { bytesRead } = await fh.read(buf, 0, want, null);
       if (bytesRead === 0) break;
-      hasher.update(buf.subarray(0, bytesRead));
       total += BigInt(bytesRead);
+      if (expectedSize !== undefined && total > expectedSize) break;
+      hasher.update(buf.subarray(0, bytesRead));
     }
     if (expectedSize !== undefined && total !== expectedSize) {
-      throw new Error(`${pathText(path)}: file changed while being hashed (size ${expectedSize} when listed, ${total} bytes read)`);
+      const how = total > expectedSize ? 'grew' : 'shrank';
+      throw new Error(`${pathText(path)}: file changed while being hashed (it ${how}: ${expectedSize} bytes when listed)`);
     }
     return hasher.digest();
   } finally {

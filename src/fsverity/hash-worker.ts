@@ -32,17 +32,23 @@ async function hashJob(job: HashJob): Promise<Buffer> {
   const out = job.copyTo ? await open(job.copyTo, 'wx', 0o644) : undefined;
   try {
     const hasher = new FsVerityHasher(job.alg);
+    const size = BigInt(job.size);
     let total = 0n;
+    // Never read past the size the file had when listed (plus one byte to notice growth): a file
+    // appended to faster than we read must not keep us, or a copy in the repository, growing.
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+      const want = Number(BigInt(READ_SIZE) < size - total + 1n ? BigInt(READ_SIZE) : size - total + 1n);
+      const { bytesRead } = await fh.read(buf, 0, want, null);
       if (bytesRead === 0) break;
+      total += BigInt(bytesRead);
+      if (total > size) break;
       const chunk = buf.subarray(0, bytesRead);
       hasher.update(chunk);
       if (out) await out.write(chunk);
-      total += BigInt(bytesRead);
     }
-    if (total !== BigInt(job.size)) {
-      throw Object.assign(new Error(`file changed while being hashed (size ${job.size} when listed, ${total} bytes read)`), { code: 'ECHANGED' });
+    if (total !== size) {
+      const how = total > size ? 'grew' : 'shrank';
+      throw Object.assign(new Error(`file changed while being hashed (it ${how}: ${job.size} bytes when listed)`), { code: 'ECHANGED' });
     }
     if (out) await out.sync();
     return hasher.digest();
