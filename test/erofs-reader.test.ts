@@ -17,15 +17,10 @@ import {
 import { parseDumpfile } from '../src/dumpfile/parse.js';
 import { writeDumpfile } from '../src/dumpfile/write.js';
 import { writeErofs } from '../src/erofs/writer.js';
+import { C_VECTORS, GOLDEN } from './helpers.js';
 import { Directory, FileSystem, Leaf, lookup, walk } from '../src/tree/tree.js';
 
-function vectorDir(name: string): string {
-  const local = path.resolve(process.cwd(), 'test/vectors', name);
-  if (fs.existsSync(local)) return local;
-  return path.resolve(process.cwd(), '../shared/spec/vectors', name);
-}
-const GOLDEN = vectorDir('golden');
-const C_IMAGES = vectorDir('erofs-v0-v1');
+const C_IMAGES = C_VECTORS;
 
 function images(dir: string): { file: string; name: string; version: 0 | 1 | 2 }[] {
   return fs

@@ -12,14 +12,9 @@ import { writeErofs, ErofsVersion } from '../src/erofs/writer.js';
 import { fsverityDigest } from '../src/fsverity/fsverity.js';
 import { xxh32 } from '../src/erofs/xxhash.js';
 import { Directory, FileSystem, Leaf, emptyStat } from '../src/tree/tree.js';
+import { GOLDEN } from './helpers.js';
 import { decodeDirents, decodeInodeHeader, decodeSuperblock, inodeHeaderSize, xattrBodySize } from '../src/erofs/format.js';
 
-function goldenDir(): string {
-  const candidates = [path.resolve(process.cwd(), 'test/vectors/golden'), path.resolve(process.cwd(), '../shared/spec/vectors/golden')];
-  return candidates.find((d) => existsSync(d)) ?? candidates[candidates.length - 1];
-}
-
-const GOLDEN = goldenDir();
 const VERSIONS: ErofsVersion[] = [0, 1, 2];
 
 function firstDifference(a: Buffer, b: Buffer): string {
