@@ -8,7 +8,7 @@
 #   examples/buildah-e2e.sh            # as root, after `npm run build` (needs dist/cfs)
 #
 # Everything buildah stores goes into a temporary directory (--root/--runroot, TMPDIR for its
-# cache mounts) that is removed at the end; KEEP=1 keeps it. STORAGE_DRIVER=vfs works too (the
+# cache mounts, CONTAINERS_CONF for its network configuration) that is removed at the end; KEEP=1 keeps it. STORAGE_DRIVER=vfs works too (the
 # opaque directory then becomes one whiteout per removed file).
 # Exit status: 0 ids equal, 1 ids differ, 2 error.
 set -euo pipefail
@@ -34,6 +34,9 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/context" "$work/tmp"
 export TMPDIR=$work/tmp # buildah keeps its RUN --mount=type=cache directories there
+# and the network configuration it would otherwise create in /etc/containers/networks here
+printf '[network]\nnetwork_config_dir = "%s"\n' "$work/net" >"$work/containers.conf"
+export CONTAINERS_CONF=$work/containers.conf
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -112,7 +112,9 @@ before(
     buildahArgs = ['--root', path.join(work, 'storage'), '--runroot', path.join(work, 'run'), '--storage-driver', DRIVER];
     // buildah keeps RUN --mount=type=cache directories under TMPDIR: keep them in here too
     mkdirSync(path.join(work, 'tmp'));
-    env = { ...process.env, TMPDIR: path.join(work, 'tmp') };
+    // ... and the network configuration buildah would otherwise create in /etc/containers/networks
+    writeFileSync(path.join(work, 'containers.conf'), `[network]\nnetwork_config_dir = "${path.join(work, 'net')}"\n`);
+    env = { ...process.env, TMPDIR: path.join(work, 'tmp'), CONTAINERS_CONF: path.join(work, 'containers.conf') };
     const context = path.join(work, 'context');
     mkdirSync(context);
     execFileSync(path.join(ROOT, 'containerfiles/make-rootfs.sh'), [path.join(context, 'rootfs.tar'), sea], { env, stdio: ['ignore', 'ignore', 'pipe'] });
