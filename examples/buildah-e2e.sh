@@ -7,9 +7,10 @@
 #
 #   examples/buildah-e2e.sh            # as root, after `npm run build` (needs dist/cfs)
 #
-# Everything buildah stores goes into a temporary directory (--root/--runroot, TMPDIR for its
-# cache mounts, CONTAINERS_CONF for its network configuration) that is removed at the end; KEEP=1 keeps it. STORAGE_DRIVER=vfs works too (the
-# opaque directory then becomes one whiteout per removed file).
+# Everything buildah stores goes into a temporary directory that is removed at the end (KEEP=1
+# keeps it): --root/--runroot, TMPDIR for its cache mounts, CONTAINERS_CONF for its network
+# configuration. STORAGE_DRIVER=vfs works too (the opaque directory then becomes one whiteout per
+# removed file).
 # Exit status: 0 ids equal, 1 ids differ, 2 error.
 set -euo pipefail
 

@@ -18,7 +18,9 @@ import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { writeFileAtomic } from './atomic.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadSource, type LoadedSource } from './source.js';
+import { loadSource, type LoadedSource, type SourceOptions } from './source.js';
+import { explain, formatDifferences, liveMtimeHint } from './compare.js';
+import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
 import { Repository } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
@@ -108,9 +110,8 @@ interface Built {
   id: Buffer;
 }
 
-/** Builds the tree and image of a source: the shared core of the image commands. */
-async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): Promise<Built> {
-  const loaded = await loadSource(source, {
+function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): SourceOptions {
+  return {
     hash: g.hash,
     jobs: t.jobs ?? availableParallelism(),
     propagateUsrToRoot: t.propagateUsrToRoot,
@@ -119,9 +120,21 @@ async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boole
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
     platform: t.platform,
-  });
+  };
+}
+
+/** Builds the tree and image of a source: the shared core of the image commands. */
+async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): Promise<Built> {
+  const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo));
+  if (loaded.kind === 'dir') warnDivergence(loaded.fs);
   const image = writeErofs(loaded.fs, g.erofsVersion);
   return { loaded, image, id: fsverityDigest(image, g.hash) };
+}
+
+/** Warns (stderr) when a directory tree looks like it will not match its tarball view. */
+function warnDivergence(fs: LoadedSource['fs']): void {
+  const hint = liveMtimeHint(fs);
+  if (hint) process.stderr.write(`cfs: warning: ${hint}\n`);
 }
 
 /** The kernel argument composefs-rs expects for an image id. */
@@ -165,7 +178,7 @@ export function makeProgram(): Command {
     .addHelpText(
       'after',
       `${SOURCE_HELP}
-Exit status: 0 success, 1 digests differ (--expect), 2 error.`,
+Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
     );
 
   const globals = (cmd: Command): GlobalOpts => cmd.optsWithGlobals() as GlobalOpts;
@@ -236,17 +249,38 @@ Exit status: 0 success, 1 digests differ (--expect), 2 error.`,
       .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
   ).action(async (source: string, o: TreeOpts & { output?: string }, cmd: Command) => {
     const g = globals(cmd);
-    const { fs } = await loadSource(source, {
-      hash: g.hash,
-      jobs: o.jobs ?? availableParallelism(),
-      propagateUsrToRoot: o.propagateUsrToRoot,
-      xattrs: o.xattrs,
-      bootable: o.bootable === true,
-      progress: o.progress === true || process.stderr.isTTY === true,
-      platform: o.platform,
-    });
+    const { fs } = await loadSource(source, sourceOptions(g, o, o.bootable === true));
     if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));
+  });
+
+  treeOptions(
+    program
+      .command('compare')
+      .description(
+        'build two trees with the same options and show, per differing path, the field, both values and a likely cause (exit 0 equal, 1 different)',
+      )
+      .argument('<source-a>', 'first SOURCE, e.g. the mounted root (a directory)')
+      .argument('<source-b>', 'second SOURCE, e.g. the same image as oci:DIR:REF')
+      .option('--json', 'print the result as JSON'),
+  ).action(async (a: string, b: string, o: TreeOpts, cmd: Command) => {
+    const g = globals(cmd);
+    const opts = { ...sourceOptions(g, o, o.bootable === true), provenance: true };
+    const la = await loadSource(a, opts);
+    const lb = await loadSource(b, opts);
+    const diffs = explain(diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 }), la, lb);
+    const ids = [la, lb].map((l) => fsverityDigest(writeErofs(l.fs, g.erofsVersion), g.hash).toString('hex'));
+    if (o.json) {
+      const list = diffs.map((d) => ({ path: d.path.toString('utf8'), field: d.field, a: d.a ?? null, b: d.b ?? null, cause: d.cause ?? null }));
+      process.stdout.write(`${JSON.stringify({ equal: diffs.length === 0, idA: ids[0], idB: ids[1], hash: g.hash, erofsVersion: g.erofsVersion, differences: list }, null, 2)}\n`);
+    } else if (diffs.length === 0) {
+      process.stdout.write(`equal: both give ${g.hash} ${ids[0]} (erofs V${g.erofsVersion})\n`);
+    } else {
+      await writeStdout([formatDifferences(diffs, 'A', 'B')]);
+      const paths = new Set(diffs.map((d) => d.path.toString('latin1'))).size;
+      process.stdout.write(`${diffs.length} difference(s) in ${paths} path(s)\nA: ${g.hash} ${ids[0]}\nB: ${g.hash} ${ids[1]}\n`);
+    }
+    if (diffs.length > 0) process.exitCode = EXIT_DIFFERENT;
   });
 
   program

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { HashPool } from '../fsverity/pool.js';
 import { loadOciSource } from '../oci/image.js';
+import { Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
@@ -26,6 +27,8 @@ export interface LoadedSource {
   objectHash: HashAlg | undefined;
   kind: 'dumpfile' | 'dir' | 'oci';
   description: string;
+  /** OCI sources, when asked for: where each directory came from. */
+  provenance?: Provenance;
 }
 
 export interface SourceOptions {
@@ -42,6 +45,8 @@ export interface SourceOptions {
   progress: boolean;
   /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
   platform?: string;
+  /** Record directory provenance of OCI sources (for compare). */
+  provenance?: boolean;
 }
 
 /** Reads all of standard input. */
@@ -124,17 +129,19 @@ export async function loadSource(spec: string, opts: SourceOptions): Promise<Loa
     case 'docker-archive':
     case 'layers': {
       if (opts.repo) throw new UsageError(`--repo with an OCI source is not supported yet: objects are only stored from directory sources`);
+      const provenance = opts.provenance ? new Provenance() : undefined;
       const fs = await loadOciSource(spec, {
         hash: opts.hash,
         platform: opts.platform,
         transform: { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
+        provenance,
       });
       if (opts.bootable) {
         await transformForBoot(fs, async () => {
           throw new UsageError('--bootable with an OCI source whose /etc/selinux/config is larger than 64 bytes is not supported yet');
         });
       }
-      return { fs, objectHash: opts.hash, kind: 'oci', description: spec };
+      return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance };
     }
     default:
       throw new UsageError(

@@ -23,7 +23,7 @@ import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { FileByteSource, StreamByteSource } from './bytes.js';
 import { decompress, mediaTypeCompression } from './decompress.js';
-import { applyTar, newOciFileSystem } from './layers.js';
+import { Provenance, applyTar, newOciFileSystem } from './layers.js';
 import { readTar, T, TarFormatError } from './tar-entry.js';
 
 export class OciSourceError extends Error {
@@ -48,6 +48,8 @@ export interface OciSourceOptions {
    * filter), via src/transform/transform.ts. Without it the merged tree is returned as is.
    */
   transform?: OciTransformLike;
+  /** Filled with where each directory came from (for `cfs compare`). */
+  provenance?: Provenance;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ interface LayerSpec {
 }
 
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
-async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg): Promise<void> {
+async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, provenance?: Provenance): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
   const blobCount = { n: 0 };
@@ -284,7 +286,7 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg): 
   const plain = tap(decompress(tap(l.blob.stream(), blobHash, blobCount), l.label), diffHash, diffCount);
   const src = new StreamByteSource(plain);
   try {
-    await applyTar(fs, src, { hash, label: l.label });
+    await applyTar(fs, src, { hash, label: l.label, provenance });
   } catch (e) {
     await src.close().catch(() => {});
     // A corrupt blob usually fails as a tar or decompression error first: report the digest instead.
@@ -572,7 +574,13 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
   const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   const layers = await layerSpecs(spec, want);
   const fs = newOciFileSystem();
-  for (const l of layers) await applyVerifiedLayer(fs, l, opts.hash);
+  for (const [i, l] of layers.entries()) {
+    if (opts.provenance) {
+      opts.provenance.layer = i;
+      opts.provenance.labels[i] = l.label;
+    }
+    await applyVerifiedLayer(fs, l, opts.hash, opts.provenance);
+  }
   if (opts.transform) transformForOci(fs, opts.transform);
   return fs;
 }

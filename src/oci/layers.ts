@@ -76,11 +76,34 @@ function isRootPath(path: Buffer): boolean {
 const WH_PREFIX = '.wh.';
 const WH_OPAQUE_REST = '.wh..opq';
 
+/**
+ * Which layer last gave each directory an explicit entry, and which layer last added or removed
+ * one of its entries. A directory whose contents changed in a layer that has no entry for the
+ * directory itself is an *implied parent* there: extraction onto disk then leaves it with a
+ * live mtime that the tarball view does not have. `cfs compare` uses this to name the cause.
+ */
+export class Provenance {
+  readonly explicit = new Map<Directory, number>();
+  readonly touched = new Map<Directory, number>();
+  layer = 0;
+  /** Layer labels by index, for messages. */
+  readonly labels: string[] = [];
+
+  /** The layer in which `dir` was last an implied parent, if it was after its own last entry. */
+  impliedIn(dir: Directory): number | undefined {
+    const t = this.touched.get(dir);
+    if (t === undefined) return undefined;
+    const x = this.explicit.get(dir);
+    return x === undefined || t > x ? t : undefined;
+  }
+}
+
 /** composefs-rs `process_entry`. */
-export function applyEntry(fs: FileSystem, e: TarEntry): void {
+export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance): void {
   if (isRootPath(e.path)) {
     if (e.item.kind !== 'dir') throw new LayerError('the root entry must be a directory');
     fs.root.stat = e.stat;
+    prov?.explicit.set(fs.root, prov.layer);
     return;
   }
   let inode: Inode;
@@ -108,6 +131,7 @@ export function applyEntry(fs: FileSystem, e: TarEntry): void {
     }
   }
   const [dir, name] = split(fs.root, e.path);
+  prov?.touched.set(dir, prov.layer);
   if (name.startsWith(WH_PREFIX)) {
     const rest = name.slice(WH_PREFIX.length);
     if (rest === WH_OPAQUE_REST) dir.entries.clear();
@@ -115,8 +139,13 @@ export function applyEntry(fs: FileSystem, e: TarEntry): void {
     return;
   }
   const old = dir.entries.get(name);
-  if (inode.kind === 'dir' && old !== undefined && old.kind === 'dir') old.stat = inode.stat;
-  else dir.entries.set(name, inode);
+  if (inode.kind === 'dir' && old !== undefined && old.kind === 'dir') {
+    old.stat = inode.stat;
+    prov?.explicit.set(old, prov.layer);
+  } else {
+    dir.entries.set(name, inode);
+    if (inode.kind === 'dir') prov?.explicit.set(inode, prov.layer);
+  }
 }
 
 export interface ApplyOptions {
@@ -125,6 +154,8 @@ export interface ApplyOptions {
   label?: string;
   /** Skip decompression detection (the stream is known to be a plain tar). */
   raw?: boolean;
+  /** Records where directories came from (see {@link Provenance}). */
+  provenance?: Provenance;
 }
 
 /** A readable or async iterable of byte chunks. */
@@ -157,7 +188,7 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
   try {
     await readTarEntries(src, opts.hash, (e) => {
       try {
-        applyEntry(fs, e);
+        applyEntry(fs, e, opts.provenance);
       } catch (err) {
         if (err instanceof LayerError) throw new LayerApplyError(opts.label, e.name, err.message);
         throw err;
