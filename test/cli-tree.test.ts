@@ -115,3 +115,16 @@ test('--progress reports on stderr; without it (not a TTY) stderr stays quiet', 
     cleanup();
   }
 });
+
+test('--annotation prints the sealing annotation for buildah config', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    bootableTree(dir);
+    const hex = runCfs(['compute-id', dir]).stdout.toString().trim();
+    assert.equal(runCfs(['compute-id', '--annotation', dir]).stdout.toString(), `composefs.merged.erofs.v1.fsverity-sha512-12=${hex}\n`);
+    const b = runCfs(['--erofs-version', '2', '--hash', 'sha256', 'compute-id', '--bootable', '--annotation', dir]).stdout.toString();
+    assert.match(b, /^composefs\.merged\.bootable\.erofs\.v2\.fsverity-sha256-12=[0-9a-f]{64}\n$/);
+  } finally {
+    cleanup();
+  }
+});

@@ -144,6 +144,15 @@ export function karg(id: Buffer, version: ErofsVersion, hash: HashAlg, insecure:
   return `composefs.digest=${q}v1-${hash}-12:${id.toString('hex')}`;
 }
 
+/**
+ * The manifest annotation key composefs-rs's sealing design gives the merged image's digest
+ * (crates/composefs-oci/src/sealing_spec.rs): role `merged`, `.bootable` for the boot variant,
+ * the EROFS format version, the fs-verity algorithm and block size.
+ */
+export function annotationKey(version: ErofsVersion, hash: HashAlg, bootable: boolean): string {
+  return `composefs.merged${bootable ? '.bootable' : ''}.erofs.v${version}.fsverity-${hash}-12`;
+}
+
 /** Everything that determined the digest, for --json. */
 function describeBuild(b: Built, g: GlobalOpts, t: TreeOpts, bootable: boolean): Record<string, unknown> {
   return {
@@ -190,14 +199,17 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .argument('<source>', 'what to build the image from (see SOURCE below)')
       .option('--expect <hex>', 'exit 1, printing both values, when the id is not this one', parseHex)
       .option('--write-dumpfile-to <path>', 'also write the dumpfile of the tree (atomically)')
+      .option('--annotation', 'print the composefs sealing annotation KEY=HEX (composefs.merged[.bootable].erofs.vN.fsverity-ALG-12) for `buildah config --annotation`')
       .option('--json', 'print a JSON object with the id and every parameter that determined it'),
-  ).action(async (source: string, o: TreeOpts & { expect?: string; writeDumpfileTo?: string }, cmd: Command) => {
+  ).action(async (source: string, o: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
     const g = globals(cmd);
-    const b = await build(source, g, o, o.bootable === true);
+    const bootable = o.bootable === true;
+    const b = await build(source, g, o, bootable);
     if (o.writeDumpfileTo) await writeFileAtomic(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
-    if (o.json) process.stdout.write(`${JSON.stringify(describeBuild(b, g, o, o.bootable === true), null, 2)}\n`);
-    else process.stdout.write(`${hex}\n`);
+    const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
+    if (o.json) process.stdout.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}\n`);
+    else process.stdout.write(o.annotation ? `${ann}\n` : `${hex}\n`);
     if (o.expect !== undefined && o.expect !== hex) {
       process.stderr.write(`cfs: digest mismatch\n  expected: ${o.expect}\n  computed: ${hex}\n`);
       process.exitCode = EXIT_DIFFERENT;
