@@ -1,7 +1,7 @@
 /** The object store: layout like composefs-rs, atomic, idempotent, safe with concurrent writers. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -106,6 +106,27 @@ test('a repository of another hash is refused; create-image needs -o or --repo',
     assert.equal(n.status, 2);
     assert.match(n.stderr, /needs -o IMAGE, --repo DIR/);
     assert.ok(!existsSync(path.join(dir, 'out.img')));
+  } finally {
+    cleanup();
+  }
+});
+
+test('create-image --repo with layer tarballs stores every external file as an object', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const src = path.join(dir, 'src');
+    const contents = makeTree(src);
+    const tar = path.join(dir, 'layer.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
+    const repo = path.join(dir, 'repo');
+    const r = runCfs(['create-image', '--repo', repo, `layers:${tar}`, 'from-tar']);
+    assert.equal(r.status, 0, r.stderr);
+    for (const c of contents) {
+      const id = fsverityDigest(c, 'sha512').toString('hex');
+      assert.ok(readFileSync(path.join(repo, 'objects', id.slice(0, 2), id.slice(2))).equals(c));
+    }
+    assert.equal(r.stdout.toString(), `sha512:${runCfs(['compute-id', `layers:${tar}`]).stdout.toString().trim()}\n`);
+    assert.equal(allFiles(repo).filter((f) => f.includes('tmp')).length, 0);
   } finally {
     cleanup();
   }

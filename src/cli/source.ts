@@ -128,13 +128,13 @@ export async function loadSource(spec: string, opts: SourceOptions): Promise<Loa
     case 'oci-archive':
     case 'docker-archive':
     case 'layers': {
-      if (opts.repo) throw new UsageError(`--repo with an OCI source is not supported yet: objects are only stored from directory sources`);
       const provenance = opts.provenance ? new Provenance() : undefined;
       const fs = await loadOciSource(spec, {
         hash: opts.hash,
         platform: opts.platform,
         transform: { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
         provenance,
+        sink: opts.repo,
       });
       if (opts.bootable) {
         await transformForBoot(fs, async () => {

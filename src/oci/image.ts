@@ -15,6 +15,7 @@
  * blobs against their descriptors, and each layer's uncompressed sha256 against the config's
  * rootfs.diff_ids. A mismatch is an error naming the blob.
  */
+import type { ObjectSink } from '../repo/repo.js';
 import { transformForOci } from '../transform/transform.js';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -50,6 +51,8 @@ export interface OciSourceOptions {
   transform?: OciTransformLike;
   /** Filled with where each directory came from (for `cfs compare`). */
   provenance?: Provenance;
+  /** Stores external file contents as objects (with --repo). */
+  sink?: ObjectSink;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +278,7 @@ interface LayerSpec {
 }
 
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
-async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, provenance?: Provenance): Promise<void> {
+async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, provenance?: Provenance, sink?: ObjectSink): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
   const blobCount = { n: 0 };
@@ -286,7 +289,7 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, p
   const plain = tap(decompress(tap(l.blob.stream(), blobHash, blobCount), l.label), diffHash, diffCount);
   const src = new StreamByteSource(plain);
   try {
-    await applyTar(fs, src, { hash, label: l.label, provenance });
+    await applyTar(fs, src, { hash, label: l.label, provenance, sink });
   } catch (e) {
     await src.close().catch(() => {});
     // A corrupt blob usually fails as a tar or decompression error first: report the digest instead.
@@ -579,7 +582,7 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
       opts.provenance.layer = i;
       opts.provenance.labels[i] = l.label;
     }
-    await applyVerifiedLayer(fs, l, opts.hash, opts.provenance);
+    await applyVerifiedLayer(fs, l, opts.hash, opts.provenance, opts.sink);
   }
   if (opts.transform) transformForOci(fs, opts.transform);
   return fs;

@@ -19,6 +19,7 @@
  * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
  * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
  */
+import type { ObjectSink } from '../repo/repo.js';
 import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from '../tree/tree.js';
 import { type ByteSource, StreamByteSource } from './bytes.js';
 import { decompress } from './decompress.js';
@@ -156,6 +157,8 @@ export interface ApplyOptions {
   raw?: boolean;
   /** Records where directories came from (see {@link Provenance}). */
   provenance?: Provenance;
+  /** Stores external file contents as objects (with --repo). */
+  sink?: ObjectSink;
 }
 
 /** A readable or async iterable of byte chunks. */
@@ -186,14 +189,19 @@ export class LayerApplyError extends Error {
 /** Applies the members of one (plain) tar stream to `fs`. */
 export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptions): Promise<void> {
   try {
-    await readTarEntries(src, opts.hash, (e) => {
-      try {
-        applyEntry(fs, e, opts.provenance);
-      } catch (err) {
-        if (err instanceof LayerError) throw new LayerApplyError(opts.label, e.name, err.message);
-        throw err;
-      }
-    });
+    await readTarEntries(
+      src,
+      opts.hash,
+      (e) => {
+        try {
+          applyEntry(fs, e, opts.provenance);
+        } catch (err) {
+          if (err instanceof LayerError) throw new LayerApplyError(opts.label, e.name, err.message);
+          throw err;
+        }
+      },
+      opts.sink,
+    );
   } catch (err) {
     if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);
     throw err;

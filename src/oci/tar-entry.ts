@@ -24,6 +24,7 @@
  * - device numbers come from the ustar/GNU devmajor/devminor octal fields (absent in v7 headers).
  */
 import { FsVerityHasher } from '../fsverity/fsverity.js';
+import type { ObjectSink } from '../repo/repo.js';
 import { INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
 import { type ByteSource, ShortInputError } from './bytes.js';
 
@@ -565,7 +566,7 @@ function isFileType(t: number): boolean {
  * composefs entry. Regular files of at most 64 bytes are inline, larger ones are external with their
  * fs-verity digest, computed while streaming.
  */
-export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAlg): Promise<TarEntry> {
+export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAlg, sink?: ObjectSink): Promise<TarEntry> {
   const name = displayPath(raw.path);
   const fail = (msg: string): never => {
     throw new TarFormatError(msg, name, raw.offset);
@@ -576,13 +577,20 @@ export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAl
     if (raw.size > BigInt(INLINE_CONTENT_MAX)) {
       if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
       const h = new FsVerityHasher(hash);
+      const out = await sink?.objectWriter();
       try {
-        for await (const c of src.chunks(Number(raw.size))) h.update(c);
+        for await (const c of src.chunks(Number(raw.size))) {
+          h.update(c);
+          if (out) await out.write(c);
+        }
       } catch (e) {
+        await out?.abort();
         if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
         throw e;
       }
-      item = { kind: 'leaf', content: { type: 'external', id: h.digest(), size: raw.size } };
+      const id = h.digest();
+      await out?.commit(id);
+      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size } };
     } else {
       const n = Number(raw.size);
       const data = await src.read(n);
@@ -632,9 +640,10 @@ export async function readTarEntries(
   src: ByteSource,
   hash: HashAlg,
   onEntry: (e: TarEntry) => Promise<void> | void,
+  sink?: ObjectSink,
 ): Promise<void> {
   await readTar(src, async (raw, s) => {
-    const e = await toTarEntry(raw, s, hash);
+    const e = await toTarEntry(raw, s, hash, sink);
     await onEntry(e);
   });
 }

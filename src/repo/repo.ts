@@ -53,7 +53,19 @@ function effectiveFormat(m: Meta): number {
   return 2;
 }
 
-export class Repository {
+/** Streams one object into the repository; `commit` names it, `abort` drops it. */
+export interface ObjectWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  commit(id: Buffer): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Where streamed external files go when objects are wanted (a {@link Repository}). */
+export interface ObjectSink {
+  objectWriter(): Promise<ObjectWriter>;
+}
+
+export class Repository implements ObjectSink {
   private constructor(
     readonly dir: string,
     readonly hash: HashAlg,
@@ -131,6 +143,39 @@ export class Repository {
       }
     }
     await unlink(tmp);
+  }
+
+  /** A writer for one object whose id is known only at the end (streamed content). */
+  async objectWriter(): Promise<ObjectWriter> {
+    const tmp = this.tempPath();
+    const fh = await open(tmp, 'wx', 0o644);
+    let closed = false;
+    const close = async () => {
+      if (!closed) {
+        closed = true;
+        await fh.close();
+      }
+    };
+    return {
+      write: async (chunk) => {
+        await fh.write(chunk);
+      },
+      commit: async (id) => {
+        try {
+          await fh.sync();
+          await close();
+          await this.commitTemp(tmp, id);
+        } catch (e) {
+          await close().catch(() => {});
+          await unlink(tmp).catch(() => {});
+          throw e;
+        }
+      },
+      abort: async () => {
+        await close().catch(() => {});
+        await unlink(tmp).catch(() => {});
+      },
+    };
   }
 
   /** Stores bytes as object `id` (idempotent). */
