@@ -128,3 +128,28 @@ test('--annotation prints the sealing annotation for buildah config', () => {
     cleanup();
   }
 });
+
+test('--profile presets format, hash and rules; explicit options override it', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    bootableTree(dir);
+    const id = (args: string[]) => {
+      const r = runCfs(args);
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.toString().trim();
+    };
+    assert.equal(id(['--profile', 'bootc-1.16.4', 'compute-id', dir]), id(['compute-id', '--bootable', dir]));
+    assert.equal(id(['--profile', 'bootc', 'compute-id', dir]), id(['compute-id', '--bootable', dir]));
+    assert.equal(id(['--profile', 'bootc-1.13', 'compute-id', dir]), id(['--erofs-version', '2', 'compute-id', '--bootable', dir]));
+    assert.equal(id(['--profile', 'cfsctl-0.9', 'compute-id', dir]), id(['compute-id', dir]));
+    // explicit options win
+    assert.equal(id(['--profile', 'bootc-1.13', '--erofs-version', '1', 'compute-id', dir]), id(['compute-id', '--bootable', dir]));
+    assert.equal(id(['--profile', 'bootc', '--hash', 'sha256', 'compute-id', dir]), id(['--hash', 'sha256', 'compute-id', '--bootable', dir]));
+    const bad = runCfs(['--profile', 'nope', 'compute-id', dir]);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /unknown profile 'nope'; known: bootc-1\.16\.4, bootc-1\.13/);
+    assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):\n  bootc-1\.16\.4 /);
+  } finally {
+    cleanup();
+  }
+});

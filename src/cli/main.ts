@@ -25,6 +25,7 @@ import { availableParallelism } from 'node:os';
 import { Repository } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
+import { PROFILES, findProfile, profilesHelp } from './profiles.js';
 
 export const VERSION = '0.1.0';
 
@@ -57,8 +58,9 @@ SOURCE is one of:
 A directory becomes a tree exactly as cfsctl/bootc read it: hardlinks kept, files of at most
 64 bytes inline, larger ones by fs-verity digest (--hash); OCI layers are merged as
 composefs-rs merges them (whiteouts, opaque directories, hardlinks), blob digests verified. Then
-the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattrs). The object hash of a dumpfile source is
-taken from its DIGEST fields; --hash selects the hash of the image id.
+the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattrs).
+The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
+hash of the image id.
 `;
 
 function parseErofsVersion(v: string): ErofsVersion {
@@ -110,8 +112,9 @@ interface Built {
   id: Buffer;
 }
 
-function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): SourceOptions {
+function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false): SourceOptions {
   return {
+    tarKeepsAllXattrs,
     hash: g.hash,
     jobs: t.jobs ?? availableParallelism(),
     propagateUsrToRoot: t.propagateUsrToRoot,
@@ -124,8 +127,8 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
 }
 
 /** Builds the tree and image of a source: the shared core of the image commands. */
-async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository): Promise<Built> {
-  const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo));
+async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false): Promise<Built> {
+  const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs));
   if (loaded.kind === 'dir') warnDivergence(loaded.fs);
   const image = writeErofs(loaded.fs, g.erofsVersion);
   return { loaded, image, id: fsverityDigest(image, g.hash) };
@@ -182,15 +185,38 @@ export function makeProgram(): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--hash <alg>', 'hash of the image id and of file object ids').choices(['sha256', 'sha512']).default('sha512'))
     .addOption(new Option('--erofs-version <n>', 'EROFS format: 0 and 1 are the C mkcomposefs layouts, 2 the older composefs-rs layout').argParser(parseErofsVersion).default(1))
+    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (see Profiles below)')
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
       `${SOURCE_HELP}
+Profiles (--profile NAME):
+${profilesHelp()}
+
 Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
     );
 
   const globals = (cmd: Command): GlobalOpts => cmd.optsWithGlobals() as GlobalOpts;
+
+  /**
+   * The effective options of a tree command: explicit options, else the --profile's values,
+   * else the defaults.
+   */
+  const resolve = <T extends TreeOpts>(cmd: Command, o: T): { g: GlobalOpts; t: T; bootable: boolean; tarKeepsAllXattrs: boolean } => {
+    const g = { ...globals(cmd) };
+    const t = { ...o };
+    const name = (program.opts() as { profile?: string }).profile;
+    if (!name) return { g, t, bootable: o.bootable === true, tarKeepsAllXattrs: false };
+    const p = findProfile(name);
+    if (!p) throw new UsageError(`unknown profile '${name}'; known: ${PROFILES.map((x) => x.name).join(', ')}`);
+    const explicit = (c: Command, key: string) => c.getOptionValueSource(key) === 'cli';
+    if (!explicit(program, 'erofsVersion')) g.erofsVersion = p.erofsVersion;
+    if (!explicit(program, 'hash')) g.hash = p.hash;
+    if (!explicit(cmd, 'xattrs') && cmd.options.some((x) => x.attributeName() === 'xattrs')) t.xattrs = p.xattrs;
+    const bootable = explicit(cmd, 'bootable') ? o.bootable === true : p.bootable;
+    return { g, t, bootable, tarKeepsAllXattrs: p.tarKeepsAllXattrs && !explicit(cmd, 'xattrs') };
+  };
 
   treeOptions(
     program
@@ -201,10 +227,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .option('--write-dumpfile-to <path>', 'also write the dumpfile of the tree (atomically)')
       .option('--annotation', 'print the composefs sealing annotation KEY=HEX (composefs.merged[.bootable].erofs.vN.fsverity-ALG-12) for `buildah config --annotation`')
       .option('--json', 'print a JSON object with the id and every parameter that determined it'),
-  ).action(async (source: string, o: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
-    const g = globals(cmd);
-    const bootable = o.bootable === true;
-    const b = await build(source, g, o, bootable);
+  ).action(async (source: string, opts: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
+    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs);
     if (o.writeDumpfileTo) await writeFileAtomic(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
@@ -225,10 +250,10 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .option('--json', 'print a JSON object with the karg, the id and every parameter that determined it'),
     { bootable: false, xattrs: false },
   ).action(async (source: string, o: TreeOpts & { insecure?: boolean }, cmd: Command) => {
-    const g = globals(cmd);
+    const { g, tarKeepsAllXattrs } = resolve(cmd, o);
     // Like cfsctl: always bootable, always allowlist-only.
     const t: TreeOpts = { ...o, xattrs: DEFAULT_XATTR_FILTER_MODE };
-    const b = await build(source, g, t, true);
+    const b = await build(source, g, t, true, undefined, tarKeepsAllXattrs);
     const k = karg(b.id, g.erofsVersion, g.hash, o.insecure === true);
     if (o.json) process.stdout.write(`${JSON.stringify({ karg: k, ...describeBuild(b, g, t, true) }, null, 2)}\n`);
     else process.stdout.write(`${k}\n`);
@@ -242,12 +267,12 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .argument('[name]', 'with --repo: also link images/refs/NAME to the image')
       .option('-o, --output <image>', 'image file to write')
       .option('--repo <dir>', 'composefs-rs style repository (created if missing): store every external file as objects/XX/REST and the image under images/'),
-  ).action(async (source: string, name: string | undefined, o: TreeOpts & { output?: string; repo?: string }, cmd: Command) => {
-    const g = globals(cmd);
+  ).action(async (source: string, name: string | undefined, opts: TreeOpts & { output?: string; repo?: string }, cmd: Command) => {
+    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
     if (!o.output && !o.repo) throw new UsageError('create-image needs -o IMAGE, --repo DIR, or both');
     if (name !== undefined && !o.repo) throw new UsageError('an image NAME needs --repo');
     const repo = o.repo ? await Repository.openOrCreate(o.repo, g.hash, g.erofsVersion) : undefined;
-    const b = await build(source, g, o, o.bootable === true, repo);
+    const b = await build(source, g, o, bootable, repo, tarKeepsAllXattrs);
     if (repo) await repo.storeImage(b.id, b.image, name);
     if (o.output) await writeFileAtomic(o.output, [b.image]);
     process.stdout.write(`${g.hash}:${b.id.toString('hex')}\n`);
@@ -259,9 +284,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .description('print the composefs dumpfile of the tree built from SOURCE')
       .argument('<source>', 'what to build the tree from (see SOURCE below)')
       .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
-  ).action(async (source: string, o: TreeOpts & { output?: string }, cmd: Command) => {
-    const g = globals(cmd);
-    const { fs } = await loadSource(source, sourceOptions(g, o, o.bootable === true));
+  ).action(async (source: string, opts: TreeOpts & { output?: string }, cmd: Command) => {
+    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    const { fs } = await loadSource(source, sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs));
     if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));
   });
@@ -275,9 +300,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
       .argument('<source-a>', 'first SOURCE, e.g. the mounted root (a directory)')
       .argument('<source-b>', 'second SOURCE, e.g. the same image as oci:DIR:REF')
       .option('--json', 'print the result as JSON'),
-  ).action(async (a: string, b: string, o: TreeOpts, cmd: Command) => {
-    const g = globals(cmd);
-    const opts = { ...sourceOptions(g, o, o.bootable === true), provenance: true };
+  ).action(async (a: string, b: string, opts0: TreeOpts, cmd: Command) => {
+    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts0);
+    const opts = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs), provenance: true };
     const la = await loadSource(a, opts);
     const lb = await loadSource(b, opts);
     const diffs = explain(diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 }), la, lb);

@@ -16,7 +16,7 @@ import { Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
-import { transformForOci, type XattrFilterMode } from '../transform/transform.js';
+import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from './errors.js';
 import { Progress, human } from './progress.js';
@@ -47,6 +47,8 @@ export interface SourceOptions {
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
+  /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
+  tarKeepsAllXattrs?: boolean;
 }
 
 /** Reads all of standard input. */
@@ -132,10 +134,15 @@ export async function loadSource(spec: string, opts: SourceOptions): Promise<Loa
       const fs = await loadOciSource(spec, {
         hash: opts.hash,
         platform: opts.platform,
-        transform: { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
+        transform: opts.tarKeepsAllXattrs ? undefined : { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
         provenance,
         sink: opts.repo,
       });
+      if (opts.tarKeepsAllXattrs && opts.propagateUsrToRoot) {
+        // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path
+        copyRootMetadataFromUsr(fs);
+        canonicalizeRun(fs);
+      }
       if (opts.bootable) {
         await transformForBoot(fs, async () => {
           throw new UsageError('--bootable with an OCI source whose /etc/selinux/config is larger than 64 bytes is not supported yet');

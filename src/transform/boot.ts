@@ -11,12 +11,16 @@ import { TransformError, forEachStat } from './transform.js';
 /** Reads the content of a regular-file leaf (inline data, or the file behind an external one). */
 export type ContentReader = (path: Buffer, leaf: Leaf) => Promise<Buffer | undefined>;
 
+/** composefs-rs's errors, prefixed so the user knows which step needs the directory. */
 function topDir(fs: FileSystem, name: string): Directory {
   const e = fs.root.entries.get(name);
-  if (!e) throw new TransformError('NotFound', name);
-  if (e.kind !== 'dir') throw new TransformError('NotADirectory', name);
-  return e;
+  const why = !e ? new TransformError('NotFound', name) : e.kind !== 'dir' ? new TransformError('NotADirectory', name) : undefined;
+  if (why) throw new BootTransformError(`bootable transform needs a /${name} directory: ${why.message}`);
+  return e as Directory;
 }
+
+/** The tree cannot take the bootable transform. */
+export class BootTransformError extends Error {}
 
 /** Step 2 of transform_for_boot: empty /boot and /sysroot, mtime seconds from /usr. */
 export function emptyToplevelDirs(fs: FileSystem): void {
