@@ -18,7 +18,8 @@ import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { writeFileAtomic } from './atomic.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadSource, type LoadedSource, type SourceOptions } from './source.js';
+import { loadRawSource, loadSource, type LoadedSource, type SourceOptions } from './source.js';
+import { describeAttempt, digestHash, identify, parseDigestArg, type Attempt } from './identify.js';
 import { explain, formatDifferences, liveMtimeHint } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
@@ -194,7 +195,7 @@ export function makeProgram(): Command {
 Profiles (--profile NAME):
 ${profilesHelp()}
 
-Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
+Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no match), 2 error.`,
     );
 
   const globals = (cmd: Command): GlobalOpts => cmd.optsWithGlobals() as GlobalOpts;
@@ -319,6 +320,40 @@ Exit status: 0 success, 1 different (compute-id --expect, compare), 2 error.`,
     }
     if (diffs.length > 0) process.exitCode = EXIT_DIFFERENT;
   });
+
+  program
+    .command('identify')
+    .description(
+      'find which combination composefs-rs versions have used (EROFS format, hash, xattr mode, bootable, /usr-root propagation) produces DIGEST for SOURCE',
+    )
+    .argument('<digest>', 'hex digest (64 = sha256, 128 = sha512), or a karg / annotation carrying one')
+    .argument('<source>', 'the tree (see SOURCE)')
+    .option('--all', 'list every matching combination, not just the first')
+    .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
+    .option('-j, --jobs <n>', 'hashing threads (default: one per core)', parseJobs)
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', SOURCE_HELP)
+    .action(async (digestArg: string, source: string, o: TreeOpts & { all?: boolean }) => {
+      const want = parseDigestArg(digestArg);
+      if (!want) throw new UsageError(`'${digestArg}' is not a digest: expected 64 or 128 hex digits, a composefs karg or an annotation`);
+      const hash = digestHash(want);
+      const raw = await loadRawSource(source, {
+        ...sourceOptions({ hash, erofsVersion: 1 }, { ...o, propagateUsrToRoot: false, xattrs: DEFAULT_XATTR_FILTER_MODE }, false),
+      });
+      const tried: Attempt[] = [];
+      const matches = await identify(want, raw, (a) => tried.push(a), o.all === true);
+      if (o.json) {
+        const show = (a: Attempt) => ({ erofsVersion: a.erofsVersion, hash: a.hash, ...a.rules, id: a.id ?? null, error: a.error ?? null, options: describeAttempt(a, raw.kind) });
+        process.stdout.write(`${JSON.stringify({ digest: want, matches: matches.map(show), tried: tried.map(show) }, null, 2)}\n`);
+      } else if (matches.length > 0) {
+        for (const m of matches) process.stdout.write(`match: ${describeAttempt(m, raw.kind)}\n`);
+      } else {
+        process.stdout.write(`no combination gives ${want}; tried ${tried.length}:\n`);
+        for (const a of tried) process.stdout.write(`  ${describeAttempt(a, raw.kind)}: ${a.id ?? `error: ${a.error}`}\n`);
+      }
+      if (matches.length === 0) process.exitCode = EXIT_DIFFERENT;
+    });
 
   program
     .command('dump')

@@ -7,8 +7,7 @@
  *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
  *                   OCI layer tarballs (the same image outside the build)
  */
-import { readFile, stat } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile, stat, unlink } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { HashPool } from '../fsverity/pool.js';
 import { loadOciSource } from '../oci/image.js';
@@ -29,17 +28,25 @@ export interface LoadedSource {
   description: string;
   /** OCI sources, when asked for: where each directory came from. */
   provenance?: Provenance;
+  /** Reads a regular file's content (the SELinux policy files of the bootable transform). */
+  read: ContentReader;
 }
 
-export interface SourceOptions {
-  /** Hash of object ids computed from file content. */
-  hash: HashAlg;
-  /** Hashing threads. */
-  jobs: number;
+/** Which rules turn a raw tree into the final one. */
+export interface Rules {
   /** cfsctl's transform_for_oci; false = `--no-propagate-usr-to-root` (raw tree). */
   propagateUsrToRoot: boolean;
   xattrs: XattrFilterMode;
   bootable: boolean;
+  /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
+  tarKeepsAllXattrs?: boolean;
+}
+
+export interface SourceOptions extends Rules {
+  /** Hash of object ids computed from file content. */
+  hash: HashAlg;
+  /** Hashing threads. */
+  jobs: number;
   /** Store external files here while hashing. */
   repo?: Repository;
   progress: boolean;
@@ -47,8 +54,6 @@ export interface SourceOptions {
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
-  /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
-  tarKeepsAllXattrs?: boolean;
 }
 
 /** Reads all of standard input. */
@@ -64,7 +69,7 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   return { kind: '', rest: spec };
 }
 
-async function loadDirectory(dir: string, opts: SourceOptions): Promise<FileSystem> {
+async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
   let st;
   try {
     st = await stat(dir);
@@ -87,72 +92,73 @@ async function loadDirectory(dir: string, opts: SourceOptions): Promise<FileSyst
         await repo.commitTemp(tmp, id);
         return id;
       } catch (e) {
-        await import('node:fs/promises').then((f) => f.unlink(tmp)).catch(() => {});
+        await unlink(tmp).catch(() => {});
         throw e;
       }
     };
-    const fs = await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(64, opts.jobs * 8) });
-    if (opts.propagateUsrToRoot) transformForOci(fs, { propagateUsrToRoot: true, xattrs: opts.xattrs });
-    if (opts.bootable) {
-      // Only the SELinux policy files are ever read back, from the directory itself.
-      const read: ContentReader = (p) => readFile(path.join(dir, p.toString('latin1')));
-      await transformForBoot(fs, read);
-    }
-    return fs;
+    return await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(64, opts.jobs * 8) });
   } finally {
     progress.stop();
     await pool.close();
   }
 }
 
-/** Loads a SOURCE argument into a tree. */
-export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
+/** Applies the finishing rules to a raw tree of `source`, in place. */
+export async function applyRules(source: Pick<LoadedSource, 'fs' | 'kind' | 'read'>, rules: Rules): Promise<void> {
+  const fs = source.fs;
+  if (source.kind !== 'dumpfile' && rules.propagateUsrToRoot) {
+    if (source.kind === 'oci' && rules.tarKeepsAllXattrs) {
+      // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path
+      copyRootMetadataFromUsr(fs);
+      canonicalizeRun(fs);
+    } else transformForOci(fs, { propagateUsrToRoot: true, xattrs: rules.xattrs });
+  }
+  if (rules.bootable) await transformForBoot(fs, source.read);
+}
+
+/** Loads a SOURCE as it is, before any finishing rule. */
+export async function loadRawSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
   const { kind, rest } = splitSpec(spec);
   switch (kind) {
     case 'dumpfile': {
       if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
       const text = rest === '-' ? await readStdin() : await readFile(rest);
       const { fs, objectHash } = parseDumpfile(text);
-      if (opts.bootable) {
-        await transformForBoot(fs, async () => {
-          throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
-        });
-      }
-      return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}` };
+      const read: ContentReader = async () => {
+        throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
+      };
+      return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}`, read };
     }
     case 'dir':
     case '': {
       if (rest === '') throw new UsageError(`source '${spec}': missing directory path`);
-      const fs = await loadDirectory(rest, opts);
-      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}` };
+      const fs = await scanDir(rest, opts);
+      // File contents are only ever read back for the SELinux policy, from the directory itself.
+      const base = Buffer.from(rest);
+      const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
+      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}`, read };
     }
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
-      const fs = await loadOciSource(spec, {
-        hash: opts.hash,
-        platform: opts.platform,
-        transform: opts.tarKeepsAllXattrs ? undefined : { propagateUsrToRoot: opts.propagateUsrToRoot, xattrs: opts.xattrs },
-        provenance,
-        sink: opts.repo,
-      });
-      if (opts.tarKeepsAllXattrs && opts.propagateUsrToRoot) {
-        // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path
-        copyRootMetadataFromUsr(fs);
-        canonicalizeRun(fs);
-      }
-      if (opts.bootable) {
-        await transformForBoot(fs, async () => {
-          throw new UsageError('--bootable with an OCI source whose /etc/selinux/config is larger than 64 bytes is not supported yet');
-        });
-      }
-      return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance };
+      const fs = await loadOciSource(spec, { hash: opts.hash, platform: opts.platform, provenance, sink: opts.repo });
+      const read: ContentReader = async (p) => {
+        throw new UsageError(`--bootable with an OCI source: ${p.toString('utf8')} is larger than 64 bytes and its content is not kept, so the SELinux policy cannot be read yet`);
+      };
+      return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance, read };
     }
     default:
       throw new UsageError(
         `source '${spec}': unknown source kind '${kind}'; expected a directory, dir:PATH, dumpfile:PATH, oci:DIR, oci-archive:FILE, docker-archive:FILE or layers:A.tar,... (see 'cfs --help')`,
       );
   }
+}
+
+/** Loads a SOURCE argument into its final tree. */
+export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
+  const loaded = await loadRawSource(spec, opts);
+  await applyRules(loaded, opts);
+  return loaded;
 }

@@ -9,9 +9,11 @@
 import crypto from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { HashAlg } from '../tree/tree.js';
+import { findXattrAddon } from '../scan/xattr-native.js';
 
 export const FSVERITY_BLOCK_SIZE = 4096;
-const ALG_NUMBER: Record<HashAlg, number> = { sha256: 1, sha512: 2 };
+/** fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*). */
+export const ALG_NUMBER: Record<HashAlg, number> = { sha256: 1, sha512: 2 };
 const DIGEST_BYTES: Record<HashAlg, number> = { sha256: 32, sha512: 64 };
 
 // crypto.hash (one-shot) has far less per-call overhead than createHash; it exists from
@@ -21,6 +23,53 @@ const cryptoHash = (crypto as unknown as { hash?: (a: string, d: Uint8Array, enc
 const hashOnce: OneShot = cryptoHash
   ? (alg, data) => cryptoHash(alg, data, 'buffer')
   : (alg, data) => crypto.createHash(alg).update(data).digest();
+
+/**
+ * The native part (native/xattr.c): SHA-256/512 of the OpenSSL inside the node binary, called
+ * without per-block JS overhead. Optional: without the addon (or with CFS_NO_NATIVE_HASH=1)
+ * everything falls back to node:crypto, with identical results.
+ */
+export interface NativeHash {
+  hashAvailable(): boolean;
+  /** Hashes n 4096-byte blocks of src from srcOff, writing the n digests into dst at dstOff. */
+  hashBlocks(alg: number, src: Uint8Array, srcOff: number, n: number, dst: Uint8Array, dstOff: number): void;
+  /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
+  verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
+}
+
+let native: NativeHash | null | undefined;
+let nativeFile: string | undefined;
+
+/** Where to load the addon from (worker threads get the path their parent found). */
+export function setNativeHashAddon(file: string | undefined): void {
+  nativeFile = file;
+  native = undefined;
+}
+
+/** The native hash functions, or null when unavailable. */
+export function nativeHash(): NativeHash | null {
+  if (native !== undefined) return native;
+  native = null;
+  if (process.env.CFS_NO_NATIVE_HASH) return native;
+  try {
+    const file = nativeFile ?? findXattrAddon();
+    if (!file) return native;
+    const mod = { exports: {} as Partial<NativeHash> };
+    process.dlopen(mod, file);
+    const m = mod.exports;
+    if (typeof m.hashAvailable === 'function' && typeof m.hashBlocks === 'function' && typeof m.verityFile === 'function' && m.hashAvailable()) {
+      native = m as NativeHash;
+    }
+  } catch {
+    native = null;
+  }
+  return native;
+}
+
+/** The addon file the native hash functions come from (for worker threads), if loaded. */
+export function nativeHashAddonFile(): string | undefined {
+  return nativeHash() ? (nativeFile ?? findXattrAddon()) : undefined;
+}
 
 /** One level of the Merkle tree: a block being filled with child hashes. */
 interface Level {
@@ -38,9 +87,40 @@ export class FsVerityHasher {
   private size = 0n;
   private readonly levels: Level[] = [];
   private done = false;
+  private readonly native: NativeHash | null;
+  private readonly algNumber: number;
 
   constructor(readonly alg: HashAlg) {
     this.digestSize = DIGEST_BYTES[alg];
+    this.algNumber = ALG_NUMBER[alg];
+    this.native = nativeHash();
+  }
+
+  private level(i: number): Level {
+    let level = this.levels[i];
+    if (!level) {
+      level = { block: Buffer.alloc(FSVERITY_BLOCK_SIZE), used: 0, count: 0 };
+      this.levels[i] = level;
+    }
+    return level;
+  }
+
+  /** Native: hashes n whole blocks of data from off straight into level 0. */
+  private leavesNative(nat: NativeHash, data: Uint8Array, off: number, n: number): void {
+    while (n > 0) {
+      const l0 = this.level(0);
+      const k = Math.min(n, (FSVERITY_BLOCK_SIZE - l0.used) / this.digestSize);
+      nat.hashBlocks(this.algNumber, data, off, k, l0.block, l0.used);
+      l0.used += k * this.digestSize;
+      l0.count += k;
+      off += k * FSVERITY_BLOCK_SIZE;
+      n -= k;
+      if (l0.used === FSVERITY_BLOCK_SIZE) {
+        const h = hashOnce(this.alg, l0.block);
+        l0.used = 0;
+        this.addHash(1, h);
+      }
+    }
   }
 
   /** Feeds more data. Any chunk size is fine. */
@@ -54,11 +134,17 @@ export class FsVerityHasher {
       this.pendingLen += take;
       off = take;
       if (this.pendingLen === FSVERITY_BLOCK_SIZE) {
-        this.addHash(0, hashOnce(this.alg, this.pending));
+        if (this.native) this.leavesNative(this.native, this.pending, 0, 1);
+        else this.addHash(0, hashOnce(this.alg, this.pending));
         this.pendingLen = 0;
       }
     }
     // Whole blocks straight from the caller's buffer: no copy.
+    if (this.native && data.length - off >= FSVERITY_BLOCK_SIZE) {
+      const n = Math.floor((data.length - off) / FSVERITY_BLOCK_SIZE);
+      this.leavesNative(this.native, data, off, n);
+      off += n * FSVERITY_BLOCK_SIZE;
+    }
     while (data.length - off >= FSVERITY_BLOCK_SIZE) {
       this.addHash(0, hashOnce(this.alg, data.subarray(off, off + FSVERITY_BLOCK_SIZE)));
       off += FSVERITY_BLOCK_SIZE;
@@ -71,11 +157,7 @@ export class FsVerityHasher {
   }
 
   private addHash(levelIndex: number, hash: Buffer): void {
-    let level = this.levels[levelIndex];
-    if (!level) {
-      level = { block: Buffer.alloc(FSVERITY_BLOCK_SIZE), used: 0, count: 0 };
-      this.levels[levelIndex] = level;
-    }
+    const level = this.level(levelIndex);
     hash.copy(level.block, level.used);
     level.used += this.digestSize;
     level.count++;
