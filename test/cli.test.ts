@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDumpfile } from '../src/dumpfile/parse.js';
 import { writeDumpfile } from '../src/dumpfile/write.js';
-import { GOLDEN, IN_CI, have, readGolden, runCfs, tempDir } from './helpers.js';
+import { GOLDEN, IN_CI, have, readGolden, runCfs, tempDir, assertCleanError } from './helpers.js';
 
 const CASES = ['simple', 'hardlinks', 'xattrs', 'whiteouts', 'special', 'rs_sha512', 'names', 'big5000-sha512'];
 
@@ -82,13 +82,6 @@ test('measure equals `fsverity digest`', (t) => {
 });
 
 /** One line on stderr, exit 2, no stack trace. */
-function assertCleanError(r: { status: number; stderr: string }, re: RegExp) {
-  assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, re);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-  assert.ok(r.stderr.startsWith('cfs: ') || r.stderr.startsWith('error: '), r.stderr);
-}
-
 test('bad input: one-line errors, exit 2, nothing written', () => {
   const { dir, cleanup } = tempDir();
   try {

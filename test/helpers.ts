@@ -1,4 +1,5 @@
 /** Shared test helpers: where the vectors are, temp dirs, running the CLI. */
+import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,3 +57,11 @@ export function have(cmd: string): boolean {
 
 /** Under CI (CI=true) a test that needs a tool or root must run, not skip. */
 export const IN_CI = process.env.CI === 'true';
+
+/** A CLI failure as users must see it: exit 2, one message matching `re`, no stack trace. */
+export function assertCleanError(r: { status: number; stderr: string }, re: RegExp): void {
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, re);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  assert.ok(r.stderr.startsWith('cfs: ') || r.stderr.startsWith('error: '), r.stderr);
+}
