@@ -110,8 +110,6 @@ test('type qualifiers: -d -- -l -c -b -p -s match only their type; no qualifier 
   mkleaf(fs, '/t/e', { type: 'external', id: Buffer.alloc(32), size: 100n });
   mkleaf(fs, '/t/z', { type: 'sparse', size: 100n });
   mkdir(fs, '/t/d');
-  const p2 = policyOf(''); // unused: relabel through the tree's own policy below
-  void p2;
   return (async () => {
     assert.equal(await selabel(fs, noRead), true);
     for (const [n, t] of [['c', 'c_t'], ['b', 'b_t'], ['l', 'l_t'], ['p', 'p_t'], ['s', 's_t'], ['f', 'f_t'], ['e', 'f_t'], ['z', 'f_t'], ['d', 'd_t']]) assert.equal(label(fs, `/t/${n}`), ctx(t), n);
@@ -352,4 +350,42 @@ test('relabel() with a prebuilt policy equals selabel()', async () => {
   const pol = await loadPolicy(fs, noRead);
   relabel(fs, pol!);
   assert.equal(label(fs, '/etc/selinux/config'), ctx('d_t'));
+});
+
+test('the literal-prefix index finds exactly what testing every pattern in order finds', () => {
+  const lines = [
+    '/(.*)?  ' + ctx('d_t'),
+    '/usr(/.*)?  ' + ctx('u_t'),
+    '/usr/lib(64)?/.*\\.so(\\.[^/]*)*  --  ' + ctx('lib_t'),
+    '/usr/(s)?bin/[^/]+  ' + ctx('bin_t'),
+    '/(usr|opt)/local/.*  ' + ctx('local_t'),
+    '/a?quota\\.(user|group)  --  ' + ctx('q_t'),
+    '/usr/lib/x  -d  ' + ctx('x_t'),
+    '/usr/lib/x/(?!y).*  ' + ctx('noy_t'),
+    '(/opt)?/srv/.*  ' + ctx('srv_t'),
+    '/usr/lib/z|/opt/z  ' + ctx('z_t'),
+    '/usr/lib/q)|(/nothing  ' + ctx('unbalanced_t'),
+  ];
+  const p = policyOf(lines.join('\n'));
+  const keys = ['/', '/usr', '/usr/lib', '/usr/lib/libc.so.6', '/usr/lib64/a.so', '/usr/sbin/x', '/usr/bin/x/y', '/opt/local/a', '/quota.user', '/aquota.group', '/usr/lib/x', '/usr/lib/x/y', '/usr/lib/x/z', '/srv/a', '/opt/srv/a', '/usr/lib/z', '/opt/z', '/usr/lib/zz', '/usr/lib/qq', '/nothing', '/x/nothing'];
+  for (const k of keys) {
+    for (const ty of ['-', 'd', 'l']) {
+      let want = -1;
+      for (let i = 0; i < p.matcher.patterns.length; i++) {
+        const re = p.matcher.patterns[i].regexp;
+        re.lastIndex = 0;
+        if (re.test(k + ty)) {
+          want = i;
+          break;
+        }
+      }
+      assert.equal(p.matcher.lookup(k + ty), want, `${k} ${ty}`);
+    }
+  }
+  assert.equal(lbl(p, '/usr/lib/zz', '-'), ctx('u_t'));
+  // An unbalanced pattern: `^(/usr/lib/q)|(/nothing).$` has a top-level alternative without `$`
+  // (a prefix match, anchored at 0, like regex-automata's anchored search).
+  assert.equal(lbl(p, '/usr/lib/qq/r', '-'), ctx('unbalanced_t'));
+  assert.equal(lbl(p, '/nothing', '-'), ctx('unbalanced_t'));
+  assert.equal(lbl(p, '/x/nothing', '-'), ctx('d_t'), 'the DFA search is anchored at the start');
 });

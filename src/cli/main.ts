@@ -89,7 +89,7 @@ async function writeStdout(chunks: Iterable<string | Uint8Array>): Promise<void>
 /** Adds the options shared by every command that builds a tree. */
 function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean } = {}): Command {
   if (opts.bootable !== false) {
-    cmd.option('--bootable', 'apply the boot transform (bootc sealed images): empty /boot and /sysroot, drop security.selinux (SELinux relabelling is not implemented yet)');
+    cmd.option('--bootable', 'apply the boot transform (bootc sealed images): empty /boot and /sysroot, relabel every path from the SELinux policy in the tree (or drop security.selinux when it has none)');
   }
   cmd.option('--no-propagate-usr-to-root', "directory sources: keep the raw tree (root keeps its own metadata, /run is kept, no xattr filtering), as cfsctl's flag of that name");
   if (opts.xattrs !== false) {
