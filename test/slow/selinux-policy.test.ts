@@ -11,9 +11,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, copyFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
-import { IN_CI, have } from '../helpers.js';
+import { tmpdir } from 'node:os';
+import { IN_CI, have, runCfs } from '../helpers.js';
+import { mountComposefs, readMountedTree, requireMount } from '../mount-helpers.js';
+import { parseDumpfile } from '../../src/dumpfile/parse.js';
 import { scanDirectory } from '../../src/scan/scan.js';
 import { loadPolicy, relabel } from '../../src/transform/selabel.js';
 import { traverse } from '../../src/tree/tree.js';
@@ -142,4 +145,49 @@ test('Debian refpolicy: our labels equal matchpathcon for every path; labelling 
   assert.deepEqual(unexplained.slice(0, 50), [], `${unexplained.length} paths differ from matchpathcon`);
   assert.equal(skipped, 0, 'paths that are not UTF-8 (cannot be passed to matchpathcon)');
   assert.ok(theirs.size > ours.size * 0.9, 'matchpathcon answered for the paths');
+});
+
+test('bootable image of the policy tree, mounted by the kernel: labels on every path, /boot and /sysroot empty', { timeout: 1_800_000 }, (t) => {
+  if (why) {
+    if (IN_CI) throw new Error(`SELinux policy test cannot run under CI: ${why}`);
+    t.skip(why);
+    return;
+  }
+  if (!requireMount(t)) return;
+  const work = mkdtempSync(path.join(tmpdir(), 'cfs-selinux-mount-'));
+  let unmount: (() => void) | undefined;
+  try {
+    // a bootc image has /sysroot; Debian does not (labelled by the policy like any directory)
+    mkdirSync(path.join(rootfs, 'sysroot'), { recursive: true });
+    // what cfs says each path's label is
+    const d = runCfs(['create-dumpfile', '--bootable', rootfs]);
+    assert.equal(d.status, 0, d.stderr);
+    const want = new Map<string, string>();
+    const { fs } = parseDumpfile(d.stdout);
+    for (const e of traverse(fs)) {
+      const v = e.inode.stat.xattrs.get('security.selinux');
+      if (v) want.set(e.path.toString('latin1'), v.toString('hex'));
+    }
+    assert.ok(want.size > 3000, `labels on the tree (${want.size})`);
+    const repo = path.join(work, 'repo');
+    const image = path.join(work, 'image.cfs');
+    const r = runCfs(['create-image', '--bootable', '--repo', repo, rootfs, '-o', image]);
+    assert.equal(r.status, 0, r.stderr);
+    const m = mountComposefs(image, path.join(repo, 'objects'), work);
+    unmount = m.unmount;
+    const seen = readMountedTree(m.root);
+    let labelled = 0;
+    for (const [p, o] of seen) {
+      assert.equal(o.xattrs.get('security.selinux'), want.get(p), `security.selinux of ${p}`);
+      if (want.has(p)) labelled++;
+    }
+    assert.equal(labelled, want.size, 'every labelled path is in the mount');
+    for (const dir of ['/boot', '/sysroot']) {
+      assert.equal(seen.get(dir)?.type, 'dir');
+      assert.equal([...seen.keys()].filter((p) => p.startsWith(`${dir}/`)).length, 0, `${dir} is empty`);
+    }
+  } finally {
+    unmount?.();
+    rmSync(work, { recursive: true, force: true });
+  }
 });
