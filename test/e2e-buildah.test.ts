@@ -334,3 +334,31 @@ for (const [version, alg] of [
     }
   });
 }
+
+test('cfs compare: the mounted base equals its tarball view; a directory touched through the mount is named with its cause', (t) => {
+  if (!proceed(t)) return;
+  const ctr = buildah(['from', 'base']).trim();
+  try {
+    const mnt = buildah(['mount', ctr]).trim();
+    try {
+      const eq = runCfs(['compare', mnt, ociSource]);
+      assert.equal(eq.status, 0, eq.stdout.toString() + eq.stderr);
+      assert.match(eq.stdout.toString(), /^equal: both give sha512 [0-9a-f]{128} \(erofs V1\)\n$/);
+      // what a RUN step does through a mount: a new file in an existing directory, a mount target
+      writeFileSync(path.join(mnt, 'usr/share/demo/touched'), 'x\n');
+      mkdirSync(path.join(mnt, 'mnt-stub'));
+      const r = runCfs(['compare', mnt, ociSource]);
+      assert.equal(r.status, 1, r.stderr);
+      const out = r.stdout.toString();
+      assert.match(out, /^\/mnt-stub: presence: directory \(A\) vs \(absent\) \(B\)\n {4}likely cause: mount-target stub/m);
+      assert.match(out, /^\/usr\/share\/demo: mtime: \d+\.\d{9} \(A\) vs \d+\.000000000 \(B\)\n {4}likely cause: live mtime/m);
+      assert.match(out, /^\/usr\/share\/demo\/touched: presence: inline \(A\) vs \(absent\) \(B\)\n {4}likely cause: in the mounted view only/m);
+      // and compute-id on such a tree warns
+      assert.match(runCfs(['compute-id', mnt]).stderr, /warning: \d+ of \d+ directories have sub-second mtimes \([^)]*\/usr\/share\/demo/);
+    } finally {
+      buildah(['umount', ctr]);
+    }
+  } finally {
+    buildah(['rm', ctr]);
+  }
+});

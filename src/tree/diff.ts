@@ -66,7 +66,10 @@ export function diffTrees(a: FileSystem, b: FileSystem, opts: DiffOptions): Diff
     }
     const sa = ia.stat;
     const sb = ib.stat;
-    if (sa.mode !== sb.mode) add('mode', (sa.mode >>> 0).toString(8), (sb.mode >>> 0).toString(8));
+    // Tar headers may carry type bits in the mode; images keep only the permission bits.
+    const ma = sa.mode & 0o7777;
+    const mb = sb.mode & 0o7777;
+    if (ma !== mb) add('mode', ma.toString(8), mb.toString(8));
     if (sa.uid !== sb.uid) add('uid', String(sa.uid), String(sb.uid));
     if (sa.gid !== sb.gid) add('gid', String(sa.gid), String(sb.gid));
     if (sa.mtimeSec !== sb.mtimeSec || (opts.nanoseconds && sa.mtimeNsec !== sb.mtimeNsec)) add('mtime', mtime(sa), mtime(sb));
