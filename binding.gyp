@@ -4,7 +4,8 @@
       "target_name": "xattr",
       "sources": ["native/xattr.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-ldl", "-lpthread"]
     }
   ]
 }

@@ -1,20 +1,34 @@
 /**
- * npm run bench -- [--hash sha256|sha512] [--jobs N] [SOURCE...]
+ * npm run bench -- [--hash sha256|sha512|both] [--jobs N] [--only NAME,...] [--cfs PATH] [DIR...]
  *
- * Times `cfs compute-id` on each SOURCE (a directory by default, or any SOURCE kind) and, for
- * directories, the floor: the same external files (> 64 bytes) hashed by `fsverity digest`
- * (C, OpenSSL) on all cores. Prints wall time, CPU time, peak RSS, throughput and the ratio.
- * Without a SOURCE it generates a synthetic tree under /tmp (a few hundred MB, OS-like sizes).
+ * Times `cfs compute-id` side by side with the floor, on directory and tarball sources, for
+ * SHA-256 and SHA-512 (both by default). Each row: wall time, CPU time (user+sys), peak RSS,
+ * throughput (external-file bytes per wall second) and the ratio to the floor:
+ *
+ *  - directory source: floor = the same external files (> 64 bytes) hashed by `fsverity digest`
+ *    (C, OpenSSL) on all cores; "ratio" = floor wall / cfs wall (100% = as fast as the floor);
+ *  - tarball source (`layers:X.tar`, uncompressed): throughput of the tar bytes; the floor is
+ *    `openssl dgst -shaN` of the tar (one pass of the hash over the stream, one core);
+ *  - gzip tarball (`layers:X.tar.gz`): floor = `gzip -dc X | openssl dgst` (decompression +
+ *    hashing, pipelined).
+ *
+ * Trees (generated once under /var/tmp/cfs-bench and reused; DIR arguments replace the
+ * debootstrap root):
+ *  - deb:    a debootstrap root (/tmp/deb-test, if present, or the DIR arguments);
+ *  - os2g:   synthetic 2 GB / 60k files, OS-like size mix;
+ *  - small:  500k entries, small files (half inline, half 65..4096 bytes), 1000 per directory;
+ *  - sparse: one 8 GB sparse file.
+ * `--only deb,os2g` restricts the trees; `--no-tar` skips tarball sources.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, ftruncateSync, writeFileSync, writeSync, renameSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CFS = path.join(ROOT, 'dist/cfs.mjs');
+const BENCH_DIR = '/var/tmp/cfs-bench';
 
 interface Run {
   wall: number;
@@ -23,7 +37,7 @@ interface Run {
   out: string;
 }
 
-/** Runs a command under /usr/bin/time to get CPU time and peak RSS. */
+/** Runs a command under /usr/bin/time to get CPU time and peak RSS (of the largest process). */
 function timed(cmd: string[], input?: string): Run {
   const t0 = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', '%U %S %M', ...cmd], { input, maxBuffer: 1 << 30 });
@@ -34,9 +48,15 @@ function timed(cmd: string[], input?: string): Run {
   return { wall, cpu: u + s, rss: m * 1024, out: r.stdout.toString() };
 }
 
-/** External files (> 64 bytes, regular) of a directory and their total size. */
+function sh(script: string): void {
+  const r = spawnSync('sh', ['-c', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`failed: ${script}`);
+}
+
+/** External files (> 64 bytes, regular, first name of each inode) of a directory and their total size. */
 function externalFiles(dir: string): { files: string[]; bytes: number } {
   const files: string[] = [];
+  const seen = new Set<string>();
   let bytes = 0;
   const stack = [dir];
   while (stack.length) {
@@ -46,6 +66,9 @@ function externalFiles(dir: string): { files: string[]; bytes: number } {
       const st = lstatSync(p);
       if (st.isDirectory()) stack.push(p);
       else if (st.isFile() && st.size > 64) {
+        const key = `${st.dev}:${st.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
         files.push(p);
         bytes += st.size;
       }
@@ -54,64 +77,190 @@ function externalFiles(dir: string): { files: string[]; bytes: number } {
   return { files, bytes };
 }
 
-/** A synthetic tree with an OS-like size mix (many small files, some large). */
-function synthetic(dir: string, totalMB: number): void {
-  if (existsSync(path.join(dir, '.done'))) return;
-  mkdirSync(path.join(dir, 'usr'), { recursive: true });
-  let left = totalMB * 1e6;
+/** Creates `dir` by running `fill(tmp)` into a temporary sibling, then renaming (reused afterwards). */
+function generate(dir: string, what: string, fill: (tmp: string) => void): string {
+  if (existsSync(dir)) return dir;
+  process.stderr.write(`generating ${dir} (${what}; once, reused)…\n`);
+  const tmp = `${dir}.tmp`;
+  sh(`rm -rf '${tmp}'`);
+  mkdirSync(tmp, { recursive: true });
+  fill(tmp);
+  renameSync(tmp, dir);
+  return dir;
+}
+
+/** Deterministic pseudo-random numbers (the trees are the same on every machine). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** ~2 GB in ~60k files with an OS-like size mix (many small files, a few large ones). */
+function os2g(dir: string): void {
+  const rand = rng(1);
+  // size class (bytes) and share of files; mean ≈ 34 KB
+  const classes: [number, number][] = [
+    [40, 22],
+    [600, 20],
+    [3000, 20],
+    [12000, 18],
+    [50000, 13],
+    [200000, 4],
+    [1000000, 0.8],
+    [16000000, 0.05],
+  ];
+  const total = classes.reduce((a, [, w]) => a + w, 0);
+  const pool = randomBytes(64 << 20);
+  let left = 2e9;
   let i = 0;
-  const sizes = [200, 1500, 6000, 20000, 90000, 400000, 3000000];
-  const weights = [30, 30, 15, 10, 8, 5, 2];
   while (left > 0) {
-    const r = Math.random() * 100;
-    let acc = 0;
+    let r = rand() * total;
     let k = 0;
-    while ((acc += weights[k]) < r) k++;
-    const size = Math.max(65, Math.round(sizes[k] * (0.5 + Math.random())));
-    const sub = path.join(dir, 'usr', `d${i % 97}`, `e${i % 13}`);
-    mkdirSync(sub, { recursive: true });
-    writeFileSync(path.join(sub, `f${i}`), randomBytes(size));
+    while ((r -= classes[k][1]) > 0 && k < classes.length - 1) k++;
+    const size = Math.max(1, Math.round(classes[k][0] * (0.3 + 1.4 * rand())));
+    const sub = path.join(dir, 'usr', `d${i % 211}`, `e${i % 7}`);
+    if (i < 211 * 7) mkdirSync(sub, { recursive: true });
+    const fd = openSync(path.join(sub, `f${i}`), 'w');
+    for (let off = 0; off < size; ) {
+      const n = Math.min(size - off, pool.length);
+      const start = Math.floor(rand() * (pool.length - n));
+      off += writeSync(fd, pool, start, n);
+    }
+    closeSync(fd);
     left -= size;
     i++;
   }
-  writeFileSync(path.join(dir, '.done'), '');
 }
 
-const args = process.argv.slice(2);
-let hash = 'sha256';
-let jobs = availableParallelism();
-const sources: string[] = [];
-for (let i = 0; i < args.length; i++) {
-  if (args[i] === '--hash') hash = args[++i];
-  else if (args[i] === '--jobs') jobs = Number(args[++i]);
-  else sources.push(args[i]);
-}
-if (sources.length === 0) {
-  const dir = '/tmp/cfs-bench-tree';
-  process.stderr.write(`generating ${dir} (300 MB synthetic tree)…\n`);
-  synthetic(dir, 300);
-  sources.push(dir);
-}
-
-const mb = (b: number) => (b / 1e6).toFixed(1);
-for (const src of sources) {
-  const isDir = existsSync(src) && lstatSync(src).isDirectory();
-  console.log(`\n== ${src} (--hash ${hash}, ${jobs} jobs)`);
-  let bytes = 0;
-  let files: string[] = [];
-  if (isDir) ({ files, bytes } = externalFiles(src));
-  // warm the page cache so both sides measure hashing, not the disk
-  if (isDir) spawnSync('sh', ['-c', `find '${src}' -type f -exec cat {} + > /dev/null`]);
-  const cfs = timed([process.execPath, CFS, '--hash', hash, 'compute-id', '--jobs', String(jobs), src]);
-  const row = (name: string, r: Run) =>
-    console.log(
-      `${name.padEnd(28)} wall ${r.wall.toFixed(2)} s  cpu ${r.cpu.toFixed(2)} s  peak RSS ${mb(r.rss)} MB` +
-        (bytes ? `  ${(bytes / 1e6 / r.wall).toFixed(0)} MB/s` : ''),
-    );
-  row('cfs compute-id', cfs);
-  if (isDir && files.length) {
-    const floor = timed(['sh', '-c', `xargs -0 -P ${jobs} -n 256 fsverity digest --hash-alg=${hash} > /dev/null`], files.join('\0'));
-    row('floor: fsverity digest', floor);
-    console.log(`external files: ${files.length}, ${mb(bytes)} MB; cfs reaches ${((floor.wall / cfs.wall) * 100).toFixed(0)}% of the floor's throughput`);
+/** 500k entries: small files, half of them inline (≤ 64 bytes), 1000 per directory. */
+function small500k(dir: string): void {
+  const rand = rng(2);
+  const pool = randomBytes(1 << 20);
+  for (let d = 0; d < 500; d++) {
+    const sub = path.join(dir, 'usr', `d${d}`);
+    mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < 1000; f++) {
+      const size = f % 2 === 0 ? Math.floor(rand() * 65) : 65 + Math.floor(rand() * 4032);
+      const start = Math.floor(rand() * (pool.length - size));
+      writeFileSync(path.join(sub, `f${f}`), pool.subarray(start, start + size));
+    }
   }
+}
+
+function sparse8g(dir: string): void {
+  mkdirSync(path.join(dir, 'usr'));
+  const fd = openSync(path.join(dir, 'usr', 'sparse'), 'w');
+  ftruncateSync(fd, 8 * 2 ** 30);
+  closeSync(fd);
+}
+
+/** A tar of `dir` (and, with gzip, its gzip) in BENCH_DIR. */
+function tarOf(name: string, dir: string, gzip: boolean): string {
+  const tar = path.join(BENCH_DIR, `${name}.tar`);
+  if (!existsSync(tar)) {
+    process.stderr.write(`creating ${tar}…\n`);
+    sh(`tar --numeric-owner -C '${dir}' -cf '${tar}.tmp' . && mv '${tar}.tmp' '${tar}'`);
+  }
+  if (!gzip) return tar;
+  const gz = `${tar}.gz`;
+  if (!existsSync(gz)) {
+    process.stderr.write(`creating ${gz}…\n`);
+    sh(`gzip -6 -c '${tar}' > '${gz}.tmp' && mv '${gz}.tmp' '${gz}'`);
+  }
+  return gz;
+}
+
+// --- arguments ---------------------------------------------------------------------------------
+const args = process.argv.slice(2);
+let hashes = ['sha256', 'sha512'];
+let jobs = availableParallelism();
+let only: string[] | undefined;
+let withTar = true;
+let cfs = [process.execPath, path.join(ROOT, 'dist/cfs.mjs')];
+const dirs: string[] = [];
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (a === '--hash') hashes = args[++i] === 'both' ? ['sha256', 'sha512'] : [args[i]];
+  else if (a === '--jobs') jobs = Number(args[++i]);
+  else if (a === '--only') only = args[++i].split(',');
+  else if (a === '--no-tar') withTar = false;
+  else if (a === '--cfs') cfs = [args[++i]];
+  else dirs.push(a);
+}
+
+interface Tree {
+  name: string;
+  dir: string;
+  tar: boolean;
+  gzip: boolean;
+}
+const trees: Tree[] = [];
+const want = (n: string) => !only || only.includes(n);
+if (dirs.length) dirs.forEach((d, i) => trees.push({ name: i ? `dir${i}` : 'deb', dir: d, tar: true, gzip: true }));
+else if (existsSync('/tmp/deb-test')) trees.push({ name: 'deb', dir: '/tmp/deb-test', tar: true, gzip: true });
+if (want('os2g')) trees.push({ name: 'os2g', dir: path.join(BENCH_DIR, 'os-2g-60k'), tar: true, gzip: false });
+if (want('small')) trees.push({ name: 'small', dir: path.join(BENCH_DIR, 'small-500k'), tar: true, gzip: false });
+if (want('sparse')) trees.push({ name: 'sparse', dir: path.join(BENCH_DIR, 'sparse-8g'), tar: false, gzip: false });
+
+mkdirSync(BENCH_DIR, { recursive: true });
+const mb = (b: number) => (b / 1e6).toFixed(1);
+const row = (name: string, r: Run, bytes: number, floor?: Run, note = '') =>
+  console.log(
+    `${name.padEnd(34)} wall ${r.wall.toFixed(2).padStart(6)} s  cpu ${r.cpu.toFixed(2).padStart(6)} s  peak RSS ${mb(r.rss).padStart(7)} MB` +
+      `  ${(bytes / 1e6 / r.wall).toFixed(0).padStart(5)} MB/s` +
+      (floor ? `  ${((floor.wall / r.wall) * 100).toFixed(0).padStart(3)}% of floor` : '') +
+      note,
+  );
+
+console.log(`cfs: ${cfs.join(' ')}; ${jobs} jobs; ${availableParallelism()} cores`);
+for (const t of trees.filter((x) => want(x.name))) {
+  if (t.name === 'os2g') generate(t.dir, '2 GB / 60k files', os2g);
+  if (t.name === 'small') generate(t.dir, '500k small files', small500k);
+  if (t.name === 'sparse') generate(t.dir, 'one 8 GB sparse file', sparse8g);
+  const { files, bytes } = externalFiles(t.dir);
+  console.log(`\n== ${t.name}: ${t.dir} — ${files.length} external files, ${mb(bytes)} MB`);
+  // warm the page cache so both sides measure hashing, not the disk
+  sh(`find '${t.dir}' -type f -size +64c -print0 | xargs -0 -P ${jobs} -n 256 cat > /dev/null`);
+  for (const hash of hashes) {
+    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), t.dir]);
+    const floor = files.length
+      ? timed(['sh', '-c', `xargs -0 -P ${jobs} -n 256 fsverity digest --hash-alg=${hash} > /dev/null`], files.join('\0'))
+      : undefined;
+    row(`${hash} dir:  cfs compute-id`, c, bytes, floor);
+    if (floor) row(`${hash} dir:  floor fsverity digest`, floor, bytes);
+  }
+  if (!withTar || !t.tar) continue;
+  const tar = tarOf(t.name, t.dir, false);
+  const tarBytes = lstatSync(tar).size;
+  sh(`cat '${tar}' > /dev/null`);
+  for (const hash of hashes) {
+    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), `layers:${tar}`]);
+    const floor = timed(['sh', '-c', `openssl dgst -${hash} '${tar}' > /dev/null`]);
+    row(`${hash} tar:  cfs compute-id`, c, tarBytes, floor, `  (${mb(tarBytes)} MB tar)`);
+    row(`${hash} tar:  floor openssl dgst`, floor, tarBytes);
+  }
+  if (!t.gzip) continue;
+  const gz = tarOf(t.name, t.dir, true);
+  sh(`cat '${gz}' > /dev/null`);
+  for (const hash of hashes) {
+    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), `layers:${gz}`]);
+    const floor = timed(['sh', '-c', `gzip -dc '${gz}' | openssl dgst -${hash} > /dev/null`]);
+    row(`${hash} tgz:  cfs compute-id`, c, tarBytes, floor, `  (${mb(tarBytes)} MB uncompressed)`);
+    row(`${hash} tgz:  floor gzip -dc | openssl`, floor, tarBytes);
+  }
+}
+
+// Start-up time of the single-executable build (the issue's `dist/cfs --version`).
+const sea = path.join(ROOT, 'dist/cfs');
+if (existsSync(sea)) {
+  const runs = Array.from({ length: 5 }, () => timed([sea, '--version']));
+  const nodeRuns = Array.from({ length: 5 }, () => timed([process.execPath, '-e', '0']));
+  const best = (rs: Run[]) => Math.min(...rs.map((r) => r.wall));
+  console.log(`\nstart-up: dist/cfs --version best of 5 ${(best(runs) * 1000).toFixed(0)} ms (node -e 0: ${(best(nodeRuns) * 1000).toFixed(0)} ms)`);
 }

@@ -25,6 +25,12 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
+
 #include <node_api.h>
 #include <uv.h>
 
@@ -450,12 +456,445 @@ static napi_value js_read_xattrs_batch(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* fs-verity hashing with the OpenSSL that the Node binary itself carries.                      */
+/*                                                                                              */
+/* The SHA functions are looked up at load time with dlsym (never linked): if the running node  */
+/* does not export them, hashAvailable() is false and JS falls back to node:crypto, while the   */
+/* xattr functions keep working. The low-level SHA*_Init/Update/Final run the assembly block    */
+/* functions directly, without EVP's per-call lookup.                                           */
+
+#define VERITY_BLOCK 4096
+#define VERITY_MAX_LEVELS 10 /* 64^10 blocks of 4 KiB: more than any file */
+#define VERITY_READ (1u << 20)
+
+typedef int (*sha_init_fn)(void *);
+typedef int (*sha_update_fn)(void *, const void *, size_t);
+typedef int (*sha_final_fn)(unsigned char *, void *);
+
+typedef struct {
+  sha_init_fn init;
+  sha_update_fn update;
+  sha_final_fn final;
+  size_t dsize;
+  int num; /* fs-verity algorithm number */
+} sha_impl;
+
+/* Index 1 = SHA-256, 2 = SHA-512 (the fs-verity numbers). */
+static sha_impl sha_impls[3];
+static int sha_ready = 0;
+static pthread_once_t sha_once_flag = PTHREAD_ONCE_INIT;
+
+static void sha_load_once(void) {
+  sha_impls[1].init = (sha_init_fn)dlsym(RTLD_DEFAULT, "SHA256_Init");
+  sha_impls[1].update = (sha_update_fn)dlsym(RTLD_DEFAULT, "SHA256_Update");
+  sha_impls[1].final = (sha_final_fn)dlsym(RTLD_DEFAULT, "SHA256_Final");
+  sha_impls[1].dsize = 32;
+  sha_impls[1].num = 1;
+  sha_impls[2].init = (sha_init_fn)dlsym(RTLD_DEFAULT, "SHA512_Init");
+  sha_impls[2].update = (sha_update_fn)dlsym(RTLD_DEFAULT, "SHA512_Update");
+  sha_impls[2].final = (sha_final_fn)dlsym(RTLD_DEFAULT, "SHA512_Final");
+  sha_impls[2].dsize = 64;
+  sha_impls[2].num = 2;
+  int ok = 1;
+  for (int i = 1; i <= 2; i++)
+    if (!sha_impls[i].init || !sha_impls[i].update || !sha_impls[i].final) ok = 0;
+  if (ok) {
+    /* Self-test: SHA-256("abc") must match, so that a same-named but different symbol is never used. */
+    static const unsigned char want[4] = {0xba, 0x78, 0x16, 0xbf};
+    unsigned char out[64];
+    _Alignas(16) unsigned char ctx[512];
+    if (sha_impls[1].init(ctx) != 1 || sha_impls[1].update(ctx, "abc", 3) != 1 || sha_impls[1].final(out, ctx) != 1 ||
+        memcmp(out, want, 4) != 0)
+      ok = 0;
+  }
+  sha_ready = ok;
+}
+
+static int sha_load(void) {
+  pthread_once(&sha_once_flag, sha_load_once);
+  return sha_ready;
+}
+
+/* One hash of len bytes. The context buffer is larger than SHA512_CTX (216 bytes) in every OpenSSL. */
+static void sha_once(const sha_impl *h, const unsigned char *data, size_t len, unsigned char *out) {
+  _Alignas(16) unsigned char ctx[512];
+  h->init(ctx);
+  h->update(ctx, data, len);
+  h->final(out, ctx);
+}
+
+typedef struct {
+  unsigned char block[VERITY_BLOCK];
+  size_t used;
+  uint64_t count;
+} verity_level;
+
+typedef struct {
+  const sha_impl *h;
+  verity_level levels[VERITY_MAX_LEVELS];
+  int nlevels;
+  unsigned char pending[VERITY_BLOCK];
+  size_t pending_len;
+  uint64_t size;
+} verity_state;
+
+static void verity_add(verity_state *s, int i, const unsigned char *hash) {
+  if (i >= VERITY_MAX_LEVELS) abort(); /* unreachable: see VERITY_MAX_LEVELS */
+  if (i >= s->nlevels) {
+    s->levels[i].used = 0;
+    s->levels[i].count = 0;
+    s->nlevels = i + 1;
+  }
+  verity_level *l = &s->levels[i];
+  memcpy(l->block + l->used, hash, s->h->dsize);
+  l->used += s->h->dsize;
+  l->count++;
+  if (l->used == VERITY_BLOCK) {
+    unsigned char up[64];
+    sha_once(s->h, l->block, VERITY_BLOCK, up);
+    l->used = 0;
+    verity_add(s, i + 1, up);
+  }
+}
+
+static void verity_init(verity_state *s, const sha_impl *h) {
+  s->h = h;
+  s->nlevels = 0;
+  s->pending_len = 0;
+  s->size = 0;
+}
+
+static void verity_update(verity_state *s, const unsigned char *data, size_t len) {
+  unsigned char d[64];
+  s->size += len;
+  if (s->pending_len > 0) {
+    size_t take = VERITY_BLOCK - s->pending_len;
+    if (take > len) take = len;
+    memcpy(s->pending + s->pending_len, data, take);
+    s->pending_len += take;
+    data += take;
+    len -= take;
+    if (s->pending_len == VERITY_BLOCK) {
+      sha_once(s->h, s->pending, VERITY_BLOCK, d);
+      verity_add(s, 0, d);
+      s->pending_len = 0;
+    }
+  }
+  while (len >= VERITY_BLOCK) {
+    sha_once(s->h, data, VERITY_BLOCK, d);
+    verity_add(s, 0, d);
+    data += VERITY_BLOCK;
+    len -= VERITY_BLOCK;
+  }
+  if (len > 0) {
+    memcpy(s->pending + s->pending_len, data, len);
+    s->pending_len += len;
+  }
+}
+
+static void verity_final(verity_state *s, unsigned char *out) {
+  unsigned char root[64];
+  unsigned char d[64];
+  size_t ds = s->h->dsize;
+  if (s->pending_len > 0) {
+    memset(s->pending + s->pending_len, 0, VERITY_BLOCK - s->pending_len);
+    sha_once(s->h, s->pending, VERITY_BLOCK, d);
+    verity_add(s, 0, d);
+    s->pending_len = 0;
+  }
+  memset(root, 0, sizeof root);
+  for (int i = 0; i < s->nlevels; i++) {
+    verity_level *l = &s->levels[i];
+    if (i == s->nlevels - 1 && l->count == 1) {
+      memcpy(root, l->block, ds);
+      break;
+    }
+    if (l->used > 0) {
+      memset(l->block + l->used, 0, VERITY_BLOCK - l->used);
+      sha_once(s->h, l->block, VERITY_BLOCK, d);
+      l->used = 0;
+      verity_add(s, i + 1, d);
+    }
+  }
+  unsigned char desc[256];
+  memset(desc, 0, sizeof desc);
+  desc[0] = 1;
+  desc[1] = (unsigned char)s->h->num;
+  desc[2] = 12;
+  for (int b = 0; b < 8; b++) desc[8 + b] = (unsigned char)(s->size >> (8 * b));
+  memcpy(desc + 16, root, ds);
+  sha_once(s->h, desc, sizeof desc, out);
+}
+
+/* Per-thread scratch (hash workers call this synchronously on their own threads). */
+static _Thread_local verity_state *tl_state;
+static _Thread_local unsigned char *tl_buf;
+
+static const sha_impl *alg_arg(napi_env env, napi_value v) {
+  int32_t n = 0;
+  if (napi_get_value_int32(env, v, &n) != napi_ok || (n != 1 && n != 2)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "algorithm must be 1 (sha256) or 2 (sha512)");
+    return NULL;
+  }
+  if (!sha_load()) {
+    napi_throw_error(env, "ENOTSUP", "native hashing unavailable");
+    return NULL;
+  }
+  return &sha_impls[n];
+}
+
+static int u8_arg(napi_env env, napi_value v, unsigned char **data, size_t *len) {
+  bool is_ta = false;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected a Uint8Array");
+    return -1;
+  }
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  void *p;
+  if (napi_get_typedarray_info(env, v, &t, len, &p, &ab, &off) != napi_ok) return -1;
+  if (t != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected a Uint8Array");
+    return -1;
+  }
+  *data = p;
+  return 0;
+}
+
+/* hashAvailable(): whether the functions below work in this process. */
+static napi_value js_hash_available(napi_env env, napi_callback_info info) {
+  napi_value r;
+  CHECK(napi_get_boolean(env, sha_load() == 1, &r));
+  return r;
+}
+
+/*
+ * hashBlocks(alg, src, srcOff, n, dst, dstOff): hashes n consecutive 4096-byte blocks of src
+ * starting at srcOff, writing the n digests one after another into dst at dstOff.
+ */
+static napi_value js_hash_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "hashBlocks(alg, src, srcOff, n, dst, dstOff)");
+    return NULL;
+  }
+  const sha_impl *h = alg_arg(env, argv[0]);
+  if (!h) return NULL;
+  unsigned char *src, *dst;
+  size_t src_len, dst_len;
+  int64_t src_off, n, dst_off;
+  if (u8_arg(env, argv[1], &src, &src_len) || u8_arg(env, argv[4], &dst, &dst_len)) return NULL;
+  CHECK(napi_get_value_int64(env, argv[2], &src_off));
+  CHECK(napi_get_value_int64(env, argv[3], &n));
+  CHECK(napi_get_value_int64(env, argv[5], &dst_off));
+  if (src_off < 0 || n < 0 || dst_off < 0 || (uint64_t)src_off + (uint64_t)n * VERITY_BLOCK > src_len ||
+      (uint64_t)dst_off + (uint64_t)n * h->dsize > dst_len) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "hashBlocks: range outside the buffers");
+    return NULL;
+  }
+  for (int64_t i = 0; i < n; i++) sha_once(h, src + src_off + i * VERITY_BLOCK, VERITY_BLOCK, dst + dst_off + i * h->dsize);
+  return NULL;
+}
+
+/*
+ * verityFile(path, alg, size, out): fs-verity digest of the file at path, written into out.
+ * Reads at most size + 1 bytes (enough to notice growth, never unbounded). Returns the number
+ * of bytes read: the caller compares it with size (a difference means the file changed and
+ * the digest is meaningless). Errors are thrown like readXattrs' (code, errno, syscall, path).
+ */
+static napi_value js_verity_file(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityFile(path, alg, size, out)");
+    return NULL;
+  }
+  const sha_impl *h = alg_arg(env, argv[1]);
+  if (!h) return NULL;
+  double size_d;
+  CHECK(napi_get_value_double(env, argv[2], &size_d));
+  if (!(size_d >= 0 && size_d <= 9007199254740991.0)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFile: bad size");
+    return NULL;
+  }
+  uint64_t size = (uint64_t)size_d;
+  unsigned char *out;
+  size_t out_len;
+  if (u8_arg(env, argv[3], &out, &out_len)) return NULL;
+  if (out_len < h->dsize) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFile: output buffer too small");
+    return NULL;
+  }
+  size_t path_len = 0;
+  char *path = arg_bytes(env, argv[0], &path_len);
+  if (!path) return NULL;
+  if (!tl_state) tl_state = malloc(sizeof *tl_state);
+  if (!tl_buf) tl_buf = malloc(VERITY_READ);
+  if (!tl_state || !tl_buf) {
+    free(path);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  fail_info f = {0};
+  int fd;
+  do fd = open(path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    set_fail(&f, errno, "open", path, path_len);
+    goto failed;
+  }
+  verity_state *s = tl_state;
+  verity_init(s, h);
+  uint64_t total = 0;
+  for (;;) {
+    uint64_t room = size - total + 1;
+    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
+    ssize_t got = read(fd, tl_buf, want);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      set_fail(&f, errno, "read", path, path_len);
+      close(fd);
+      goto failed;
+    }
+    if (got == 0) break;
+    total += (uint64_t)got;
+    if (total > size) break;
+    verity_update(s, tl_buf, (size_t)got);
+  }
+  close(fd);
+  free(path);
+  if (total == size) verity_final(s, out);
+  napi_value r;
+  CHECK(napi_create_double(env, (double)total, &r));
+  return r;
+failed:
+  free(path);
+  {
+    napi_value err = make_error(env, &f);
+    free(f.path);
+    if (err) napi_throw(env, err);
+  }
+  return NULL;
+}
+
+
+/*
+ * Incremental form, for data that arrives in pieces (tar members):
+ *   verityNew(alg) -> handle;  verityUpdate(handle, data);  verityDigest(handle, out)
+ * The state is freed by verityDigest (or by the garbage collector if abandoned).
+ */
+typedef struct {
+  verity_state *s;
+} verity_handle;
+
+static void verity_handle_finalize(napi_env env, void *data, void *hint) {
+  verity_handle *h = data;
+  free(h->s);
+  free(h);
+}
+
+static napi_value js_verity_new(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityNew(alg)");
+    return NULL;
+  }
+  const sha_impl *impl = alg_arg(env, argv[0]);
+  if (!impl) return NULL;
+  verity_handle *h = malloc(sizeof *h);
+  verity_state *st = malloc(sizeof *st);
+  if (!h || !st) {
+    free(h);
+    free(st);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  verity_init(st, impl);
+  h->s = st;
+  napi_value ext;
+  if (napi_create_external(env, h, verity_handle_finalize, NULL, &ext) != napi_ok) {
+    free(st);
+    free(h);
+    return NULL;
+  }
+  return ext;
+}
+
+static verity_handle *handle_arg(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected a verityNew handle");
+    return NULL;
+  }
+  verity_handle *h = p;
+  if (!h->s) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "fs-verity hasher already finished");
+    return NULL;
+  }
+  return h;
+}
+
+static napi_value js_verity_update(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityUpdate(handle, data)");
+    return NULL;
+  }
+  verity_handle *h = handle_arg(env, argv[0]);
+  if (!h) return NULL;
+  unsigned char *data;
+  size_t len;
+  if (u8_arg(env, argv[1], &data, &len)) return NULL;
+  verity_update(h->s, data, len);
+  return NULL;
+}
+
+static napi_value js_verity_digest(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityDigest(handle, out)");
+    return NULL;
+  }
+  verity_handle *h = handle_arg(env, argv[0]);
+  if (!h) return NULL;
+  unsigned char *out;
+  size_t len;
+  if (u8_arg(env, argv[1], &out, &len)) return NULL;
+  if (len < h->s->h->dsize) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityDigest: output buffer too small");
+    return NULL;
+  }
+  verity_final(h->s, out);
+  free(h->s);
+  h->s = NULL;
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readXattrsBatch", NULL, js_read_xattrs_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashBlocks", NULL, js_hash_blocks, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityFile", NULL, js_verity_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityUpdate", NULL, js_verity_update, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityDigest", NULL, js_verity_digest, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -8,6 +8,25 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync }
 import path from 'node:path';
 
 const banner = "globalThis.__cfsBundled = true;";
+
+// The hash worker's script, bundled on its own (a few KB) and embedded as a string: workers start
+// it with `new Worker(code, { eval: true })` instead of loading the whole CLI bundle
+// (src/fsverity/pool.ts). CommonJS, because eval'd worker code is run as a script.
+const worker = await build({
+  entryPoints: ['build/src/fsverity/hash-worker.js'],
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: true,
+  write: false,
+  logLevel: 'warning',
+  external: ['*.node'],
+  // import.meta.url only serves to find the addon, which the pool passes in workerData.
+  define: { 'import.meta.url': 'undefined' },
+});
+const workerCode = worker.outputFiles[0].text;
+
 const common = {
   entryPoints: ['build/src/cli/main.js'],
   bundle: true,
@@ -15,6 +34,7 @@ const common = {
   target: 'node20',
   logLevel: 'warning',
   external: ['*.node'],
+  define: { __CFS_HASH_WORKER_CODE__: JSON.stringify(workerCode) },
 };
 
 await build({
@@ -29,48 +49,54 @@ chmodSync('dist/cfs.mjs', 0o755);
 
 if (process.argv.includes('--no-sea')) process.exit(0);
 
-// The executable runs a small loader that extracts the CommonJS bundle and the addon into a
-// private cache directory once, then runs the bundle from there: worker threads and dlopen
-// need real files.
+// The executable's main script is the CommonJS bundle itself, with a V8 code cache
+// (`useCodeCache`), so nothing is compiled from source at start-up and nothing is read from disk
+// for commands that need no addon. Hash workers run the embedded worker script (no file needed);
+// only the native addon must be a real file for dlopen: the prelude extracts it once into a
+// private cache directory ($CFS_CACHE_DIR or the temporary directory) named after its hash.
 mkdirSync('build/sea', { recursive: true });
+const addon = 'build/Release/xattr.node';
+const assets = {};
+if (existsSync(addon)) assets['xattr.node'] = addon;
+const prelude = `const __cfsImportMetaUrl = require('node:url').pathToFileURL(process.execPath).href;
+(() => {
+  const sea = require('node:sea');
+  if (process.env.CFS_XATTR_ADDON || !sea.isSea()) return;
+  let b;
+  try { b = new Uint8Array(sea.getAsset('xattr.node')); } catch { return; }
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const h = require('node:crypto').createHash('sha256').update('xattr.node').update(b).digest('hex').slice(0, 16);
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'u';
+  const base = process.env.CFS_CACHE_DIR || os.tmpdir();
+  const dir = path.join(base, 'cfs-' + uid + '-' + h);
+  const file = path.join(dir, 'xattr.node');
+  if (!fs.existsSync(file)) {
+    try {
+      const tmp = fs.mkdtempSync(path.join(base, '.cfs-extract-'));
+      fs.writeFileSync(path.join(tmp, 'xattr.node'), b, { mode: 0o700 });
+      try { fs.renameSync(tmp, dir); } catch (e) { fs.rmSync(tmp, { recursive: true, force: true }); if (!fs.existsSync(file)) throw e; }
+    } catch (e) {
+      // No writable cache directory: commands that need no addon still work; the others say why.
+      return;
+    }
+  }
+  process.env.CFS_XATTR_ADDON = file;
+})();
+${banner}`;
 await build({
   ...common,
   outfile: 'build/sea/cfs.cjs',
   format: 'cjs',
-  define: { 'import.meta.url': '__cfsImportMetaUrl' },
-  banner: { js: `const __cfsImportMetaUrl = require('node:url').pathToFileURL(__filename).href; ${banner}` },
+  define: { ...common.define, 'import.meta.url': '__cfsImportMetaUrl' },
+  banner: { js: prelude },
 });
-const addon = 'build/Release/xattr.node';
-const assets = { 'cfs.cjs': 'build/sea/cfs.cjs' };
-if (existsSync(addon)) assets['xattr.node'] = addon;
-writeFileSync('build/sea/loader.cjs', `'use strict';
-const sea = require('node:sea');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const crypto = require('node:crypto');
-const { createRequire } = require('node:module');
-const names = ${JSON.stringify(Object.keys(assets))};
-const files = names.map((n) => [n, new Uint8Array(sea.getAsset(n))]);
-const h = crypto.createHash('sha256');
-for (const [n, b] of files) h.update(n).update(b);
-const uid = typeof process.getuid === 'function' ? process.getuid() : 'u';
-const base = process.env.CFS_CACHE_DIR || os.tmpdir();
-const dir = path.join(base, 'cfs-' + uid + '-' + h.digest('hex').slice(0, 16));
-if (!fs.existsSync(path.join(dir, 'cfs.cjs'))) {
-  const tmp = fs.mkdtempSync(path.join(base, '.cfs-extract-'));
-  for (const [n, b] of files) fs.writeFileSync(path.join(tmp, n), b, { mode: 0o700 });
-  try { fs.renameSync(tmp, dir); } catch (e) { fs.rmSync(tmp, { recursive: true, force: true }); if (!fs.existsSync(path.join(dir, 'cfs.cjs'))) throw e; }
-}
-if (names.includes('xattr.node') && !process.env.CFS_XATTR_ADDON) process.env.CFS_XATTR_ADDON = path.join(dir, 'xattr.node');
-process.argv[1] = path.join(dir, 'cfs.cjs');
-createRequire(path.join(dir, 'cfs.cjs'))(path.join(dir, 'cfs.cjs'));
-`);
 writeFileSync('build/sea/sea-config.json', JSON.stringify({
-  main: 'build/sea/loader.cjs',
+  main: 'build/sea/cfs.cjs',
   output: 'build/sea/blob',
   disableExperimentalSEAWarning: true,
-  useCodeCache: false,
+  useCodeCache: true,
   assets,
 }));
 execFileSync(process.execPath, ['--experimental-sea-config', 'build/sea/sea-config.json'], { stdio: 'inherit' });

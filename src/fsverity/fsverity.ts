@@ -35,6 +35,10 @@ export interface NativeHash {
   hashBlocks(alg: number, src: Uint8Array, srcOff: number, n: number, dst: Uint8Array, dstOff: number): void;
   /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
   verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
+  /** Incremental digest: a handle, fed by verityUpdate, finished (and freed) by verityDigest. */
+  verityNew(alg: number): object;
+  verityUpdate(handle: object, data: Uint8Array): void;
+  verityDigest(handle: object, out: Uint8Array): void;
 }
 
 let native: NativeHash | null | undefined;
@@ -57,7 +61,7 @@ export function nativeHash(): NativeHash | null {
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
     const m = mod.exports;
-    if (typeof m.hashAvailable === 'function' && typeof m.hashBlocks === 'function' && typeof m.verityFile === 'function' && m.hashAvailable()) {
+    if (typeof m.hashAvailable === 'function' && typeof m.hashBlocks === 'function' && typeof m.verityFile === 'function' && typeof m.verityNew === 'function' && m.hashAvailable()) {
       native = m as NativeHash;
     }
   } catch {
@@ -82,18 +86,20 @@ interface Level {
 /** Incremental fs-verity digest computation. */
 export class FsVerityHasher {
   private readonly digestSize: number;
-  private readonly pending = Buffer.alloc(FSVERITY_BLOCK_SIZE);
+  private pending: Buffer | undefined;
   private pendingLen = 0;
   private size = 0n;
   private readonly levels: Level[] = [];
   private done = false;
+  /** The native incremental state, when the addon is there (then nothing below is used). */
   private readonly native: NativeHash | null;
-  private readonly algNumber: number;
+  private readonly handle: object | undefined;
+  private result: Buffer | undefined;
 
   constructor(readonly alg: HashAlg) {
     this.digestSize = DIGEST_BYTES[alg];
-    this.algNumber = ALG_NUMBER[alg];
     this.native = nativeHash();
+    this.handle = this.native?.verityNew(ALG_NUMBER[alg]);
   }
 
   private level(i: number): Level {
@@ -105,52 +111,33 @@ export class FsVerityHasher {
     return level;
   }
 
-  /** Native: hashes n whole blocks of data from off straight into level 0. */
-  private leavesNative(nat: NativeHash, data: Uint8Array, off: number, n: number): void {
-    while (n > 0) {
-      const l0 = this.level(0);
-      const k = Math.min(n, (FSVERITY_BLOCK_SIZE - l0.used) / this.digestSize);
-      nat.hashBlocks(this.algNumber, data, off, k, l0.block, l0.used);
-      l0.used += k * this.digestSize;
-      l0.count += k;
-      off += k * FSVERITY_BLOCK_SIZE;
-      n -= k;
-      if (l0.used === FSVERITY_BLOCK_SIZE) {
-        const h = hashOnce(this.alg, l0.block);
-        l0.used = 0;
-        this.addHash(1, h);
-      }
-    }
-  }
-
   /** Feeds more data. Any chunk size is fine. */
   update(data: Uint8Array): this {
     if (this.done) throw new Error('FsVerityHasher: update after digest');
+    if (this.handle) {
+      this.native!.verityUpdate(this.handle, data);
+      return this;
+    }
     this.size += BigInt(data.length);
     let off = 0;
+    const pending = (this.pending ??= Buffer.alloc(FSVERITY_BLOCK_SIZE));
     if (this.pendingLen > 0) {
       const take = Math.min(FSVERITY_BLOCK_SIZE - this.pendingLen, data.length);
-      this.pending.set(data.subarray(0, take), this.pendingLen);
+      pending.set(data.subarray(0, take), this.pendingLen);
       this.pendingLen += take;
       off = take;
       if (this.pendingLen === FSVERITY_BLOCK_SIZE) {
-        if (this.native) this.leavesNative(this.native, this.pending, 0, 1);
-        else this.addHash(0, hashOnce(this.alg, this.pending));
+        this.addHash(0, hashOnce(this.alg, pending));
         this.pendingLen = 0;
       }
     }
     // Whole blocks straight from the caller's buffer: no copy.
-    if (this.native && data.length - off >= FSVERITY_BLOCK_SIZE) {
-      const n = Math.floor((data.length - off) / FSVERITY_BLOCK_SIZE);
-      this.leavesNative(this.native, data, off, n);
-      off += n * FSVERITY_BLOCK_SIZE;
-    }
     while (data.length - off >= FSVERITY_BLOCK_SIZE) {
       this.addHash(0, hashOnce(this.alg, data.subarray(off, off + FSVERITY_BLOCK_SIZE)));
       off += FSVERITY_BLOCK_SIZE;
     }
     if (off < data.length) {
-      this.pending.set(data.subarray(off), this.pendingLen);
+      pending.set(data.subarray(off), this.pendingLen);
       this.pendingLen += data.length - off;
     }
     return this;
@@ -170,7 +157,7 @@ export class FsVerityHasher {
 
   /** The Merkle tree root hash (all zeros for empty input). */
   private rootHash(): Buffer {
-    if (this.pendingLen > 0) {
+    if (this.pendingLen > 0 && this.pending) {
       this.pending.fill(0, this.pendingLen);
       this.addHash(0, hashOnce(this.alg, this.pending));
       this.pendingLen = 0;
@@ -192,6 +179,14 @@ export class FsVerityHasher {
 
   /** Finishes and returns the fs-verity digest. */
   digest(): Buffer {
+    if (this.handle) {
+      if (!this.result) {
+        this.done = true;
+        this.result = Buffer.allocUnsafe(this.digestSize);
+        this.native!.verityDigest(this.handle, this.result);
+      }
+      return Buffer.from(this.result);
+    }
     const root = this.rootHash();
     this.done = true;
     const desc = Buffer.alloc(256);

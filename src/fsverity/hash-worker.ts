@@ -1,10 +1,20 @@
 /**
- * Worker-thread side of the hashing pool: hashes one file per job, optionally copying it into
- * a temporary file as it goes (for the object store), so file data is read exactly once.
+ * Worker-thread side of the hashing pool. A message is a batch of jobs; the worker hashes them
+ * one after another with *synchronous* I/O (blocking this thread is the point: no thread-pool
+ * round trip per read) and answers with one message per batch. The pool keeps more than one
+ * batch queued per worker, so a worker never waits for the main thread between batches.
+ *
+ * Without `copyTo` and with the native addon, a whole file is read and hashed in C
+ * (`verityFile`); otherwise the file is read in 1 MiB pieces and hashed by FsVerityHasher,
+ * optionally copied into a temporary file as it goes (for the object store), so file data is
+ * read exactly once.
+ *
+ * This module is kept small: bundled builds embed it (with fsverity.ts) as a separate script
+ * that starts in milliseconds instead of loading the whole CLI.
  */
-import { parentPort } from 'node:worker_threads';
-import { open } from 'node:fs/promises';
-import { FsVerityHasher } from './fsverity.js';
+import { parentPort, workerData } from 'node:worker_threads';
+import fs from 'node:fs';
+import { ALG_NUMBER, FsVerityHasher, nativeHash, setNativeHashAddon } from './fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 
 /** A job sent to a worker. */
@@ -13,62 +23,95 @@ export interface HashJob {
   path: Uint8Array;
   alg: HashAlg;
   /** Size seen when the file was listed; a different size read is an error. */
-  size: string;
+  size: number;
   /** When set, the content is also written to this (new) file. */
   copyTo?: string;
 }
 
-/** A worker's answer. */
+/** A worker's answer to one job. */
 export type HashResult =
   | { id: number; digest: Uint8Array }
   | { id: number; error: { message: string; code?: string } };
 
-const READ_SIZE = 1 << 20;
-const buf = Buffer.allocUnsafe(READ_SIZE);
+/** What the pool passes as workerData. */
+export interface HashWorkerData {
+  cfsWorker: 'hash';
+  /** The native addon file the parent loaded (undefined: pure JS). */
+  addon?: string;
+}
 
-async function hashJob(job: HashJob): Promise<Buffer> {
-  const path = Buffer.from(job.path);
-  const fh = await open(path, 'r');
-  const out = job.copyTo ? await open(job.copyTo, 'wx', 0o644) : undefined;
+const READ_SIZE = 1 << 20;
+let buf: Buffer | undefined;
+
+function changed(size: number, total: number): Error {
+  const how = total > size ? 'grew' : 'shrank';
+  return Object.assign(new Error(`file changed while being hashed (it ${how}: ${size} bytes when listed)`), { code: 'ECHANGED' });
+}
+
+function hashJob(job: HashJob): Uint8Array {
+  const { size } = job;
+  const nat = job.copyTo ? null : nativeHash();
+  if (nat) {
+    const out = new Uint8Array(ALG_NUMBER[job.alg] === 1 ? 32 : 64);
+    // Reads at most size + 1 bytes.
+    const total = nat.verityFile(job.path, ALG_NUMBER[job.alg], size, out);
+    if (total !== size) throw changed(size, total);
+    return out;
+  }
+  buf ??= Buffer.allocUnsafe(READ_SIZE);
+  const fd = fs.openSync(Buffer.from(job.path.buffer, job.path.byteOffset, job.path.byteLength), 'r');
+  let out: number | undefined;
   try {
+    if (job.copyTo) out = fs.openSync(job.copyTo, 'wx', 0o644);
     const hasher = new FsVerityHasher(job.alg);
-    const size = BigInt(job.size);
-    let total = 0n;
+    let total = 0;
     // Never read past the size the file had when listed (plus one byte to notice growth): a file
     // appended to faster than we read must not keep us, or a copy in the repository, growing.
     for (;;) {
-      const want = Number(BigInt(READ_SIZE) < size - total + 1n ? BigInt(READ_SIZE) : size - total + 1n);
-      const { bytesRead } = await fh.read(buf, 0, want, null);
+      const want = Math.min(READ_SIZE, size - total + 1);
+      const bytesRead = fs.readSync(fd, buf, 0, want, null);
       if (bytesRead === 0) break;
-      total += BigInt(bytesRead);
+      total += bytesRead;
       if (total > size) break;
       const chunk = buf.subarray(0, bytesRead);
       hasher.update(chunk);
-      if (out) await out.write(chunk);
+      if (out !== undefined) {
+        for (let off = 0; off < chunk.length; ) off += fs.writeSync(out, chunk, off, chunk.length - off);
+      }
     }
-    if (total !== size) {
-      const how = total > size ? 'grew' : 'shrank';
-      throw Object.assign(new Error(`file changed while being hashed (it ${how}: ${job.size} bytes when listed)`), { code: 'ECHANGED' });
-    }
-    if (out) await out.sync();
+    if (total !== size) throw changed(size, total);
+    if (out !== undefined) fs.fsyncSync(out);
     return hasher.digest();
   } finally {
-    await fh.close();
-    await out?.close();
+    fs.closeSync(fd);
+    if (out !== undefined) fs.closeSync(out);
   }
 }
 
-/** Serves jobs on the worker's message port. */
+/** Serves batches of jobs on the worker's message port. */
 export function runHashWorker(): void {
   if (!parentPort) throw new Error('runHashWorker: not in a worker thread');
   const port = parentPort;
-  port.on('message', (job: HashJob) => {
-    hashJob(job).then(
-      (digest) => port.postMessage({ id: job.id, digest } satisfies HashResult),
-      (e: NodeJS.ErrnoException) => port.postMessage({ id: job.id, error: { message: e.message, code: e.code } } satisfies HashResult),
-    );
+  setNativeHashAddon((workerData as HashWorkerData | undefined)?.addon);
+  port.on('message', (jobs: HashJob[]) => {
+    const results: HashResult[] = [];
+    for (const job of jobs) {
+      try {
+        const digest = hashJob(job);
+        results.push({ id: job.id, digest });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        // The addon words system errors like strerror ("No such file…"); Node like libuv ("no such file…").
+        const message = err.syscall ? err.message.replace(/^([A-Z0-9_]+: )([A-Z])(?=[a-z])/, (_, c: string, l: string) => c + l.toLowerCase()) : err.message;
+        results.push({ id: job.id, error: { message, code: err.code } });
+      }
+    }
+    port.postMessage(results);
   });
 }
 
-// When this module is itself the worker's entry point (unbundled builds), start serving.
-if (parentPort && (globalThis as { __cfsBundled?: boolean }).__cfsBundled !== true) runHashWorker();
+// When this module is itself the worker's entry point (unbundled builds, or the embedded worker
+// script of bundled ones), start serving.
+if (parentPort && (globalThis as { __cfsBundled?: boolean }).__cfsBundled !== true && (workerData as HashWorkerData | undefined)?.cfsWorker === 'hash') {
+  runHashWorker();
+}

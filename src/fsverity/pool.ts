@@ -2,23 +2,34 @@
  * A pool of worker threads that compute fs-verity digests of files in parallel (one per core by
  * default). Hashing is the hot path of the whole tool; metadata scanning continues on the main
  * thread while the workers read and hash.
+ *
+ * Jobs go to workers in batches (up to BATCH_FILES files or BATCH_BYTES bytes), and every worker
+ * has up to MAX_INFLIGHT batches queued, so it goes straight from one batch to the next while
+ * the main thread is busy walking the tree. Workers run a small dedicated script: in bundled
+ * builds its code is embedded as a string (`__CFS_HASH_WORKER_CODE__`, see scripts/bundle.mjs)
+ * and started with `eval`, so a worker does not load the whole CLI.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { HashAlg } from '../tree/tree.js';
-import type { HashJob, HashResult } from './hash-worker.js';
+import type { HashJob, HashResult, HashWorkerData } from './hash-worker.js';
+import { nativeHashAddonFile } from './fsverity.js';
+
+declare const __CFS_HASH_WORKER_CODE__: string | undefined;
+/** The worker script, embedded by the bundler (undefined in unbundled builds). */
+const embeddedWorker: string | undefined = typeof __CFS_HASH_WORKER_CODE__ === 'string' ? __CFS_HASH_WORKER_CODE__ : undefined;
 
 let workerEntry: string | URL = new URL('./hash-worker.js', import.meta.url);
-let workerData: unknown = undefined;
+let workerData: Record<string, unknown> | undefined = undefined;
 
 /**
- * Sets the script workers run. The bundled CLI points this at itself (it dispatches on
- * `workerData`), since a single-file bundle has no separate worker file.
+ * Sets the script workers run (when no worker script is embedded). The bundled CLI points this
+ * at itself (it dispatches on `workerData`).
  */
 export function setWorkerEntry(entry: string | URL, data?: unknown): void {
   workerEntry = entry;
-  workerData = data;
+  workerData = data as Record<string, unknown> | undefined;
 }
 
 /** An error from hashing one file, naming it. */
@@ -32,31 +43,55 @@ export class HashError extends Error {
   }
 }
 
+/** Files per batch message. */
+const BATCH_FILES = 64;
+/** Bytes per batch message (a larger single file is a batch of its own). */
+const BATCH_BYTES = 4 << 20;
+/** Batches queued per worker. */
+const MAX_INFLIGHT = 3;
+
 interface Pending {
+  job: HashJob;
   resolve: (d: Buffer) => void;
   reject: (e: Error) => void;
   path: Buffer;
+  size: bigint;
+}
+
+interface Slot {
+  worker: Worker;
+  inflight: number;
 }
 
 /** The pool. Call {@link HashPool.close} when done, or the process will not exit. */
 export class HashPool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
-  private readonly queue: HashJob[] = [];
+  private readonly slots: Slot[] = [];
+  private readonly queue: Pending[] = [];
+  private queueHead = 0;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: Error | undefined;
+  private pumpScheduled = false;
+  private closed = false;
   /** Bytes hashed so far (for progress). */
   bytesDone = 0n;
   filesDone = 0;
 
   constructor(readonly jobs = availableParallelism()) {
+    const data: HashWorkerData = { ...workerData, cfsWorker: 'hash', addon: nativeHashAddonFile() };
     for (let i = 0; i < Math.max(1, jobs); i++) {
-      const w = new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData });
-      w.on('message', (r: HashResult) => this.onResult(w, r));
+      const w = embeddedWorker
+        ? new Worker(embeddedWorker, { eval: true, workerData: data })
+        : new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData: data });
+      const slot: Slot = { worker: w, inflight: 0 };
+      w.on('message', (r: HashResult[]) => this.onResults(slot, r));
       w.on('error', (e) => this.fail(e));
-      this.workers.push(w);
-      this.idle.push(w);
+      w.on('exit', (code) => {
+        if (!this.closed) this.fail(new Error(`hash worker exited unexpectedly (code ${code})`));
+      });
+      // Idle workers must not keep the process alive: they are referenced only while working.
+      w.unref();
+      this.slots.push(slot);
     }
   }
 
@@ -64,44 +99,74 @@ export class HashPool {
     this.failure ??= e;
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+    for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(e);
+    this.queue.length = 0;
+    this.queueHead = 0;
   }
 
-  private onResult(w: Worker, r: HashResult): void {
-    const p = this.pending.get(r.id);
-    this.pending.delete(r.id);
-    const next = this.queue.shift();
-    if (next) w.postMessage(next);
-    else this.idle.push(w);
-    if (!p) return;
-    if ('error' in r) p.reject(new HashError(p.path, r.error.message, r.error.code));
-    else {
-      this.filesDone++;
-      p.resolve(Buffer.from(r.digest));
+  private onResults(slot: Slot, results: HashResult[]): void {
+    slot.inflight--;
+    if (slot.inflight === 0) slot.worker.unref();
+    this.pump();
+    for (const r of results) {
+      const p = this.pending.get(r.id);
+      if (!p) continue;
+      this.pending.delete(r.id);
+      if ('error' in r) p.reject(new HashError(p.path, r.error.message, r.error.code));
+      else {
+        this.filesDone++;
+        this.bytesDone += p.size;
+        p.resolve(Buffer.from(r.digest.buffer, r.digest.byteOffset, r.digest.byteLength));
+      }
+    }
+  }
+
+  /** Sends queued jobs to workers with room, in batches. */
+  private pump(): void {
+    this.pumpScheduled = false;
+    while (this.queueHead < this.queue.length) {
+      let best: Slot | undefined;
+      for (const s of this.slots) if (s.inflight < MAX_INFLIGHT && (!best || s.inflight < best.inflight)) best = s;
+      if (!best) break;
+      const batch: HashJob[] = [];
+      let bytes = 0;
+      while (this.queueHead < this.queue.length && batch.length < BATCH_FILES && (batch.length === 0 || bytes < BATCH_BYTES)) {
+        const p = this.queue[this.queueHead++];
+        this.pending.set(p.job.id, p);
+        batch.push(p.job);
+        bytes += p.job.size;
+      }
+      if (this.queueHead === this.queue.length) {
+        this.queue.length = 0;
+        this.queueHead = 0;
+      }
+      if (best.inflight === 0) best.worker.ref();
+      best.inflight++;
+      best.worker.postMessage(batch);
     }
   }
 
   /** fs-verity digest of the file at `path`, which must have `size` bytes; with `copyTo`, also copies it there. */
   hash(path: Buffer, size: bigint, alg: HashAlg, copyTo?: string): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('HashPool: closed'));
     const id = this.nextId++;
-    const job: HashJob = { id, path, alg, size: size.toString(), copyTo };
+    // A copy with its own small ArrayBuffer: cloning a view of Node's shared 8 KiB pool slab
+    // would send the whole slab.
+    const job: HashJob = { id, path: new Uint8Array(path), alg, size: Number(size), copyTo };
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (d) => {
-          this.bytesDone += size;
-          resolve(d);
-        },
-        reject,
-        path,
-      });
-      const w = this.idle.pop();
-      if (w) w.postMessage(job);
-      else this.queue.push(job);
+      this.queue.push({ job, resolve, reject, path, size });
+      // Jobs arriving in the same tick go out together.
+      if (!this.pumpScheduled) {
+        this.pumpScheduled = true;
+        queueMicrotask(() => this.pump());
+      }
     });
   }
 
   /** Stops the workers. */
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

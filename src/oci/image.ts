@@ -286,7 +286,11 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, p
   const diffCount = { n: 0 };
   const mismatch = (actual: string): OciSourceError =>
     new OciSourceError(`${l.label}: blob ${l.blob.name} does not match its digest ${l.digest} (content is ${alg}:${actual})`);
-  const plain = tap(decompress(tap(l.blob.stream(), blobHash, blobCount), l.label), diffHash, diffCount);
+  // Hash only what there is to verify (bare `layers:` have neither digest): each is a full pass
+  // over the data on the main thread.
+  const raw = hex !== undefined ? tap(l.blob.stream(), blobHash, blobCount) : l.blob.stream();
+  const decoded = decompress(raw, l.label);
+  const plain = l.diffId !== undefined ? tap(decoded, diffHash, diffCount) : decoded;
   const src = new StreamByteSource(plain);
   try {
     await applyTar(fs, src, { hash, label: l.label, provenance, sink });

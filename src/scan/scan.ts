@@ -80,7 +80,9 @@ export interface ScanOptions {
 /** Longest path we hand to the kernel directly; longer ones go through /proc/self/fd/N. */
 const MAX_DIRECT_PATH = 3800;
 /** Milliseconds of synchronous walking before yielding to the event loop. */
-const YIELD_EVERY_MS = 8;
+const YIELD_EVERY_MS = 2;
+/** Files waiting for a hash slot before the walk pauses (bounds memory on huge trees). */
+const MAX_QUEUED_HASHES = 8192;
 const SLASH = Buffer.from('/');
 const NS_PER_SEC = 1_000_000_000n;
 
@@ -197,24 +199,6 @@ function openLongDir(real: Buffer): DirAnchor {
   }
 }
 
-/** Simple counting semaphore. */
-class Semaphore {
-  private waiters: (() => void)[] = [];
-  constructor(private free: number) {}
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.free++;
-  }
-}
-
 interface DirTask {
   dir: Directory;
   /** The real path (for messages, and for access when short enough). */
@@ -269,7 +253,6 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   const rootPath = Buffer.from(root);
   if (rootPath.length === 0) throw new Error('scan: empty source path');
   const tracked = (opts.hardlinks ?? 'tracked') === 'tracked';
-  const hashSem = new Semaphore(Math.max(1, opts.hashConcurrency ?? 64));
 
   // --- the root -----------------------------------------------------------------------------
   let rootSt: BigIntStats;
@@ -291,26 +274,74 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   const rootDir = new Directory(statOf(rootSt, toXattrs(rootXattrs)));
 
   // --- hashing of large files, concurrent with the walk ---------------------------------------
-  const hashJobs: Promise<void>[] = [];
+  // A FIFO of files to hash (plain records, no promise per file: 500k-file trees stay small and
+  // linear), at most `limit` hashFile calls outstanding. The walk pauses while too many wait.
+  interface HashTask {
+    leaf: Leaf;
+    access: Buffer;
+    real: Buffer;
+    size: bigint;
+    anchor: DirAnchor | undefined;
+  }
+  const limit = Math.max(1, opts.hashConcurrency ?? 64);
+  let queue: (HashTask | undefined)[] = [];
+  let head = 0;
+  let running = 0;
   let hashError: unknown;
   let aborted = false;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const runTask = async (t: HashTask): Promise<void> => {
+    try {
+      if (hashError !== undefined || aborted) return;
+      const id = await opts.hashFile(t.access, t.size);
+      t.leaf.content = { type: 'external', id, size: t.size };
+    } catch (e) {
+      hashError ??= scanError('cannot hash', t.real, e);
+    } finally {
+      running--;
+      t.anchor?.release();
+      pump();
+      notify();
+    }
+  };
+  const pump = (): void => {
+    while (running < limit && head < queue.length) {
+      const t = queue[head]!;
+      queue[head++] = undefined;
+      running++;
+      void runTask(t);
+    }
+    if (head === queue.length) {
+      queue = [];
+      head = 0;
+    } else if (head > 4096 && head * 2 > queue.length) {
+      queue = queue.slice(head);
+      head = 0;
+    }
+  };
   const startHash = (leaf: Leaf, access: Buffer, real: Buffer, size: bigint, anchor: DirAnchor | undefined): void => {
     anchor?.retain();
-    hashJobs.push(
-      (async () => {
-        await hashSem.acquire();
-        try {
-          if (hashError !== undefined || aborted) return;
-          const id = await opts.hashFile(access, size);
-          leaf.content = { type: 'external', id, size };
-        } catch (e) {
-          hashError ??= scanError('cannot hash', real, e);
-        } finally {
-          hashSem.release();
-          anchor?.release();
-        }
-      })(),
-    );
+    queue.push({ leaf, access, real, size, anchor });
+    if (running < limit) pump();
+  };
+  /** Waits until fewer than `max` files are queued (0: until every hash has finished). */
+  const drain = async (max: number): Promise<void> => {
+    while (running > 0 || queue.length - head > max) {
+      if (hashError !== undefined || aborted) {
+        // Queued files are skipped, releasing what they hold.
+        for (let i = head; i < queue.length; i++) queue[i]?.anchor?.release();
+        queue = [];
+        head = 0;
+        if (running === 0) return;
+      }
+      if (max > 0 && queue.length - head <= max) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
   };
 
   // --- the walk -------------------------------------------------------------------------------
@@ -390,7 +421,10 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     let lastYield = performance.now();
     while (stack.length > 0 && hashError === undefined) {
       scanDir(stack.pop()!, stack);
-      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+      if (queue.length - head > MAX_QUEUED_HASHES) {
+        await drain(MAX_QUEUED_HASHES / 2);
+        lastYield = performance.now();
+      } else if (performance.now() - lastYield > YIELD_EVERY_MS) {
         await yieldToLoop();
         lastYield = performance.now();
       }
@@ -400,7 +434,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     throw e;
   } finally {
     // Even on failure, wait for the running hashes so no descriptor outlives the call.
-    await Promise.all(hashJobs);
+    await drain(0);
   }
   if (hashError !== undefined) throw hashError;
   return new FileSystem(rootDir);
