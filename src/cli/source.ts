@@ -11,7 +11,7 @@ import { readFile, stat, unlink } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { HashPool } from '../fsverity/pool.js';
 import { loadOciSource } from '../oci/image.js';
-import { Provenance } from '../oci/layers.js';
+import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
@@ -143,9 +143,12 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
     case 'docker-archive':
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
-      const fs = await loadOciSource(spec, { hash: opts.hash, platform: opts.platform, provenance, sink: opts.repo });
-      const read: ContentReader = async (p) => {
-        throw new UsageError(`--bootable with an OCI source: ${p.toString('utf8')} is larger than 64 bytes and its content is not kept, so the SELinux policy cannot be read yet`);
+      const kept = new KeptContent();
+      const fs = await loadOciSource(spec, { hash: opts.hash, platform: opts.platform, provenance, sink: opts.repo, kept });
+      const read: ContentReader = async (p, leaf) => {
+        const c = kept.byLeaf.get(leaf);
+        if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);
+        return c;
       };
       return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance, read };
     }

@@ -24,7 +24,7 @@ import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { FileByteSource, StreamByteSource } from './bytes.js';
 import { decompress, mediaTypeCompression } from './decompress.js';
-import { Provenance, applyTar, newOciFileSystem } from './layers.js';
+import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
 import { readTar, T, TarFormatError } from './tar-entry.js';
 
 export class OciSourceError extends Error {
@@ -53,6 +53,8 @@ export interface OciSourceOptions {
   provenance?: Provenance;
   /** Stores external file contents as objects (with --repo). */
   sink?: ObjectSink;
+  /** Keeps the SELinux policy files' contents (for --bootable). */
+  kept?: KeptContent;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ interface LayerSpec {
 }
 
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
-async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, provenance?: Provenance, sink?: ObjectSink): Promise<void> {
+async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept'>): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
   const blobCount = { n: 0 };
@@ -293,7 +295,7 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, p
   const plain = l.diffId !== undefined ? tap(decoded, diffHash, diffCount) : decoded;
   const src = new StreamByteSource(plain);
   try {
-    await applyTar(fs, src, { hash, label: l.label, provenance, sink });
+    await applyTar(fs, src, { hash, label: l.label, ...extra });
   } catch (e) {
     await src.close().catch(() => {});
     // A corrupt blob usually fails as a tar or decompression error first: report the digest instead.
@@ -586,7 +588,7 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
       opts.provenance.layer = i;
       opts.provenance.labels[i] = l.label;
     }
-    await applyVerifiedLayer(fs, l, opts.hash, opts.provenance, opts.sink);
+    await applyVerifiedLayer(fs, l, opts.hash, opts);
   }
   if (opts.transform) transformForOci(fs, opts.transform);
   return fs;

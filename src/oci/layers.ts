@@ -100,7 +100,7 @@ export class Provenance {
 }
 
 /** composefs-rs `process_entry`. */
-export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance): void {
+export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance, kept?: KeptContent): void {
   if (isRootPath(e.path)) {
     if (e.item.kind !== 'dir') throw new LayerError('the root entry must be a directory');
     fs.root.stat = e.stat;
@@ -114,6 +114,7 @@ export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance): void
       break;
     case 'leaf':
       inode = new Leaf(e.stat, e.item.content);
+      if (e.item.kept && kept) kept.byLeaf.set(inode, e.item.kept);
       break;
     case 'hardlink': {
       const target = e.item.target;
@@ -159,6 +160,22 @@ export interface ApplyOptions {
   provenance?: Provenance;
   /** Stores external file contents as objects (with --repo). */
   sink?: ObjectSink;
+  /** Keeps the content of the external files it selects, by leaf (see {@link KeptContent}). */
+  kept?: KeptContent;
+}
+
+/**
+ * Contents the bootable transform reads back (the SELinux policy under /etc/selinux), kept
+ * while streaming because external file contents are otherwise never stored.
+ */
+export class KeptContent {
+  readonly byLeaf = new WeakMap<Leaf, Buffer>();
+  /** /etc/selinux/config and the file_contexts family. */
+  wants(path: Buffer): boolean {
+    // tar paths may carry `./` components; composefs-rs normalises them when applying
+    const p = '/' + path.toString('latin1').split('/').filter((c) => c !== '' && c !== '.').join('/');
+    return p === '/etc/selinux/config' || /^\/etc\/selinux\/[^/]+\/contexts\/files\/[^/]+$/.test(p);
+  }
 }
 
 /** A readable or async iterable of byte chunks. */
@@ -194,13 +211,14 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
       opts.hash,
       (e) => {
         try {
-          applyEntry(fs, e, opts.provenance);
+          applyEntry(fs, e, opts.provenance, opts.kept);
         } catch (err) {
           if (err instanceof LayerError) throw new LayerApplyError(opts.label, e.name, err.message);
           throw err;
         }
       },
       opts.sink,
+      opts.kept && ((p) => opts.kept!.wants(p)),
     );
   } catch (err) {
     if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);

@@ -528,8 +528,12 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
 
 export type TarItem =
   | { kind: 'dir' }
-  | { kind: 'leaf'; content: LeafContent }
+  /** `kept`: the content of an external file, when a `keep` predicate asked for it. */
+  | { kind: 'leaf'; content: LeafContent; kept?: Buffer }
   | { kind: 'hardlink'; target: Buffer };
+
+/** Largest file whose content a `keep` predicate may retain. */
+const KEEP_MAX = 64n << 20n;
 
 /** composefs-rs `TarEntry`: absolute path (see {@link makeAbsolutePath}), stat, item. */
 export interface TarEntry {
@@ -566,7 +570,7 @@ function isFileType(t: number): boolean {
  * composefs entry. Regular files of at most 64 bytes are inline, larger ones are external with their
  * fs-verity digest, computed while streaming.
  */
-export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAlg, sink?: ObjectSink): Promise<TarEntry> {
+export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAlg, sink?: ObjectSink, keep?: (path: Buffer) => boolean): Promise<TarEntry> {
   const name = displayPath(raw.path);
   const fail = (msg: string): never => {
     throw new TarFormatError(msg, name, raw.offset);
@@ -578,10 +582,13 @@ export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAl
       if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
       const h = new FsVerityHasher(hash);
       const out = await sink?.objectWriter();
+      // Content we must read back later (the SELinux policy of the bootable transform).
+      const kept: Buffer[] | undefined = raw.size <= KEEP_MAX && keep?.(makeAbsolutePath(raw.path)) ? [] : undefined;
       try {
         for await (const c of src.chunks(Number(raw.size))) {
           h.update(c);
           if (out) await out.write(c);
+          if (kept) kept.push(Buffer.from(c));
         }
       } catch (e) {
         await out?.abort();
@@ -590,7 +597,7 @@ export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAl
       }
       const id = h.digest();
       await out?.commit(id);
-      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size } };
+      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept && Buffer.concat(kept) };
     } else {
       const n = Number(raw.size);
       const data = await src.read(n);
@@ -641,9 +648,10 @@ export async function readTarEntries(
   hash: HashAlg,
   onEntry: (e: TarEntry) => Promise<void> | void,
   sink?: ObjectSink,
+  keep?: (path: Buffer) => boolean,
 ): Promise<void> {
   await readTar(src, async (raw, s) => {
-    const e = await toTarEntry(raw, s, hash, sink);
+    const e = await toTarEntry(raw, s, hash, sink, keep);
     await onEntry(e);
   });
 }

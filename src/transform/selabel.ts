@@ -1328,28 +1328,30 @@ export interface Policy {
 }
 
 /** Parses file_contexts-style text into composed patterns and contexts (file order). */
-export function parseSpecFile(buf: Buffer, what: string, regexps: string[], contexts: string[]): void {
+export function parseSpecFile(buf: Buffer, what: string, regexps: string[], contexts: string[], origins: string[] = []): void {
   let nr = 0;
   for (const line of rustLines(buf, what)) {
-    const lineNr = nr++;
+    const lineNr = ++nr;
     const parts = rustSplitWhitespace(line);
     if (parts.length === 0 || parts[0].startsWith('#')) continue;
     const regex = parts[0];
-    if (parts.length < 2) throw new SelabelError(`${what}: ${lineNr}: missing separator after regex`);
+    if (parts.length < 2) throw new SelabelError(`${what} line ${lineNr}: missing separator after regex`);
     const next = parts[1];
     let used = 2;
     if (next.startsWith('-')) {
       const ifmt = next.slice(1);
-      if (!['b', 'c', 'd', 'p', 'l', 's', '-'].includes(ifmt)) throw new SelabelError(`${what}: ${lineNr}: invalid type code -${ifmt}`);
-      if (parts.length < 3) throw new SelabelError(`${what}: ${lineNr}: missing context field`);
+      if (!['b', 'c', 'd', 'p', 'l', 's', '-'].includes(ifmt)) throw new SelabelError(`${what} line ${lineNr}: invalid type code -${ifmt}`);
+      if (parts.length < 3) throw new SelabelError(`${what} line ${lineNr}: missing context field`);
       regexps.push(`^(${regex})${ifmt}$`);
+      origins.push(`${what} line ${lineNr}`);
       contexts.push(parts[2]);
       used = 3;
     } else {
       regexps.push(`^(${regex}).$`);
+      origins.push(`${what} line ${lineNr}`);
       contexts.push(next);
     }
-    if (parts.length > used) throw new SelabelError(`${what}: ${lineNr}: trailing data`);
+    if (parts.length > used) throw new SelabelError(`${what} line ${lineNr}: trailing data`);
   }
 }
 
@@ -1384,10 +1386,11 @@ function asciiLower(s: string): string {
 export function buildPolicy(files: { [name: string]: Buffer | undefined }): Policy {
   const regexps: string[] = [];
   const ctx: string[] = [];
+  const origins: string[] = [];
   for (const suffix of ['', '.local', '.homedirs']) {
     const name = `file_contexts${suffix}`;
     const b = files[name];
-    if (b) parseSpecFile(b, `SELinux spec file ${name}`, regexps, ctx);
+    if (b) parseSpecFile(b, `SELinux spec file ${name}`, regexps, ctx, origins);
     else if (suffix === '') throw new SelabelError('SELinux policy is missing mandatory file_contexts file');
   }
   const aliases = new Map<string, string>();
@@ -1398,7 +1401,15 @@ export function buildPolicy(files: { [name: string]: Buffer | undefined }): Poli
   }
   regexps.reverse();
   ctx.reverse();
-  const patterns = regexps.map(compilePattern);
+  origins.reverse();
+  const patterns = regexps.map((r, i) => {
+    try {
+      return compilePattern(r);
+    } catch (e) {
+      if (e instanceof SelabelError) throw new SelabelError(`${origins[i]}: ${e.message}`);
+      throw e;
+    }
+  });
   return {
     aliases,
     contexts: ctx.map((c) => (c === '<<none>>' ? undefined : Buffer.from(c, 'utf8'))),
