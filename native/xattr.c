@@ -672,36 +672,6 @@ static napi_value js_hash_available(napi_env env, napi_callback_info info) {
 }
 
 /*
- * hashBlocks(alg, src, srcOff, n, dst, dstOff): hashes n consecutive 4096-byte blocks of src
- * starting at srcOff, writing the n digests one after another into dst at dstOff.
- */
-static napi_value js_hash_blocks(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "hashBlocks(alg, src, srcOff, n, dst, dstOff)");
-    return NULL;
-  }
-  const sha_impl *h = alg_arg(env, argv[0]);
-  if (!h) return NULL;
-  unsigned char *src, *dst;
-  size_t src_len, dst_len;
-  int64_t src_off, n, dst_off;
-  if (u8_arg(env, argv[1], &src, &src_len) || u8_arg(env, argv[4], &dst, &dst_len)) return NULL;
-  CHECK(napi_get_value_int64(env, argv[2], &src_off));
-  CHECK(napi_get_value_int64(env, argv[3], &n));
-  CHECK(napi_get_value_int64(env, argv[5], &dst_off));
-  if (src_off < 0 || n < 0 || dst_off < 0 || (uint64_t)src_off + (uint64_t)n * VERITY_BLOCK > src_len ||
-      (uint64_t)dst_off + (uint64_t)n * h->dsize > dst_len) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "hashBlocks: range outside the buffers");
-    return NULL;
-  }
-  for (int64_t i = 0; i < n; i++) sha_once(h, src + src_off + i * VERITY_BLOCK, VERITY_BLOCK, dst + dst_off + i * h->dsize);
-  return NULL;
-}
-
-/*
  * verityFile(path, alg, size, out): fs-verity digest of the file at path, written into out.
  * Reads at most size + 1 bytes (enough to notice growth, never unbounded). Returns the number
  * of bytes read: the caller compares it with size (a difference means the file changed and
@@ -890,7 +860,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readXattrsBatch", NULL, js_read_xattrs_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"hashBlocks", NULL, js_hash_blocks, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityFile", NULL, js_verity_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityUpdate", NULL, js_verity_update, NULL, NULL, NULL, napi_enumerable, NULL},

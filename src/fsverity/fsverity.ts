@@ -32,7 +32,6 @@ const hashOnce: OneShot = cryptoHash
 export interface NativeHash {
   hashAvailable(): boolean;
   /** Hashes n 4096-byte blocks of src from srcOff, writing the n digests into dst at dstOff. */
-  hashBlocks(alg: number, src: Uint8Array, srcOff: number, n: number, dst: Uint8Array, dstOff: number): void;
   /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
   verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
   /** Incremental digest: a handle, fed by verityUpdate, finished (and freed) by verityDigest. */
@@ -61,7 +60,7 @@ export function nativeHash(): NativeHash | null {
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
     const m = mod.exports;
-    if (typeof m.hashAvailable === 'function' && typeof m.hashBlocks === 'function' && typeof m.verityFile === 'function' && typeof m.verityNew === 'function' && m.hashAvailable()) {
+    if (typeof m.hashAvailable === 'function' && typeof m.verityFile === 'function' && typeof m.verityNew === 'function' && m.hashAvailable()) {
       native = m as NativeHash;
     }
   } catch {
