@@ -66,7 +66,7 @@ before(() => {
     sh('mount', ['-t', 'proc', 'proc', path.join(rootfs, 'proc')]);
     try {
       const env = 'DEBIAN_FRONTEND=noninteractive';
-      sh('chroot', [rootfs, 'sh', '-c', `${env} apt-get update && ${env} apt-get install -y selinux-policy-default selinux-utils`]);
+      sh('chroot', [rootfs, 'sh', '-c', `${env} apt-get update && ${env} apt-get install -y --no-install-recommends selinux-policy-default selinux-utils`]);
     } finally {
       sh('umount', [path.join(rootfs, 'proc')]);
     }
