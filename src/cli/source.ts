@@ -96,7 +96,7 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
         throw e;
       }
     };
-    return await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(64, opts.jobs * 8) });
+    return await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(1024, opts.jobs * 256) });
   } finally {
     progress.stop();
     await pool.close();

@@ -44,8 +44,7 @@ import {
   LAYOUT_FLAT_PLAIN,
   SUPERBLOCK_SIZE,
   encodeComposefsHeader,
-  encodeDirents,
-  encodeInodeHeader,
+  type InodeHeader,
   encodeSuperblock,
   roundUp,
   xattrIcount,
@@ -236,8 +235,10 @@ class Collector {
     } else if (c?.type === 'sparse') {
       xattrs.add(XATTR_OVERLAY_METACOPY, Buffer.alloc(0));
     }
-    for (const k of [...stat.xattrs.keys()].sort()) {
-      xattrs.add(escapeOverlayName(keyBytes(k)), stat.xattrs.get(k)!);
+    if (stat.xattrs.size > 0) {
+      for (const k of [...stat.xattrs.keys()].sort()) {
+        xattrs.add(escapeOverlayName(keyBytes(k)), stat.xattrs.get(k)!);
+      }
     }
     this.inodes.push({ stat, xattrs, leaf, dir: null, nlink, escapedWhiteout: false, nDataBlocks, tail });
     return this.inodes.length - 1;
@@ -785,14 +786,66 @@ function inodeU(ino: WInode, blockOffset: number, epoch1: boolean): number {
   }
 }
 
-function dirents(entries: DirEnt[], layout: Layout): Buffer {
-  return encodeDirents(entries.map((e) => ({ nid: BigInt(layout.inodes[e.target].offset / SLOT), name: e.name, fileType: e.fileType })));
+/** Writes a dirent group at `off` (as format.ts `encodeDirents`, without intermediate buffers). */
+function writeDirents(buf: Buffer, off: number, entries: DirEnt[], layout: Layout): void {
+  let nameoff = DIRENT_SIZE * entries.length;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    const h = off + i * DIRENT_SIZE;
+    const nid = layout.inodes[e.target].offset / SLOT;
+    buf.writeUInt32LE(nid % 0x100000000, h);
+    buf.writeUInt32LE(Math.floor(nid / 0x100000000), h + 4);
+    buf.writeUInt16LE(nameoff, h + 8);
+    buf[h + 10] = e.fileType;
+    e.name.copy(buf, off + nameoff);
+    nameoff += e.name.length;
+  }
+}
+
+/**
+ * Writes an inode header at `off` into the zero-filled image (the layout of format.ts
+ * `encodeInodeHeader`, written in place: no buffer per inode).
+ */
+function writeInodeHeader(buf: Buffer, off: number, h: InodeHeader): number {
+  if (h.extended) {
+    buf.writeUInt16LE(((h.layout << 1) | 1) & 0xffff, off);
+    buf.writeUInt16LE(h.xattrIcount, off + 2);
+    buf.writeUInt16LE(h.mode & 0xffff, off + 4);
+    writeU64(buf, off + 8, h.size);
+    buf.writeUInt32LE(h.u >>> 0, off + 16);
+    buf.writeUInt32LE(h.ino >>> 0, off + 20);
+    buf.writeUInt32LE(h.uid >>> 0, off + 24);
+    buf.writeUInt32LE(h.gid >>> 0, off + 28);
+    writeU64(buf, off + 32, h.mtimeSec);
+    buf.writeUInt32LE(h.mtimeNsec >>> 0, off + 40);
+    buf.writeUInt32LE(h.nlink >>> 0, off + 44);
+    return EXTENDED_INODE_SIZE;
+  }
+  buf.writeUInt16LE((h.layout << 1) & 0xffff, off);
+  buf.writeUInt16LE(h.xattrIcount, off + 2);
+  buf.writeUInt16LE(h.mode & 0xffff, off + 4);
+  buf.writeUInt16LE(h.nlink & 0xffff, off + 6);
+  buf.writeUInt32LE(Number(BigInt.asUintN(32, h.size)), off + 8);
+  buf.writeUInt32LE(h.u >>> 0, off + 16);
+  buf.writeUInt32LE(h.ino >>> 0, off + 20);
+  buf.writeUInt16LE(h.uid & 0xffff, off + 24);
+  buf.writeUInt16LE(h.gid & 0xffff, off + 26);
+  return COMPACT_INODE_SIZE;
+}
+
+/** Little-endian u64 of a (possibly negative: two's complement) bigint. */
+function writeU64(buf: Buffer, off: number, v: bigint): void {
+  if (v >= 0n && v <= 0xffffffffn) {
+    buf.writeUInt32LE(Number(v), off); // high half stays zero
+    return;
+  }
+  buf.writeBigUInt64LE(BigInt.asUintN(64, v), off);
 }
 
 function writeInode(buf: Buffer, idx: number, ino: WInode, layout: Layout, ctx: Context): void {
   const p = layout.inodes[idx];
   let off = p.offset;
-  const header = encodeInodeHeader({
+  off += writeInodeHeader(buf, off, {
     extended: !p.compact,
     layout: p.layout,
     xattrIcount: xattrIcount(p.xattrSize),
@@ -808,8 +861,6 @@ function writeInode(buf: Buffer, idx: number, ino: WInode, layout: Layout, ctx: 
     // Epoch 2 does not keep sub-second mtimes.
     mtimeNsec: ctx.epoch1 ? ino.stat.mtimeNsec : 0,
   });
-  header.copy(buf, off);
-  off += header.length;
 
   // Epoch 1 shared xattr ids count from the start of the block holding the table (whose
   // number is xattr_blkaddr); epoch 2 ids are absolute offsets / 4.
@@ -817,7 +868,7 @@ function writeInode(buf: Buffer, idx: number, ino: WInode, layout: Layout, ctx: 
   off += ino.xattrs.write(buf, off, (k) => (layout.shared[k] - tableBlockStart) / 4);
 
   if (ino.dir !== null) {
-    if (ino.dir.inline.length > 0) dirents(ino.dir.inline, layout).copy(buf, off);
+    if (ino.dir.inline.length > 0) writeDirents(buf, off, ino.dir.inline, layout);
     return;
   }
   const c = ino.leaf!.content;
@@ -834,7 +885,7 @@ function writeDataBlocks(buf: Buffer, idx: number, ino: WInode, layout: Layout):
   let off = layout.blocks[idx];
   if (ino.dir !== null) {
     for (const block of ino.dir.blocks) {
-      dirents(block, layout).copy(buf, off);
+      writeDirents(buf, off, block, layout);
       off += BLOCK_SIZE;
     }
     return;

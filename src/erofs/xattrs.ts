@@ -44,8 +44,6 @@ export interface XattrItem {
   value: Buffer;
   /** The full (escaped) name: epoch 1 orders by it. */
   name: Buffer;
-  /** Identity of (index, suffix, value), for sharing. */
-  key: string;
 }
 
 /**
@@ -56,7 +54,7 @@ export function splitXattrName(name: Buffer, epoch1: boolean): { index: number; 
   for (let idx = PREFIX_BYTES.length - 1; idx >= 1; idx--) {
     if (epoch1 && idx === XATTR_INDEX_LUSTRE) continue;
     const prefix = PREFIX_BYTES[idx]!;
-    if (name.length >= prefix.length && name.subarray(0, prefix.length).equals(prefix)) {
+    if (name.length >= prefix.length && prefix.compare(name, 0, prefix.length) === 0) {
       return { index: idx, suffix: name.subarray(prefix.length) };
     }
   }
@@ -68,7 +66,7 @@ export function splitXattrName(name: Buffer, epoch1: boolean): { index: number; 
  * overlay xattrs instead of interpreting them. Other names are returned unchanged.
  */
 export function escapeOverlayName(name: Buffer): Buffer {
-  if (name.length >= OVERLAY_PREFIX.length && name.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)) {
+  if (name.length >= OVERLAY_PREFIX.length && OVERLAY_PREFIX.compare(name, 0, OVERLAY_PREFIX.length) === 0) {
     return Buffer.concat([OVERLAY_ESCAPED_PREFIX, name.subarray(OVERLAY_PREFIX.length)]);
   }
   return name;
@@ -115,6 +113,43 @@ export function writeEntry(buf: Buffer, off: number, x: XattrItem): number {
   return entrySize(x);
 }
 
+/** A name split into prefix index and suffix, with its bloom filter bit. */
+interface SplitName {
+  index: number;
+  suffix: Buffer;
+  bit: number;
+}
+
+/**
+ * The split of the writer's own constant names (metacopy, redirect, markers: added to very many
+ * inodes), computed once per epoch; other names are split each time.
+ */
+const splitCache: [WeakMap<Buffer, SplitName>, WeakMap<Buffer, SplitName>] = [new WeakMap(), new WeakMap()];
+const CONSTANT_NAMES = new Set<Buffer>([
+  XATTR_OVERLAY_METACOPY,
+  XATTR_OVERLAY_REDIRECT,
+  XATTR_OVERLAY_OPAQUE_ROOT,
+  XATTR_OVERLAY_WHITEOUT,
+  XATTR_USER_WHITEOUT,
+  XATTR_OVERLAY_WHITEOUTS,
+  XATTR_USER_WHITEOUTS,
+  XATTR_OVERLAY_OPAQUE,
+  XATTR_USER_OPAQUE,
+]);
+
+function splitCached(name: Buffer, epoch1: boolean): SplitName {
+  const constant = CONSTANT_NAMES.has(name);
+  const cache = splitCache[epoch1 ? 1 : 0];
+  if (constant) {
+    const hit = cache.get(name);
+    if (hit) return hit;
+  }
+  const { index, suffix } = splitXattrName(name, epoch1);
+  const out = { index, suffix, bit: (1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31)) >>> 0 };
+  if (constant) cache.set(name, out);
+  return out;
+}
+
 /** The xattrs of one inode: local entries, references into the shared table, bloom filter. */
 export class InodeXattrs {
   local: XattrItem[] = [];
@@ -127,16 +162,15 @@ export class InodeXattrs {
 
   /** Appends an xattr (no de-duplication: composefs-rs appends, so duplicates are possible). */
   add(name: Buffer, value: Buffer): void {
-    const { index, suffix } = splitXattrName(name, this.epoch1);
+    const { index, suffix, bit } = splitCached(name, this.epoch1);
     if (suffix.length > MAX_SUFFIX_LEN) {
       throw new Error(`xattr name ${JSON.stringify(name.toString('latin1'))} is too long for EROFS (${suffix.length} > ${MAX_SUFFIX_LEN} bytes after the prefix)`);
     }
     if (value.length > MAX_VALUE_LEN) {
       throw new Error(`xattr ${JSON.stringify(name.toString('latin1'))} has a ${value.length}-byte value; EROFS allows at most ${MAX_VALUE_LEN}`);
     }
-    this.filter = (this.filter | (1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & 31))) >>> 0;
-    const key = `${index}\u0100${suffix.toString('latin1')}\u0100${value.toString('latin1')}`;
-    this.local.push({ index, suffix, value, name, key });
+    this.filter = (this.filter | bit) >>> 0;
+    this.local.push({ index, suffix, value, name });
   }
 
   /** Size of the in-inode xattr body (0 when the inode has no xattrs). */
@@ -191,30 +225,60 @@ function compareTriple(a: XattrItem, b: XattrItem): number {
 export function shareXattrs(all: InodeXattrs[], epoch1: boolean): XattrItem[] {
   if (epoch1) for (const x of all) x.local.sort(compareFullKey);
 
-  const counts = new Map<string, { item: XattrItem; count: number }>();
+  // Occurrences grouped by (index, suffix, value): a map keyed by the value's bytes (one flat
+  // string per item, no composite key), each bucket a short list told apart by index + suffix.
+  interface Group {
+    item: XattrItem;
+    count: number;
+    position: number;
+  }
+  const byValue = new Map<string, Group | Group[]>();
+  const groupOf: Group[] = []; // the group of every item, in iteration order
   for (const x of all) {
     for (const item of x.local) {
-      const c = counts.get(item.key);
-      if (c) c.count++;
-      else counts.set(item.key, { item, count: 1 });
+      const vk = item.value.toString('latin1');
+      const bucket = byValue.get(vk);
+      let g: Group | undefined;
+      if (bucket === undefined) {
+        g = { item, count: 0, position: -1 };
+        byValue.set(vk, g);
+      } else if (Array.isArray(bucket)) {
+        g = bucket.find((b) => b.item.index === item.index && b.item.suffix.equals(item.suffix));
+        if (!g) bucket.push((g = { item, count: 0, position: -1 }));
+      } else if (bucket.item.index === item.index && bucket.item.suffix.equals(item.suffix)) {
+        g = bucket;
+      } else {
+        g = { item, count: 0, position: -1 };
+        byValue.set(vk, [bucket, g]);
+      }
+      g.count++;
+      groupOf.push(g);
     }
   }
+  byValue.clear();
 
-  const table: XattrItem[] = [];
-  for (const c of counts.values()) if (c.count > 1) table.push(c.item);
-  if (epoch1) table.sort((a, b) => compareFullKey(b, a));
-  else table.sort(compareTriple);
+  const multi: Group[] = [];
+  for (const g of groupOf) {
+    if (g.count > 1 && g.position === -1) {
+      g.position = -2; // listed
+      multi.push(g);
+    }
+  }
+  if (epoch1) multi.sort((a, b) => compareFullKey(b.item, a.item));
+  else multi.sort((a, b) => compareTriple(a.item, b.item));
+  const table: XattrItem[] = multi.map((g, i) => {
+    g.position = i;
+    return g.item;
+  });
 
-  const position = new Map<string, number>();
-  table.forEach((item, i) => position.set(item.key, i));
-
+  let n = 0;
   for (const x of all) {
     if (x.local.length === 0) continue;
     const keep: XattrItem[] = [];
     for (const item of x.local) {
-      const k = position.get(item.key);
-      if (k === undefined) keep.push(item);
-      else x.shared.push(k);
+      const g = groupOf[n++];
+      if (g.position < 0) keep.push(item);
+      else x.shared.push(g.position);
     }
     x.local = keep;
   }

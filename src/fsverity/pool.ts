@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { HashAlg } from '../tree/tree.js';
-import type { HashJob, HashResult, HashWorkerData } from './hash-worker.js';
+import { packBatch, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
 import { nativeHashAddonFile } from './fsverity.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
@@ -61,6 +61,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   inflight: number;
+  /** Batches sent and not answered yet, oldest first (a worker answers in order). */
+  batches: Pending[][];
 }
 
 /** The pool. Call {@link HashPool.close} when done, or the process will not exit. */
@@ -68,7 +70,6 @@ export class HashPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Pending[] = [];
   private queueHead = 0;
-  private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: Error | undefined;
   private pumpScheduled = false;
@@ -83,8 +84,8 @@ export class HashPool {
       const w = embeddedWorker
         ? new Worker(embeddedWorker, { eval: true, workerData: data })
         : new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData: data });
-      const slot: Slot = { worker: w, inflight: 0 };
-      w.on('message', (r: HashResult[]) => this.onResults(slot, r));
+      const slot: Slot = { worker: w, inflight: 0, batches: [] };
+      w.on('message', (r: HashBatchResult) => this.onResults(slot, r));
       w.on('error', (e) => this.fail(e));
       w.on('exit', (code) => {
         if (!this.closed) this.fail(new Error(`hash worker exited unexpectedly (code ${code})`));
@@ -97,43 +98,63 @@ export class HashPool {
 
   private fail(e: Error): void {
     this.failure ??= e;
-    for (const p of this.pending.values()) p.reject(e);
-    this.pending.clear();
+    for (const s of this.slots) {
+      for (const b of s.batches) for (const p of b) p.reject(e);
+      s.batches = [];
+    }
     for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(e);
     this.queue.length = 0;
     this.queueHead = 0;
   }
 
-  private onResults(slot: Slot, results: HashResult[]): void {
+  private onResults(slot: Slot, r: HashBatchResult): void {
     slot.inflight--;
     if (slot.inflight === 0) slot.worker.unref();
+    const batch = slot.batches.shift();
     this.pump();
-    for (const r of results) {
-      const p = this.pending.get(r.id);
-      if (!p) continue;
-      this.pending.delete(r.id);
-      if ('error' in r) p.reject(new HashError(p.path, r.error.message, r.error.code));
-      else {
+    if (!batch) return; // failed meanwhile: already rejected
+    const errors = new Map<number, { message: string; code?: string }>();
+    for (const e of r.errors) errors.set(e.index, e);
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      const len = r.digestLen[i];
+      if (len === 0) {
+        const err = errors.get(i) ?? { message: 'hash worker returned no result' };
+        p.reject(new HashError(p.path, err.message, err.code));
+      } else {
         this.filesDone++;
         this.bytesDone += p.size;
-        p.resolve(Buffer.from(r.digest.buffer, r.digest.byteOffset, r.digest.byteLength));
+        p.resolve(Buffer.from(r.digests.buffer, r.digests.byteOffset + 64 * i, len));
       }
     }
   }
 
-  /** Sends queued jobs to workers with room, in batches. */
+  /**
+   * Sends queued jobs to workers with room, in batches. Few queued jobs are split evenly over
+   * the workers with room, so that every core gets work even when the caller keeps only a few
+   * dozen files outstanding.
+   */
   private pump(): void {
     this.pumpScheduled = false;
     while (this.queueHead < this.queue.length) {
       let best: Slot | undefined;
-      for (const s of this.slots) if (s.inflight < MAX_INFLIGHT && (!best || s.inflight < best.inflight)) best = s;
+      let withRoom = 0;
+      for (const s of this.slots) {
+        if (s.inflight >= MAX_INFLIGHT) continue;
+        withRoom++;
+        if (!best || s.inflight < best.inflight) best = s;
+      }
       if (!best) break;
-      const batch: HashJob[] = [];
+      const waiting = this.queue.length - this.queueHead;
+      const maxFiles = Math.min(BATCH_FILES, Math.ceil(waiting / withRoom));
+      const batch: Pending[] = [];
+      const jobs: HashJob[] = [];
       let bytes = 0;
-      while (this.queueHead < this.queue.length && batch.length < BATCH_FILES && (batch.length === 0 || bytes < BATCH_BYTES)) {
-        const p = this.queue[this.queueHead++];
-        this.pending.set(p.job.id, p);
-        batch.push(p.job);
+      while (this.queueHead < this.queue.length && batch.length < maxFiles && (batch.length === 0 || bytes < BATCH_BYTES)) {
+        const p = this.queue[this.queueHead];
+        this.queue[this.queueHead++] = undefined as unknown as Pending;
+        batch.push(p);
+        jobs.push(p.job);
         bytes += p.job.size;
       }
       if (this.queueHead === this.queue.length) {
@@ -142,7 +163,9 @@ export class HashPool {
       }
       if (best.inflight === 0) best.worker.ref();
       best.inflight++;
-      best.worker.postMessage(batch);
+      best.batches.push(batch);
+      const msg = packBatch(jobs);
+      best.worker.postMessage(msg, [msg.paths.buffer, msg.ends.buffer, msg.sizes.buffer, msg.algs.buffer] as ArrayBuffer[]);
     }
   }
 
@@ -151,9 +174,8 @@ export class HashPool {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('HashPool: closed'));
     const id = this.nextId++;
-    // A copy with its own small ArrayBuffer: cloning a view of Node's shared 8 KiB pool slab
-    // would send the whole slab.
-    const job: HashJob = { id, path: new Uint8Array(path), alg, size: Number(size), copyTo };
+    // Batches copy the path bytes into one array of their own.
+    const job: HashJob = { id, path, alg, size: Number(size), copyTo };
     return new Promise<Buffer>((resolve, reject) => {
       this.queue.push({ job, resolve, reject, path, size });
       // Jobs arriving in the same tick go out together.

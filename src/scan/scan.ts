@@ -107,7 +107,17 @@ export function splitNs(ns: bigint): { sec: bigint; nsec: number } {
   return { sec, nsec: Number(rem) };
 }
 
+/**
+ * The xattr map of every scanned inode without xattrs (most of them): one shared instance
+ * instead of an empty Map per inode. Safe because no code edits a stat's map in place: the
+ * transforms give a stat a fresh map before changing it.
+ */
+const NO_XATTRS: Xattrs = new Map();
+/** Content of every empty inline file (zero bytes: nothing to share or mutate). */
+const EMPTY_DATA = Buffer.alloc(0);
+
 function toXattrs(raw: RawXattr[]): Xattrs {
+  if (raw.length === 0) return NO_XATTRS;
   const x: Xattrs = new Map();
   for (const [name, value] of raw) x.set(nameKey(name), value);
   return x;
@@ -199,6 +209,11 @@ function openLongDir(real: Buffer): DirAnchor {
   }
 }
 
+/** An inode number as a Map key: a number when exact, else the bigint (both compare by value). */
+function inoKey(ino: bigint): number | bigint {
+  return ino <= 0x1fffffffffffffn ? Number(ino) : ino;
+}
+
 interface DirTask {
   dir: Directory;
   /** The real path (for messages, and for access when short enough). */
@@ -216,7 +231,7 @@ function regularContent(access: Buffer, size: bigint): LeafContent {
   // a short read silently truncates.
   const fd = fs.openSync(access, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   try {
-    if (size === 0n) return { type: 'inline', data: Buffer.alloc(0) };
+    if (size === 0n) return { type: 'inline', data: EMPTY_DATA };
     const n = fs.readSync(fd, inlineScratch, 0, Number(size), null);
     // Buffer.from copies into Node's shared pool: far less memory per small file than alloc.
     return { type: 'inline', data: Buffer.from(inlineScratch.subarray(0, n)) };
@@ -345,7 +360,18 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   };
 
   // --- the walk -------------------------------------------------------------------------------
-  const seen = new Map<string, Leaf>(); // "dev:ino" -> first leaf
+  // st_dev -> st_ino -> first leaf; inode numbers as numbers when exact (no key string per file)
+  const seen = new Map<bigint, Map<number | bigint, Leaf>>();
+  let lastDev = -1n;
+  let lastDevMap: Map<number | bigint, Leaf> | undefined;
+  const inodesOf = (dev: bigint): Map<number | bigint, Leaf> => {
+    if (dev === lastDev && lastDevMap) return lastDevMap;
+    let m = seen.get(dev);
+    if (!m) seen.set(dev, (m = new Map()));
+    lastDev = dev;
+    lastDevMap = m;
+    return m;
+  };
   const scanDir = ({ dir, real }: DirTask, stack: DirTask[]): void => {
     let anchor: DirAnchor | undefined;
     if (real.length > MAX_DIRECT_PATH) {
@@ -377,9 +403,9 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
         const kind = kindOf(st);
         if (kind !== kindOf(d)) throw scanError('File type changed between readdir() and lstat():', childReal);
         const key = nameKey(name);
-        const inodeKey = tracked && kind !== 'dir' ? `${st.dev}:${st.ino}` : '';
-        if (tracked && kind !== 'dir') {
-          const prev = seen.get(inodeKey);
+        const inodes = tracked && kind !== 'dir' ? inodesOf(st.dev) : undefined;
+        if (inodes) {
+          const prev = inodes.get(inoKey(st.ino));
           if (prev) {
             // composefs-rs still reads this name's xattrs (and would fail on error) but
             // discards its stat: the first leaf stays.
@@ -407,7 +433,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
           throw scanError('cannot read', childReal, e);
         }
         const leaf = new Leaf(stat, content);
-        if (tracked) seen.set(inodeKey, leaf);
+        if (inodes) inodes.set(inoKey(st.ino), leaf);
         dir.entries.set(key, leaf);
         if (content.type === 'external') startHash(leaf, childAccess, childReal, content.size, anchor);
       }
