@@ -4,24 +4,24 @@
  */
 
 import { BLOCK_SIZE, DIRENT_SIZE, FT_DIR } from './format.js';
-import type { Leaf } from '../tree/tree.js';
 
-/** One directory entry while the image is being built. */
-export interface DirEnt {
-  name: Buffer;
+/**
+ * A directory's entries while the image is being built, as parallel arrays (no object per
+ * entry): names as latin1 keys (one char per byte), target inode indices, dirent file types.
+ */
+export interface DirEntries {
+  names: string[];
   /** Index of the target inode in the writer's inode list; -1 until a deferred hard link is resolved. */
-  target: number;
-  /** The leaf of a deferred hard link (only while `target` is -1). */
-  leaf: Leaf | null;
-  fileType: number;
+  targets: number[];
+  types: number[];
 }
 
 /** A directory's entries as stored. */
-export interface DirContent {
-  /** Full blocks, each written zero-padded to 4096 bytes. */
-  blocks: DirEnt[][];
-  /** Entries stored inline after the inode (may be empty). */
-  inline: DirEnt[];
+export interface DirContent extends DirEntries {
+  /** Exclusive end index of each full block (written zero-padded to 4096 bytes). */
+  blockEnds: number[];
+  /** Entries from here on are stored inline after the inode (may be none). */
+  inlineStart: number;
   /** i_size: 4096 per full block + the inline bytes. */
   size: number;
   /** Entries of type directory, "." and ".." included = 2 + subdirectories. */
@@ -36,26 +36,25 @@ const MAX_INLINE_DIRENTS = BLOCK_SIZE / 2;
  * would not fit, then start the next one. The last group stays inline unless it is larger
  * than half a block.
  */
-export function splitDirectory(entries: DirEnt[]): DirContent {
-  const blocks: DirEnt[][] = [];
-  let cur: DirEnt[] = [];
+export function splitDirectory(e: DirEntries): DirContent {
+  const { names, types } = e;
+  const blockEnds: number[] = [];
   let used = 0;
   let nlink = 0;
-  for (const e of entries) {
-    const size = DIRENT_SIZE + e.name.length;
-    if (e.fileType === FT_DIR) nlink++;
+  const n = names.length;
+  for (let i = 0; i < n; i++) {
+    const size = DIRENT_SIZE + names[i].length;
+    if (types[i] === FT_DIR) nlink++;
     if (used + size > BLOCK_SIZE) {
-      blocks.push(cur);
-      cur = [];
+      blockEnds.push(i);
       used = 0;
     }
-    cur.push(e);
     used += size;
   }
   if (used > MAX_INLINE_DIRENTS) {
-    blocks.push(cur);
-    cur = [];
+    blockEnds.push(n);
     used = 0;
   }
-  return { blocks, inline: cur, size: BLOCK_SIZE * blocks.length + used, nlink };
+  const inlineStart = blockEnds.length > 0 ? blockEnds[blockEnds.length - 1] : 0;
+  return { names, targets: e.targets, types, blockEnds, inlineStart, size: BLOCK_SIZE * blockEnds.length + used, nlink };
 }

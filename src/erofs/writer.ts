@@ -43,8 +43,8 @@ import {
   LAYOUT_FLAT_INLINE,
   LAYOUT_FLAT_PLAIN,
   SUPERBLOCK_SIZE,
+  XATTR_IBODY_HEADER_SIZE,
   encodeComposefsHeader,
-  type InodeHeader,
   encodeSuperblock,
   roundUp,
   xattrIcount,
@@ -52,9 +52,9 @@ import {
 import {
   Directory,
   FileSystem,
-  Inode,
+  type Inode,
   Leaf,
-  Stat,
+  type Stat,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -78,15 +78,22 @@ import {
   XATTR_USER_OPAQUE,
   XATTR_USER_WHITEOUT,
   XATTR_USER_WHITEOUTS,
-  XattrItem,
+  type IdGroup,
+  type SplitName,
+  type XattrItem,
   entrySize,
   escapeOverlayName,
+  metacopyLength,
   metacopyValue,
+  redirectLength,
   redirectValue,
-  shareXattrs,
+  shareXattrsFast,
+  splitCached,
   writeEntry,
+  writeMetacopyValue,
+  writeRedirectValue,
 } from './xattrs.js';
-import { DirEnt, DirContent, splitDirectory } from './dirblocks.js';
+import { type DirContent, type DirEntries, splitDirectory } from './dirblocks.js';
 
 export type ErofsVersion = 0 | 1 | 2;
 
@@ -101,29 +108,46 @@ const DEMOTED_CHUNK_ENTRIES = BLOCK_SIZE / 4;
 // The flat inode list
 // ------------------------------------------------------------------------------------------
 
-/** One inode as the writer sees it. */
-interface WInode {
-  stat: Stat;
-  xattrs: InodeXattrs;
-  /** The tree leaf, or null for a directory. */
-  leaf: Leaf | null;
-  /** Directory entries split into blocks + inline tail; set once the children are known. */
-  dir: DirContent | null;
-  /** Leaf link count (references in the tree); directories use `dir.nlink`. */
-  nlink: number;
-  /** Epoch 1: a user whiteout (chardev 0/0) written as a regular file with marker xattrs. */
-  escapedWhiteout: boolean;
-  /** Full data blocks of a leaf (epoch 1 only: large inline files, promoted symlinks, demoted chunk indexes). */
-  nDataBlocks: number;
-  /** Bytes of leaf data stored right after the inode (inline data tail or chunk index). */
-  tail: number;
+/**
+ * The inodes as the writer sees them, in write order, as parallel arrays (no object per
+ * inode: trees of 500k files stay small and cheap to collect):
+ *  - `node`: the tree leaf or directory;
+ *  - `xa`: the inode's xattrs, or null when it has none, or when it is an external file whose
+ *    only xattrs are the metacopy / redirect values of its id (those are never materialised);
+ *  - `dir`: directory entries split into blocks + inline tail (directories only);
+ *  - `nlink`: leaf link count (references in the tree); directories use `dir.nlink`;
+ *  - `escaped`: epoch 1 user whiteout (chardev 0/0) written as a regular file with markers;
+ *  - `nData`: full data blocks of a leaf (epoch 1 only: large inline files, promoted
+ *    symlinks, demoted chunk indexes);
+ *  - `tail`: bytes of leaf data stored right after the inode (inline data tail or chunk index).
+ */
+class Inodes {
+  n = 0;
+  readonly node: (Leaf | Directory)[] = [];
+  readonly xa: (InodeXattrs | null)[] = [];
+  readonly dir: (DirContent | null)[] = [];
+  readonly nlink: Int32Array;
+  readonly escaped: Uint8Array;
+  readonly nData: Int32Array;
+  readonly tail: Int32Array;
+  constructor(capacity: number) {
+    this.nlink = new Int32Array(capacity);
+    this.escaped = new Uint8Array(capacity);
+    this.nData = new Int32Array(capacity);
+    this.tail = new Int32Array(capacity);
+  }
+  leaf(i: number): Leaf | null {
+    const x = this.node[i];
+    return x.kind === 'leaf' ? x : null;
+  }
 }
 
 /** Dirent file type of an inode. */
-function fileType(ino: WInode): number {
-  if (ino.escapedWhiteout) return FT_REG;
-  if (ino.leaf === null) return FT_DIR;
-  switch (ino.leaf.content.type) {
+function fileType(inos: Inodes, i: number): number {
+  if (inos.escaped[i] !== 0) return FT_REG;
+  const node = inos.node[i];
+  if (node.kind === 'dir') return FT_DIR;
+  switch (node.content.type) {
     case 'inline':
     case 'external':
     case 'external-no-verity':
@@ -142,20 +166,14 @@ function fileType(ino: WInode): number {
   }
 }
 
-const TYPE_BITS: Record<number, number> = {
-  [FT_REG]: S_IFREG,
-  [FT_DIR]: S_IFDIR,
-  [FT_CHR]: S_IFCHR,
-  [FT_BLK]: S_IFBLK,
-  [FT_FIFO]: S_IFIFO,
-  [FT_SOCK]: S_IFSOCK,
-  [FT_LNK]: S_IFLNK,
-};
-
-/** i_mode: the type bits of the (possibly escaped) file type, and the permission bits of the stat. */
-function inodeMode(ino: WInode): number {
-  return TYPE_BITS[fileType(ino)] | (ino.stat.mode & 0o7777);
-}
+const TYPE_BITS: number[] = [];
+TYPE_BITS[FT_REG] = S_IFREG;
+TYPE_BITS[FT_DIR] = S_IFDIR;
+TYPE_BITS[FT_CHR] = S_IFCHR;
+TYPE_BITS[FT_BLK] = S_IFBLK;
+TYPE_BITS[FT_FIFO] = S_IFIFO;
+TYPE_BITS[FT_SOCK] = S_IFSOCK;
+TYPE_BITS[FT_LNK] = S_IFLNK;
 
 function isChunkBased(leaf: Leaf | null): boolean {
   if (leaf === null) return false;
@@ -163,8 +181,8 @@ function isChunkBased(leaf: Leaf | null): boolean {
   return t === 'external' || t === 'external-no-verity' || t === 'sparse';
 }
 
-function isSymlink(ino: WInode): boolean {
-  return ino.leaf !== null && ino.leaf.content.type === 'symlink';
+function isSymlinkLeaf(leaf: Leaf | null): boolean {
+  return leaf !== null && leaf.content.type === 'symlink';
 }
 
 // ------------------------------------------------------------------------------------------
@@ -173,7 +191,8 @@ function isSymlink(ino: WInode): boolean {
 
 /** log2 of the chunk size for a file: just enough for one chunk, between 4 KiB and 8 TiB. */
 function chunkBits(size: bigint): number {
-  const bits = size > 1n ? (size - 1n).toString(2).length : 1;
+  if (size <= 4096n) return BLOCK_BITS;
+  const bits = (size - 1n).toString(2).length;
   return Math.min(Math.max(bits, BLOCK_BITS), BLOCK_BITS + 31);
 }
 
@@ -192,60 +211,122 @@ function chunkCount(size: bigint): number {
 // Step 1: collection
 // ------------------------------------------------------------------------------------------
 
-/** A pending directory: its inode, its parent's inode and its entries (before splitting). */
-interface PendingDir {
-  me: number;
-  parent: number;
-  entries: DirEnt[];
+/** The sorted entry names of a directory (plain default sort: UTF-16 code units = bytes). */
+function sortedKeys(entries: Map<string, Inode>): string[] {
+  const keys = [...entries.keys()];
+  keys.sort();
+  return keys;
 }
 
+/** A directory's entries with "." and ".." merged in at their byte-order positions. */
+class EntryBuilder {
+  readonly names: string[] = [];
+  readonly targets: number[] = [];
+  readonly types: number[] = [];
+  private dots = 0;
+  constructor(
+    private readonly me: number,
+    private readonly parent: number,
+  ) {}
+  /** Appends an entry; names must come in sorted order. */
+  push(name: string, target: number, type: number): number {
+    // "." < ".." < any other name starting with "."; names below "." sort before them.
+    while (this.dots < 2 && (this.dots === 0 ? '.' : '..') < name) this.pushDot();
+    this.names.push(name);
+    this.targets.push(target);
+    this.types.push(type);
+    return this.names.length - 1;
+  }
+  private pushDot(): void {
+    const first = this.dots === 0;
+    this.names.push(first ? '.' : '..');
+    this.targets.push(first ? this.me : this.parent);
+    this.types.push(FT_DIR);
+    this.dots++;
+  }
+  finish(): DirEntries {
+    while (this.dots < 2) this.pushDot();
+    return this;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
 class Collector {
-  readonly inodes: WInode[] = [];
   /** Inode of each multiply-linked leaf, once it has one. */
   private readonly hardlinks = new Map<Leaf, number>();
   private readonly epoch1: boolean;
 
   constructor(
     version: ErofsVersion,
+    readonly inos: Inodes,
     private readonly root: Directory,
-    /** The root's sorted entries (epoch 1: including the whiteout stubs). */
-    private readonly rootEntries: [string, Inode][],
+    /** The root's entries (epoch 1: including the whiteout stubs) and their sorted names. */
+    private readonly rootEntries: Map<string, Inode>,
+    private readonly rootKeys: string[],
     private readonly nlinks: Map<Leaf, number>,
   ) {
     this.epoch1 = version !== 2;
   }
 
-  entriesOf(dir: Directory): [string, Inode][] {
-    return dir === this.root ? this.rootEntries : dir.sorted();
+  entriesOf(dir: Directory): Map<string, Inode> {
+    return dir === this.root ? this.rootEntries : dir.entries;
+  }
+
+  keysOf(dir: Directory): string[] {
+    return dir === this.root ? this.rootKeys : sortedKeys(dir.entries);
+  }
+
+  /** The xattrs of an inode, created on first use. */
+  xattrsOf(i: number): InodeXattrs {
+    let x = this.inos.xa[i];
+    if (x === null) this.inos.xa[i] = x = new InodeXattrs(this.epoch1);
+    return x;
   }
 
   /**
    * Appends an inode with its own xattrs: first metacopy/redirect for external files, then the
-   * stat's xattrs in name order with `trusted.overlay.*` escaped.
+   * stat's xattrs in name order with `trusted.overlay.*` escaped. An external file without
+   * other xattrs keeps them implicit (xa = null).
    */
-  pushInode(stat: Stat, leaf: Leaf | null, nlink: number, nDataBlocks: number, tail: number): number {
-    const xattrs = new InodeXattrs(this.epoch1);
-    const c = leaf?.content;
-    if (c?.type === 'external') {
-      xattrs.add(XATTR_OVERLAY_METACOPY, metacopyValue(c.id));
-      xattrs.add(XATTR_OVERLAY_REDIRECT, redirectValue(c.id));
-    } else if (c?.type === 'external-no-verity') {
-      xattrs.add(XATTR_OVERLAY_METACOPY, Buffer.alloc(0));
-      xattrs.add(XATTR_OVERLAY_REDIRECT, redirectValue(c.id));
-    } else if (c?.type === 'sparse') {
-      xattrs.add(XATTR_OVERLAY_METACOPY, Buffer.alloc(0));
+  pushInode(node: Leaf | Directory, nlink: number, nDataBlocks: number, tail: number): number {
+    const stat = node.stat;
+    let xattrs: InodeXattrs | null = null;
+    const c = node.kind === 'leaf' ? node.content : null;
+    const hasOwn = stat.xattrs.size > 0;
+    if (c !== null && (hasOwn || c.type !== 'external')) {
+      if (c.type === 'external') {
+        xattrs = new InodeXattrs(this.epoch1);
+        xattrs.add(XATTR_OVERLAY_METACOPY, metacopyValue(c.id), c.id, 1);
+        xattrs.add(XATTR_OVERLAY_REDIRECT, redirectValue(c.id), c.id, 2);
+      } else if (c.type === 'external-no-verity') {
+        xattrs = new InodeXattrs(this.epoch1);
+        xattrs.add(XATTR_OVERLAY_METACOPY, EMPTY);
+        xattrs.add(XATTR_OVERLAY_REDIRECT, redirectValue(c.id), c.id, 2);
+      } else if (c.type === 'sparse') {
+        xattrs = new InodeXattrs(this.epoch1);
+        xattrs.add(XATTR_OVERLAY_METACOPY, EMPTY);
+      }
     }
-    if (stat.xattrs.size > 0) {
+    if (hasOwn) {
+      xattrs ??= new InodeXattrs(this.epoch1);
       for (const k of [...stat.xattrs.keys()].sort()) {
         xattrs.add(escapeOverlayName(keyBytes(k)), stat.xattrs.get(k)!);
       }
     }
-    this.inodes.push({ stat, xattrs, leaf, dir: null, nlink, escapedWhiteout: false, nDataBlocks, tail });
-    return this.inodes.length - 1;
+    const inos = this.inos;
+    const i = inos.n++;
+    inos.node.push(node);
+    inos.xa.push(xattrs);
+    inos.dir.push(null);
+    inos.nlink[i] = nlink;
+    inos.nData[i] = nDataBlocks;
+    inos.tail[i] = tail;
+    return i;
   }
 
   pushDir(dir: Directory): number {
-    return this.pushInode(dir.stat, null, 0, 0, 0);
+    return this.pushInode(dir, 0, 0, 0);
   }
 
   /** The inode of a leaf: a new one, or the existing one of a hard-linked leaf. */
@@ -255,8 +336,13 @@ class Collector {
       const known = this.hardlinks.get(leaf);
       if (known !== undefined) return known;
     }
-    const [nDataBlocks, tail] = this.epoch1 ? epoch1LeafData(leaf) : epoch2LeafData(leaf);
-    const idx = this.pushInode(leaf.stat, leaf, nlink, nDataBlocks, tail);
+    let idx: number;
+    if (this.epoch1) {
+      const [nDataBlocks, tail] = epoch1LeafData(leaf);
+      idx = this.pushInode(leaf, nlink, nDataBlocks, tail);
+    } else {
+      idx = this.pushInode(leaf, nlink, 0, epoch2LeafTail(leaf));
+    }
     if (nlink > 1) this.hardlinks.set(leaf, idx);
     return idx;
   }
@@ -265,19 +351,20 @@ class Collector {
     return this.hardlinks.get(leaf);
   }
 
-  /** Finishes a directory: sorts its entries (".", ".." included) and splits them into blocks. */
-  finishDir(p: PendingDir): void {
-    p.entries.sort((a, b) => Buffer.compare(a.name, b.name));
-    this.inodes[p.me].dir = splitDirectory(p.entries);
+  /** Finishes a directory: splits its (sorted, dots included) entries into blocks. */
+  finishDir(me: number, entries: DirEntries): void {
+    this.inos.dir[me] = splitDirectory(entries);
   }
 }
+
+const NO_DATA: [number, number] = [0, 0];
 
 /** Epoch 1 (n_data_blocks, tail) of a leaf, before symlink promotion / chunk demotion. */
 function epoch1LeafData(leaf: Leaf): [number, number] {
   const c = leaf.content;
   switch (c.type) {
     case 'inline': {
-      if (c.data.length === 0) return [0, 0];
+      if (c.data.length === 0) return NO_DATA;
       let blocks = Math.floor(c.data.length / BLOCK_SIZE);
       let tail = c.data.length % BLOCK_SIZE;
       // Never keep more than half a block inline: such a tail gets a block of its own.
@@ -292,26 +379,19 @@ function epoch1LeafData(leaf: Leaf): [number, number] {
     case 'external':
     case 'external-no-verity':
     case 'sparse':
-      return c.size > 0n ? [0, 4 * chunkCount(c.size)] : [0, 0];
+      return c.size > 0n ? [0, 4 * chunkCount(c.size)] : NO_DATA;
     default:
-      return [0, 0];
+      return NO_DATA;
   }
 }
 
-/** Epoch 2 (n_data_blocks, tail): inline data inline, one null chunk entry for verity externals. */
-function epoch2LeafData(leaf: Leaf): [number, number] {
+/** Epoch 2 tail: inline data inline, one null chunk entry for verity externals. */
+function epoch2LeafTail(leaf: Leaf): number {
   const c = leaf.content;
-  if (c.type === 'inline') return [0, c.data.length];
+  if (c.type === 'inline') return c.data.length;
   // Only External gets its 4-byte index; no-verity and sparse files get none (composefs-rs).
-  if (c.type === 'external') return [0, 4];
-  return [0, 0];
-}
-
-function dotEntries(me: number, parent: number): DirEnt[] {
-  return [
-    { name: Buffer.from('.'), target: me, leaf: null, fileType: FT_DIR },
-    { name: Buffer.from('..'), target: parent, leaf: null, fileType: FT_DIR },
-  ];
+  if (c.type === 'external') return 4;
+  return 0;
 }
 
 /**
@@ -319,25 +399,26 @@ function dotEntries(me: number, parent: number): DirEnt[] {
  * subdirectory's whole subtree is placed where its name sorts. Iterative (deep trees).
  */
 function collectDfs(col: Collector, root: Directory): void {
-  type Frame = { pending: PendingDir; items: [string, Inode][]; i: number };
+  type Frame = { me: number; b: EntryBuilder; entries: Map<string, Inode>; keys: string[]; i: number };
+  const inos = col.inos;
   const rootIdx = col.pushDir(root);
-  const stack: Frame[] = [{ pending: { me: rootIdx, parent: rootIdx, entries: dotEntries(rootIdx, rootIdx) }, items: col.entriesOf(root), i: 0 }];
+  const stack: Frame[] = [{ me: rootIdx, b: new EntryBuilder(rootIdx, rootIdx), entries: col.entriesOf(root), keys: col.keysOf(root), i: 0 }];
   while (stack.length > 0) {
     const top = stack[stack.length - 1];
-    if (top.i >= top.items.length) {
-      col.finishDir(top.pending);
+    if (top.i >= top.keys.length) {
+      col.finishDir(top.me, top.b.finish());
       stack.pop();
       continue;
     }
-    const [name, child] = top.items[top.i++];
-    const me = top.pending.me;
+    const name = top.keys[top.i++];
+    const child = top.entries.get(name)!;
     if (child.kind === 'dir') {
       const idx = col.pushDir(child);
-      top.pending.entries.push({ name: keyBytes(name), target: idx, leaf: null, fileType: FT_DIR });
-      stack.push({ pending: { me: idx, parent: me, entries: dotEntries(idx, me) }, items: col.entriesOf(child), i: 0 });
+      top.b.push(name, idx, FT_DIR);
+      stack.push({ me: idx, b: new EntryBuilder(idx, top.me), entries: col.entriesOf(child), keys: col.keysOf(child), i: 0 });
     } else {
       const idx = col.collectLeaf(child);
-      top.pending.entries.push({ name: keyBytes(name), target: idx, leaf: null, fileType: fileType(col.inodes[idx]) });
+      top.b.push(name, idx, fileType(inos, idx));
     }
   }
 }
@@ -345,19 +426,26 @@ function collectDfs(col: Collector, root: Directory): void {
 /**
  * For each multiply-linked leaf, the directory holding its first occurrence in depth-first
  * sorted order. Epoch 1 creates the leaf's inode there (composefs-rs's stand-in for
- * libcomposefs's "original" of a hard link).
+ * libcomposefs's "original" of a hard link). `keys` caches the sorted names it computed.
  */
-function canonicalDirs(col: Collector, root: Directory, nlinks: Map<Leaf, number>): Map<Leaf, Directory> {
+function canonicalDirs(col: Collector, root: Directory, nlinks: Map<Leaf, number>, keys: Map<Directory, string[]>): Map<Leaf, Directory> {
   const out = new Map<Leaf, Directory>();
-  const stack: { dir: Directory; items: [string, Inode][]; i: number }[] = [{ dir: root, items: col.entriesOf(root), i: 0 }];
+  const keysOf = (d: Directory): string[] => {
+    const k = col.keysOf(d);
+    keys.set(d, k);
+    return k;
+  };
+  const stack: { dir: Directory; entries: Map<string, Inode>; keys: string[]; i: number }[] = [
+    { dir: root, entries: col.entriesOf(root), keys: keysOf(root), i: 0 },
+  ];
   while (stack.length > 0) {
     const top = stack[stack.length - 1];
-    if (top.i >= top.items.length) {
+    if (top.i >= top.keys.length) {
       stack.pop();
       continue;
     }
-    const child = top.items[top.i++][1];
-    if (child.kind === 'dir') stack.push({ dir: child, items: col.entriesOf(child), i: 0 });
+    const child = top.entries.get(top.keys[top.i++])!;
+    if (child.kind === 'dir') stack.push({ dir: child, entries: col.entriesOf(child), keys: keysOf(child), i: 0 });
     else if ((nlinks.get(child) ?? 1) > 1 && !out.has(child)) out.set(child, top.dir);
   }
   return out;
@@ -387,76 +475,88 @@ function looksLikeStub(name: string, leaf: Leaf, root: Directory): boolean {
  * gets its inode in the directory of its first depth-first occurrence; entries seen before
  * that are resolved at the end. User whiteouts are escaped to regular files with markers.
  */
-function collectBfs(col: Collector, root: Directory, nlinks: Map<Leaf, number>, version: ErofsVersion): void {
-  const canonical = canonicalDirs(col, root, nlinks);
+function collectBfs(col: Collector, root: Directory, nlinks: Map<Leaf, number>, version: ErofsVersion, anyMulti: boolean): void {
+  const inos = col.inos;
+  const cachedKeys = new Map<Directory, string[]>();
+  const canonical = anyMulti ? canonicalDirs(col, root, nlinks, cachedKeys) : null;
   const rootIdx = col.pushDir(root);
-  const queue: { dir: Directory; parent: number; me: number }[] = [{ dir: root, parent: rootIdx, me: rootIdx }];
-  const pending: PendingDir[] = [];
+  // The queue: directory inode indices and their parents' (the node is inos.node[me]).
+  const qMe: number[] = [rootIdx];
+  const qParent: number[] = [rootIdx];
+  const built: (DirEntries | null)[] = [];
+  const deferred: { q: number; pos: number; leaf: Leaf }[] = [];
 
-  for (let q = 0; q < queue.length; q++) {
-    const { dir, parent, me } = queue[q];
-    const entries = dotEntries(me, parent);
+  for (let q = 0; q < qMe.length; q++) {
+    const me = qMe[q];
+    const dir = inos.node[me] as Directory;
+    const b = new EntryBuilder(me, qParent[q]);
     let hasWhiteout = false;
+    const entries = col.entriesOf(dir);
+    let keys = cachedKeys.get(dir);
+    if (keys !== undefined) cachedKeys.delete(dir);
+    else keys = col.keysOf(dir);
 
-    for (const [name, child] of col.entriesOf(dir)) {
+    for (const name of keys) {
+      const child = entries.get(name)!;
       if (child.kind === 'dir') {
         const idx = col.pushDir(child);
-        queue.push({ dir: child, parent: me, me: idx });
-        entries.push({ name: keyBytes(name), target: idx, leaf: null, fileType: FT_DIR });
+        qMe.push(idx);
+        qParent.push(me);
+        b.push(name, idx, FT_DIR);
         continue;
       }
-      const multi = (nlinks.get(child) ?? 1) > 1;
-      const isCanonical = !multi || canonical.get(child) === dir;
-      let target: number | undefined = isCanonical ? col.collectLeaf(child) : col.hardlinkOf(child);
+      const isCanonical = canonical === null || (nlinks.get(child) ?? 1) <= 1 || canonical.get(child) === dir;
+      const target: number | undefined = isCanonical ? col.collectLeaf(child) : col.hardlinkOf(child);
 
       if (target !== undefined && isCanonical && child.content.type === 'chardev' && child.content.rdev === 0n) {
-        const ino = col.inodes[target];
         const stub = dir === root && looksLikeStub(name, child, root);
-        if (!stub && !ino.escapedWhiteout) {
-          ino.escapedWhiteout = true;
-          ino.xattrs.add(XATTR_OVERLAY_WHITEOUT, Buffer.alloc(0));
-          ino.xattrs.add(XATTR_USER_WHITEOUT, Buffer.alloc(0));
+        if (!stub && inos.escaped[target] === 0) {
+          inos.escaped[target] = 1;
+          const x = col.xattrsOf(target);
+          x.add(XATTR_OVERLAY_WHITEOUT, EMPTY);
+          x.add(XATTR_USER_WHITEOUT, EMPTY);
           hasWhiteout = true;
         }
       }
-      entries.push(
-        target === undefined
-          ? { name: keyBytes(name), target: -1, leaf: child, fileType: FT_REG } // resolved below
-          : { name: keyBytes(name), target, leaf: null, fileType: fileType(col.inodes[target]) },
-      );
+      if (target === undefined) {
+        deferred.push({ q, pos: b.push(name, -1, FT_REG), leaf: child }); // resolved below
+      } else {
+        b.push(name, target, fileType(inos, target));
+      }
     }
 
     // The parent of whiteouts is marked; V1 also makes it opaque ("x": only for xwhiteouts).
     if (hasWhiteout) {
-      const x = col.inodes[me].xattrs;
-      x.add(XATTR_OVERLAY_WHITEOUTS, Buffer.alloc(0));
-      x.add(XATTR_USER_WHITEOUTS, Buffer.alloc(0));
+      const x = col.xattrsOf(me);
+      x.add(XATTR_OVERLAY_WHITEOUTS, EMPTY);
+      x.add(XATTR_USER_WHITEOUTS, EMPTY);
       if (version === 1) {
         x.add(XATTR_OVERLAY_OPAQUE, Buffer.from('x'));
         x.add(XATTR_USER_OPAQUE, Buffer.from('x'));
       }
     }
-    pending.push({ me, parent, entries });
+    built.push(b.finish());
   }
 
   // Entries reached before their leaf's canonical occurrence now point to its inode.
-  for (const p of pending) {
-    for (const e of p.entries) {
-      if (e.target !== -1) continue;
-      const idx = col.hardlinkOf(e.leaf!);
-      if (idx === undefined) throw new Error('internal error: hard link target was never collected');
-      e.target = idx;
-      e.fileType = fileType(col.inodes[idx]);
-    }
-    col.finishDir(p);
+  for (const d of deferred) {
+    const idx = col.hardlinkOf(d.leaf);
+    if (idx === undefined) throw new Error('internal error: hard link target was never collected');
+    const e = built[d.q]!;
+    e.targets[d.pos] = idx;
+    e.types[d.pos] = fileType(inos, idx);
+  }
+  for (let q = 0; q < qMe.length; q++) {
+    col.finishDir(qMe[q], built[q]!);
+    built[q] = null;
   }
 }
 
 /**
  * The 256 whiteout stubs `00`..`ff` that epoch-1 images carry in the root (names the root
- * already has are skipped), merged into the root's sorted entries. The tree is not modified.
+ * already has are skipped), merged into the root's entries. The tree is not modified.
  */
-function rootEntriesWithStubs(root: Directory): [string, Inode][] {
+function rootEntriesWithStubs(root: Directory): Map<string, Inode> {
   const entries = new Map(root.entries);
   const label = root.stat.xattrs.get(XATTR_SECURITY_SELINUX);
   for (let i = 0; i < 256; i++) {
@@ -467,7 +567,7 @@ function rootEntriesWithStubs(root: Directory): [string, Inode][] {
     const stat: Stat = { mode: 0o644, uid: root.stat.uid, gid: root.stat.gid, mtimeSec: root.stat.mtimeSec, mtimeNsec: root.stat.mtimeNsec, xattrs };
     entries.set(name, new Leaf(stat, { type: 'chardev', rdev: 0n }));
   }
-  return [...entries.keys()].sort().map((k) => [k, entries.get(k)!]);
+  return entries;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -479,12 +579,13 @@ const MAX_NAME_LEN = BLOCK_SIZE - DIRENT_SIZE;
 
 /**
  * Rejects trees the writer cannot represent, and counts leaf links on the way (a leaf's nlink
- * is the number of entries referring to it).
+ * is the number of entries referring to it) and directories.
  */
-function validateAndCountLinks(fs: FileSystem): Map<Leaf, number> {
+function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dirs: number; anyMulti: boolean } {
   const nlinks = new Map<Leaf, number>();
   const seenDirs = new Set<Directory>([fs.root]);
   const stack: Directory[] = [fs.root];
+  let anyMulti = false;
   while (stack.length > 0) {
     const dir = stack.pop()!;
     for (const [name, child] of dir.entries) {
@@ -499,12 +600,14 @@ function validateAndCountLinks(fs: FileSystem): Map<Leaf, number> {
         seenDirs.add(child);
         stack.push(child);
       } else {
-        nlinks.set(child, (nlinks.get(child) ?? 0) + 1);
+        const prev = nlinks.get(child);
+        if (prev !== undefined) anyMulti = true;
+        nlinks.set(child, (prev ?? 0) + 1);
       }
     }
   }
   for (const [leaf, n] of nlinks) validateLeaf(leaf, n);
-  return nlinks;
+  return { nlinks, dirs: seenDirs.size, anyMulti };
 }
 
 function validateLeaf(leaf: Leaf, nlink: number): void {
@@ -536,15 +639,27 @@ function validateLeaf(leaf: Leaf, nlink: number): void {
 // Step 2: preparation
 // ------------------------------------------------------------------------------------------
 
+const U64 = 1n << 64n;
+
+/** A signed 64-bit seconds value as composefs-rs compares it: unsigned. */
+function asU64(v: bigint): bigint {
+  return v >= 0n && v < U64 ? v : BigInt.asUintN(64, v);
+}
+
 /** Minimum (sec, nsec) over all inodes, seconds compared as unsigned 64-bit (composefs-rs). */
-function minMtime(inodes: WInode[]): [bigint, number] {
+function minMtime(inos: Inodes): [bigint, number] {
   let sec = -1n;
   let nsec = 0;
-  for (const ino of inodes) {
-    const s = BigInt.asUintN(64, ino.stat.mtimeSec);
-    if (sec < 0n || s < sec || (s === sec && ino.stat.mtimeNsec < nsec)) {
+  let last: bigint | undefined;
+  for (let i = 0; i < inos.n; i++) {
+    const st = inos.node[i].stat;
+    const raw = st.mtimeSec;
+    if (raw === last && st.mtimeNsec >= nsec) continue; // common: same second as the last one
+    last = raw;
+    const s = asU64(raw);
+    if (sec < 0n || s < sec || (s === sec && st.mtimeNsec < nsec)) {
       sec = s;
-      nsec = ino.stat.mtimeNsec;
+      nsec = st.mtimeNsec;
     }
   }
   return sec < 0n ? [0n, 0] : [sec, nsec];
@@ -557,26 +672,28 @@ interface Context {
   minNsec: number;
 }
 
-function nlinkOf(ino: WInode): number {
-  return ino.dir !== null ? ino.dir.nlink : ino.nlink;
+function nlinkOf(inos: Inodes, i: number): number {
+  const d = inos.dir[i];
+  return d !== null ? d.nlink : inos.nlink[i];
 }
 
-/** i_size of an inode. */
-function inodeSize(ino: WInode): bigint {
-  if (ino.dir !== null) return BigInt(ino.dir.size);
-  if (ino.escapedWhiteout) return 0n;
-  const c = ino.leaf!.content;
+/** i_size of an inode: a number, or the file's bigint size for chunk-based files. */
+function inodeSize(inos: Inodes, i: number): number | bigint {
+  const d = inos.dir[i];
+  if (d !== null) return d.size;
+  if (inos.escaped[i] !== 0) return 0;
+  const c = (inos.node[i] as Leaf).content;
   switch (c.type) {
     case 'inline':
-      return BigInt(c.data.length);
+      return c.data.length;
     case 'external':
     case 'external-no-verity':
     case 'sparse':
       return c.size;
     case 'symlink':
-      return BigInt(c.target.length);
+      return c.target.length;
     default:
-      return 0n;
+      return 0;
   }
 }
 
@@ -584,20 +701,17 @@ function inodeSize(ino: WInode): bigint {
  * Compact (32-byte) inodes have no mtime of their own (readers use build_time) and 16/32-bit
  * fields, so they are used only when nothing is lost.
  */
-function fitsCompact(ino: WInode, size: bigint, ctx: Context): boolean {
+function fitsCompact(inos: Inodes, i: number, size: number | bigint, ctx: Context): boolean {
+  if (!ctx.epoch1) return false;
+  const st = inos.node[i].stat;
   return (
-    ctx.epoch1 &&
-    BigInt.asUintN(64, ino.stat.mtimeSec) === ctx.minSec &&
-    ino.stat.mtimeNsec === ctx.minNsec &&
-    nlinkOf(ino) <= 0xffff &&
-    ino.stat.uid <= 0xffff &&
-    ino.stat.gid <= 0xffff &&
-    size <= 0xffffffffn
+    st.mtimeNsec === ctx.minNsec &&
+    (st.mtimeSec === ctx.minSec || asU64(st.mtimeSec) === ctx.minSec) &&
+    nlinkOf(inos, i) <= 0xffff &&
+    st.uid <= 0xffff &&
+    st.gid <= 0xffff &&
+    size <= 0xffffffff
   );
-}
-
-function headerSize(ino: WInode, ctx: Context): number {
-  return fitsCompact(ino, inodeSize(ino), ctx) ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
 }
 
 /**
@@ -605,77 +719,137 @@ function headerSize(ino: WInode, ctx: Context): number {
  * block moves its target to a data block; a chunk index that cannot fit in one block even
  * after the tail padding moves to a data block ("demoted").
  */
-function settleEpoch1DataBlocks(inodes: WInode[], ctx: Context): void {
-  for (const ino of inodes) {
-    if (ino.leaf === null || ino.tail === 0) continue;
-    const xattrSize = ino.xattrs.byteSize();
-    if (isSymlink(ino)) {
-      if (headerSize(ino, ctx) + xattrSize + ino.tail >= BLOCK_SIZE) {
-        ino.nDataBlocks += 1;
-        ino.tail = 0;
+function settleEpoch1DataBlocks(inos: Inodes, xsize: Int32Array, ctx: Context): void {
+  for (let i = 0; i < inos.n; i++) {
+    const leaf = inos.leaf(i);
+    if (leaf === null || inos.tail[i] === 0) continue;
+    const xattrSize = xsize[i];
+    if (isSymlinkLeaf(leaf)) {
+      const header = fitsCompact(inos, i, inodeSize(inos, i), ctx) ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
+      if (header + xattrSize + inos.tail[i] >= BLOCK_SIZE) {
+        inos.nData[i] += 1;
+        inos.tail[i] = 0;
       }
-    } else if (isChunkBased(ino.leaf)) {
+    } else if (isChunkBased(leaf)) {
       // After padding, the tail starts (xattrSize mod 32) bytes into a block.
-      if (ino.tail + (xattrSize % SLOT) > BLOCK_SIZE) {
-        ino.nDataBlocks = 1;
-        ino.tail = 0;
+      if (inos.tail[i] + (xattrSize % SLOT) > BLOCK_SIZE) {
+        inos.nData[i] = 1;
+        inos.tail[i] = 0;
       }
     }
   }
 }
 
 /** i_format data layout. */
-function dataLayout(ino: WInode): number {
-  if (ino.dir !== null) return ino.dir.inline.length === 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
-  const c = ino.leaf!.content;
+function dataLayout(inos: Inodes, i: number): number {
+  const d = inos.dir[i];
+  if (d !== null) return d.inlineStart === d.names.length ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
+  const c = (inos.node[i] as Leaf).content;
   switch (c.type) {
     case 'inline':
       if (c.data.length === 0) return LAYOUT_FLAT_PLAIN;
-      return ino.nDataBlocks > 0 && ino.tail === 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
+      return inos.nData[i] > 0 && inos.tail[i] === 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
     case 'external':
     case 'external-no-verity':
     case 'sparse':
       return LAYOUT_CHUNK_BASED;
     case 'symlink':
-      return ino.nDataBlocks > 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
+      return inos.nData[i] > 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
     default:
       return LAYOUT_FLAT_PLAIN;
   }
 }
 
 /** Bytes written right after the xattr body. */
-function inlineLength(ino: WInode): number {
-  if (ino.dir !== null) return ino.dir.size % BLOCK_SIZE;
-  const c = ino.leaf!.content;
-  if (c.type === 'symlink') return ino.nDataBlocks === 0 ? c.target.length : 0;
-  return ino.tail;
+function inlineLength(inos: Inodes, i: number): number {
+  const d = inos.dir[i];
+  if (d !== null) return d.size % BLOCK_SIZE;
+  const c = (inos.node[i] as Leaf).content;
+  if (c.type === 'symlink') return inos.nData[i] === 0 ? c.target.length : 0;
+  return inos.tail[i];
 }
 
 /** Number of data blocks an inode owns. */
-function dataBlockCount(ino: WInode): number {
-  return ino.dir !== null ? ino.dir.blocks.length : ino.nDataBlocks;
+function dataBlockCount(inos: Inodes, i: number): number {
+  const d = inos.dir[i];
+  return d !== null ? d.blockEnds.length : inos.nData[i];
+}
+
+// ------------------------------------------------------------------------------------------
+// Xattr bodies
+// ------------------------------------------------------------------------------------------
+
+/** The implicit metacopy + redirect xattrs of external files without other xattrs. */
+class FastXattrs {
+  readonly mc: SplitName;
+  readonly rd: SplitName;
+  readonly filter: number;
+  constructor(epoch1: boolean) {
+    this.mc = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
+    this.rd = splitCached(XATTR_OVERLAY_REDIRECT, epoch1);
+    this.filter = (this.mc.bit | this.rd.bit) >>> 0;
+  }
+  mcEntrySize(idLen: number): number {
+    return (4 + this.mc.suffix.length + metacopyLength(idLen) + 3) & ~3;
+  }
+  rdEntrySize(idLen: number): number {
+    return (4 + this.rd.suffix.length + redirectLength(idLen) + 3) & ~3;
+  }
+  byteSize(g: IdGroup): number {
+    const idLen = g.id.length;
+    let size = XATTR_IBODY_HEADER_SIZE;
+    size += g.mcPos >= 0 ? 4 : this.mcEntrySize(idLen);
+    size += g.rdPos >= 0 ? 4 : this.rdEntrySize(idLen);
+    return size;
+  }
+  write(buf: Buffer, off: number, g: IdGroup, sharedRef: (index: number) => number): void {
+    const id = g.id;
+    buf.writeUInt32LE(~this.filter >>> 0, off);
+    buf[off + 4] = (g.mcPos >= 0 ? 1 : 0) + (g.rdPos >= 0 ? 1 : 0);
+    off += XATTR_IBODY_HEADER_SIZE;
+    if (g.mcPos >= 0) {
+      buf.writeUInt32LE(sharedRef(g.mcPos) >>> 0, off);
+      off += 4;
+    }
+    if (g.rdPos >= 0) {
+      buf.writeUInt32LE(sharedRef(g.rdPos) >>> 0, off);
+      off += 4;
+    }
+    if (g.mcPos < 0) {
+      const s = this.mc.suffix;
+      buf[off] = s.length;
+      buf[off + 1] = this.mc.index;
+      buf.writeUInt16LE(metacopyLength(id.length), off + 2);
+      s.copy(buf, off + 4);
+      writeMetacopyValue(buf, off + 4 + s.length, id);
+      off += this.mcEntrySize(id.length);
+    }
+    if (g.rdPos < 0) {
+      const s = this.rd.suffix;
+      buf[off] = s.length;
+      buf[off + 1] = this.rd.index;
+      buf.writeUInt16LE(redirectLength(id.length), off + 2);
+      s.copy(buf, off + 4);
+      writeRedirectValue(buf, off + 4 + s.length, id);
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------
 // Step 3: layout
 // ------------------------------------------------------------------------------------------
 
-interface InodePlacement {
-  offset: number;
-  compact: boolean;
-  xattrSize: number;
-  layout: number;
-  size: bigint;
-}
-
 interface Layout {
-  inodes: InodePlacement[];
+  /** Per inode: offset, header kind (1 = compact), data layout. */
+  offset: Float64Array;
+  compact: Uint8Array;
+  layout: Uint8Array;
   /** End of the inode table (32-aligned) = start of the shared xattr table. */
   inodesEnd: number;
   /** Offset of each shared xattr entry. */
   shared: number[];
   /** Offset of each inode's first data block. */
-  blocks: number[];
+  blocks: Float64Array;
   /** Image length. */
   end: number;
 }
@@ -690,14 +864,14 @@ function toBlockBoundary(pos: number): number {
  * Where an inode starts, given the first free 32-aligned offset. Inline data must not straddle
  * a block boundary, so some inodes are pushed forward; the rules differ per epoch and type.
  */
-function placeInode(pos: number, ino: WInode, p: Omit<InodePlacement, 'offset'>, epoch1: boolean): number {
-  const meta = (p.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE) + p.xattrSize;
-  const inlineSize = Number(p.size % BigInt(BLOCK_SIZE));
+function placeInode(pos: number, inos: Inodes, i: number, meta: number, layout: number, size: number | bigint, epoch1: boolean): number {
+  // Only FLAT_INLINE inodes (directories, inline files, symlinks: number sizes) use this.
+  const inlineSize = typeof size === 'number' ? size % BLOCK_SIZE : 0;
 
   if (!epoch1) {
     // Epoch 2: if the last metadata byte and the (exclusive) end of the inline data are in
     // different blocks, start the inline data in the next block (then re-align to 32).
-    if (p.layout !== LAYOUT_FLAT_INLINE) return pos;
+    if (layout !== LAYOUT_FLAT_INLINE) return pos;
     const inlineStart = pos + meta;
     const lastMeta = inlineStart - 1;
     if (Math.floor(lastMeta / BLOCK_SIZE) !== Math.floor((inlineStart + inlineSize) / BLOCK_SIZE)) {
@@ -706,21 +880,23 @@ function placeInode(pos: number, ino: WInode, p: Omit<InodePlacement, 'offset'>,
     return pos;
   }
 
-  if (isSymlink(ino)) {
+  const leaf = inos.leaf(i);
+  if (isSymlinkLeaf(leaf)) {
     // A symlink's inode and target must sit in one block (older kernels reject anything
     // else), so the whole inode moves to the next block. Promoted symlinks keep the test on
     // their original, pre-promotion size.
-    const total = meta + (p.layout === LAYOUT_FLAT_INLINE ? inlineSize : Number(p.size));
+    const total = meta + (layout === LAYOUT_FLAT_INLINE ? inlineSize : Number(size));
     if ((pos % BLOCK_SIZE) + total > BLOCK_SIZE) pos += toBlockBoundary(pos);
     return pos;
   }
-  if (isChunkBased(ino.leaf) && ino.nDataBlocks > 0) {
+  const chunked = isChunkBased(leaf);
+  if (chunked && inos.nData[i] > 0) {
     // A demoted chunk index: the inode starts a block.
     return pos + toBlockBoundary(pos);
   }
   // Directories, inline files and chunk indexes: if the tail does not fit in the rest of the
   // block, pad by that rest (rounded to 32) so the tail starts in the next block.
-  const tail = isChunkBased(ino.leaf) ? ino.tail : p.layout === LAYOUT_FLAT_INLINE ? inlineSize : 0;
+  const tail = chunked ? inos.tail[i] : layout === LAYOUT_FLAT_INLINE ? inlineSize : 0;
   if (tail > 0) {
     const rem = toBlockBoundary(pos + meta);
     if (rem !== 0 && rem < tail) pos += roundUp(rem, SLOT);
@@ -728,15 +904,22 @@ function placeInode(pos: number, ino: WInode, p: Omit<InodePlacement, 'offset'>,
   return pos;
 }
 
-function layOut(inodes: WInode[], shared: XattrItem[], ctx: Context): Layout {
-  const placements: InodePlacement[] = [];
+function layOut(inos: Inodes, xsize: Int32Array, shared: XattrItem[], ctx: Context): Layout {
+  const n = inos.n;
+  const offset = new Float64Array(n);
+  const compact = new Uint8Array(n);
+  const layouts = new Uint8Array(n);
   let pos = INODE_TABLE_START;
-  for (const ino of inodes) {
-    const size = inodeSize(ino);
-    const p = { compact: fitsCompact(ino, size, ctx), xattrSize: ino.xattrs.byteSize(), layout: dataLayout(ino), size };
-    pos = placeInode(roundUp(pos, SLOT), ino, p, ctx.epoch1);
-    placements.push({ offset: pos, ...p });
-    pos += (p.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE) + p.xattrSize + inlineLength(ino);
+  for (let i = 0; i < n; i++) {
+    const size = inodeSize(inos, i);
+    const isCompact = fitsCompact(inos, i, size, ctx);
+    const layout = dataLayout(inos, i);
+    const meta = (isCompact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE) + xsize[i];
+    pos = placeInode(roundUp(pos, SLOT), inos, i, meta, layout, size, ctx.epoch1);
+    offset[i] = pos;
+    compact[i] = isCompact ? 1 : 0;
+    layouts[i] = layout;
+    pos += meta + inlineLength(inos, i);
   }
   const inodesEnd = roundUp(pos, SLOT);
 
@@ -749,12 +932,12 @@ function layOut(inodes: WInode[], shared: XattrItem[], ctx: Context): Layout {
 
   // Data blocks follow in inode order.
   pos = roundUp(pos, BLOCK_SIZE);
-  const blocks: number[] = [];
-  for (const ino of inodes) {
-    blocks.push(pos);
-    pos += dataBlockCount(ino) * BLOCK_SIZE;
+  const blocks = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    blocks[i] = pos;
+    pos += dataBlockCount(inos, i) * BLOCK_SIZE;
   }
-  return { inodes: placements, inodesEnd, shared: sharedOffsets, blocks, end: pos };
+  return { offset, compact, layout: layouts, inodesEnd, shared: sharedOffsets, blocks, end: pos };
 }
 
 // ------------------------------------------------------------------------------------------
@@ -762,21 +945,22 @@ function layOut(inodes: WInode[], shared: XattrItem[], ctx: Context): Layout {
 // ------------------------------------------------------------------------------------------
 
 /** i_u: block address, device number or chunk format, depending on the inode. */
-function inodeU(ino: WInode, blockOffset: number, epoch1: boolean): number {
+function inodeU(inos: Inodes, i: number, blockOffset: number, epoch1: boolean): number {
   const blkaddr = Math.floor(blockOffset / BLOCK_SIZE) >>> 0;
-  if (ino.dir !== null) return ino.dir.blocks.length > 0 || ino.dir.inline.length === 0 ? blkaddr : 0;
-  const c = ino.leaf!.content;
+  const d = inos.dir[i];
+  if (d !== null) return d.blockEnds.length > 0 || d.inlineStart === d.names.length ? blkaddr : 0;
+  const c = (inos.node[i] as Leaf).content;
   switch (c.type) {
     case 'inline':
     case 'symlink':
-      return ino.nDataBlocks > 0 ? blkaddr : 0;
+      return inos.nData[i] > 0 ? blkaddr : 0;
     case 'external':
     case 'external-no-verity':
     case 'sparse': {
       const format = epoch1 ? chunkFormat(c.size) : 31;
       // A demoted index's block address loses its low 16 bits to the chunk format (as in
       // libcomposefs); the index is all holes, so nothing reads it.
-      return ino.nDataBlocks > 0 ? ((blkaddr & 0xffff0000) | format) >>> 0 : format;
+      return inos.nData[i] > 0 ? ((blkaddr & 0xffff0000) | format) >>> 0 : format;
     }
     case 'chardev':
     case 'blockdev':
@@ -786,55 +970,32 @@ function inodeU(ino: WInode, blockOffset: number, epoch1: boolean): number {
   }
 }
 
-/** Writes a dirent group at `off` (as format.ts `encodeDirents`, without intermediate buffers). */
-function writeDirents(buf: Buffer, off: number, entries: DirEnt[], layout: Layout): void {
-  let nameoff = DIRENT_SIZE * entries.length;
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i];
-    const h = off + i * DIRENT_SIZE;
-    const nid = layout.inodes[e.target].offset / SLOT;
-    buf.writeUInt32LE(nid % 0x100000000, h);
-    buf.writeUInt32LE(Math.floor(nid / 0x100000000), h + 4);
+/** Writes the dirents `from`..`to` of a directory at `off` (as format.ts `encodeDirents`). */
+function writeDirents(buf: Buffer, off: number, d: DirContent, from: number, to: number, layout: Layout): void {
+  let nameoff = DIRENT_SIZE * (to - from);
+  const { names, targets, types } = d;
+  const offsets = layout.offset;
+  for (let i = from; i < to; i++) {
+    const h = off + (i - from) * DIRENT_SIZE;
+    const nid = offsets[targets[i]] / SLOT;
+    if (nid <= 0xffffffff) buf.writeUInt32LE(nid, h);
+    else {
+      buf.writeUInt32LE(nid % 0x100000000, h);
+      buf.writeUInt32LE(Math.floor(nid / 0x100000000), h + 4);
+    }
     buf.writeUInt16LE(nameoff, h + 8);
-    buf[h + 10] = e.fileType;
-    e.name.copy(buf, off + nameoff);
-    nameoff += e.name.length;
+    buf[h + 10] = types[i];
+    nameoff += buf.write(names[i], off + nameoff, 'latin1');
   }
 }
 
-/**
- * Writes an inode header at `off` into the zero-filled image (the layout of format.ts
- * `encodeInodeHeader`, written in place: no buffer per inode).
- */
-function writeInodeHeader(buf: Buffer, off: number, h: InodeHeader): number {
-  if (h.extended) {
-    buf.writeUInt16LE(((h.layout << 1) | 1) & 0xffff, off);
-    buf.writeUInt16LE(h.xattrIcount, off + 2);
-    buf.writeUInt16LE(h.mode & 0xffff, off + 4);
-    writeU64(buf, off + 8, h.size);
-    buf.writeUInt32LE(h.u >>> 0, off + 16);
-    buf.writeUInt32LE(h.ino >>> 0, off + 20);
-    buf.writeUInt32LE(h.uid >>> 0, off + 24);
-    buf.writeUInt32LE(h.gid >>> 0, off + 28);
-    writeU64(buf, off + 32, h.mtimeSec);
-    buf.writeUInt32LE(h.mtimeNsec >>> 0, off + 40);
-    buf.writeUInt32LE(h.nlink >>> 0, off + 44);
-    return EXTENDED_INODE_SIZE;
+/** Little-endian u64 of a (possibly negative: two's complement) bigint or a non-negative number. */
+function writeU64(buf: Buffer, off: number, v: bigint | number): void {
+  if (typeof v === 'number') {
+    buf.writeUInt32LE(v % 0x100000000, off);
+    if (v > 0xffffffff) buf.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
+    return;
   }
-  buf.writeUInt16LE((h.layout << 1) & 0xffff, off);
-  buf.writeUInt16LE(h.xattrIcount, off + 2);
-  buf.writeUInt16LE(h.mode & 0xffff, off + 4);
-  buf.writeUInt16LE(h.nlink & 0xffff, off + 6);
-  buf.writeUInt32LE(Number(BigInt.asUintN(32, h.size)), off + 8);
-  buf.writeUInt32LE(h.u >>> 0, off + 16);
-  buf.writeUInt32LE(h.ino >>> 0, off + 20);
-  buf.writeUInt16LE(h.uid & 0xffff, off + 24);
-  buf.writeUInt16LE(h.gid & 0xffff, off + 26);
-  return COMPACT_INODE_SIZE;
-}
-
-/** Little-endian u64 of a (possibly negative: two's complement) bigint. */
-function writeU64(buf: Buffer, off: number, v: bigint): void {
   if (v >= 0n && v <= 0xffffffffn) {
     buf.writeUInt32LE(Number(v), off); // high half stays zero
     return;
@@ -842,94 +1003,95 @@ function writeU64(buf: Buffer, off: number, v: bigint): void {
   buf.writeBigUInt64LE(BigInt.asUintN(64, v), off);
 }
 
-function writeInode(buf: Buffer, idx: number, ino: WInode, layout: Layout, ctx: Context): void {
-  const p = layout.inodes[idx];
-  let off = p.offset;
-  off += writeInodeHeader(buf, off, {
-    extended: !p.compact,
-    layout: p.layout,
-    xattrIcount: xattrIcount(p.xattrSize),
-    mode: inodeMode(ino),
-    nlink: nlinkOf(ino),
-    size: p.size,
-    u: inodeU(ino, layout.blocks[idx], ctx.epoch1),
-    // Epoch 1 numbers inodes by position; epoch 2 uses the nid.
-    ino: ctx.epoch1 ? idx : p.offset / SLOT,
-    uid: ino.stat.uid,
-    gid: ino.stat.gid,
-    mtimeSec: ino.stat.mtimeSec,
+/**
+ * Writes an inode at its offset into the zero-filled image: the header (the layout of format.ts
+ * `encodeInodeHeader`, written in place), the xattr body, the inline data.
+ */
+function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fastGroup: (IdGroup | null)[], fast: FastXattrs, layout: Layout, ctx: Context, sharedRef: (k: number) => number): void {
+  let off = layout.offset[i];
+  const st = inos.node[i].stat;
+  const xs = xsize[i];
+  const mode = (TYPE_BITS[fileType(inos, i)] | (st.mode & 0o7777)) & 0xffff;
+  const size = inodeSize(inos, i);
+  const u = inodeU(inos, i, layout.blocks[i], ctx.epoch1) >>> 0;
+  // Epoch 1 numbers inodes by position; epoch 2 uses the nid.
+  const ino = (ctx.epoch1 ? i : layout.offset[i] / SLOT) >>> 0;
+  const nlink = nlinkOf(inos, i);
+  const lay = layout.layout[i];
+  if (layout.compact[i] === 0) {
+    buf.writeUInt16LE(((lay << 1) | 1) & 0xffff, off);
+    buf.writeUInt16LE(xattrIcount(xs), off + 2);
+    buf.writeUInt16LE(mode, off + 4);
+    writeU64(buf, off + 8, size);
+    buf.writeUInt32LE(u, off + 16);
+    buf.writeUInt32LE(ino, off + 20);
+    buf.writeUInt32LE(st.uid >>> 0, off + 24);
+    buf.writeUInt32LE(st.gid >>> 0, off + 28);
+    writeU64(buf, off + 32, st.mtimeSec);
     // Epoch 2 does not keep sub-second mtimes.
-    mtimeNsec: ctx.epoch1 ? ino.stat.mtimeNsec : 0,
-  });
+    buf.writeUInt32LE((ctx.epoch1 ? st.mtimeNsec : 0) >>> 0, off + 40);
+    buf.writeUInt32LE(nlink >>> 0, off + 44);
+    off += EXTENDED_INODE_SIZE;
+  } else {
+    buf.writeUInt16LE((lay << 1) & 0xffff, off);
+    buf.writeUInt16LE(xattrIcount(xs), off + 2);
+    buf.writeUInt16LE(mode, off + 4);
+    buf.writeUInt16LE(nlink & 0xffff, off + 6);
+    buf.writeUInt32LE(typeof size === 'number' ? size : Number(size), off + 8);
+    buf.writeUInt32LE(u, off + 16);
+    buf.writeUInt32LE(ino, off + 20);
+    buf.writeUInt16LE(st.uid & 0xffff, off + 24);
+    buf.writeUInt16LE(st.gid & 0xffff, off + 26);
+    off += COMPACT_INODE_SIZE;
+  }
 
-  // Epoch 1 shared xattr ids count from the start of the block holding the table (whose
-  // number is xattr_blkaddr); epoch 2 ids are absolute offsets / 4.
-  const tableBlockStart = ctx.epoch1 ? layout.inodesEnd - (layout.inodesEnd % BLOCK_SIZE) : 0;
-  off += ino.xattrs.write(buf, off, (k) => (layout.shared[k] - tableBlockStart) / 4);
+  if (xs > 0) {
+    const x = inos.xa[i];
+    if (x !== null) x.write(buf, off, sharedRef);
+    else fast.write(buf, off, fastGroup[i]!, sharedRef);
+    off += xs;
+  }
 
-  if (ino.dir !== null) {
-    if (ino.dir.inline.length > 0) writeDirents(buf, off, ino.dir.inline, layout);
+  const d = inos.dir[i];
+  if (d !== null) {
+    if (d.inlineStart < d.names.length) writeDirents(buf, off, d, d.inlineStart, d.names.length, layout);
     return;
   }
-  const c = ino.leaf!.content;
+  const leaf = inos.node[i] as Leaf;
+  const c = leaf.content;
   if (c.type === 'inline') {
-    c.data.copy(buf, off, c.data.length - ino.tail);
+    c.data.copy(buf, off, c.data.length - inos.tail[i]);
   } else if (c.type === 'symlink') {
-    if (ino.nDataBlocks === 0) c.target.copy(buf, off);
-  } else if (isChunkBased(ino.leaf)) {
-    buf.fill(0xff, off, off + ino.tail); // chunk index of EROFS_NULL_ADDR entries: all holes
+    if (inos.nData[i] === 0) c.target.copy(buf, off);
+  } else if (isChunkBased(leaf)) {
+    buf.fill(0xff, off, off + inos.tail[i]); // chunk index of EROFS_NULL_ADDR entries: all holes
   }
 }
 
-function writeDataBlocks(buf: Buffer, idx: number, ino: WInode, layout: Layout): void {
-  let off = layout.blocks[idx];
-  if (ino.dir !== null) {
-    for (const block of ino.dir.blocks) {
-      writeDirents(buf, off, block, layout);
+function writeDataBlocks(buf: Buffer, i: number, inos: Inodes, layout: Layout): void {
+  let off = layout.blocks[i];
+  const d = inos.dir[i];
+  if (d !== null) {
+    let from = 0;
+    for (const end of d.blockEnds) {
+      writeDirents(buf, off, d, from, end, layout);
+      from = end;
       off += BLOCK_SIZE;
     }
     return;
   }
-  if (ino.nDataBlocks === 0) return;
-  const c = ino.leaf!.content;
+  if (inos.nData[i] === 0) return;
+  const leaf = inos.node[i] as Leaf;
+  const c = leaf.content;
   if (c.type === 'inline') {
     // Only the full blocks; the tail (if any) is inline.
-    const n = Math.min(c.data.length, ino.nDataBlocks * BLOCK_SIZE);
+    const n = Math.min(c.data.length, inos.nData[i] * BLOCK_SIZE);
     c.data.copy(buf, off, 0, n);
   } else if (c.type === 'symlink') {
     c.target.copy(buf, off, 0, Math.min(c.target.length, BLOCK_SIZE));
-  } else if (isChunkBased(ino.leaf)) {
+  } else if (isChunkBased(leaf)) {
     buf.fill(0xff, off, off + DEMOTED_CHUNK_ENTRIES * 4); // EROFS_NULL_ADDR entries: holes
   }
-}
-
-function serialise(
-  inodes: WInode[],
-  shared: XattrItem[],
-  layout: Layout,
-  ctx: Context,
-  header: { flags: number; composefsVersion: number },
-): Buffer {
-  const buf = Buffer.alloc(layout.end);
-  encodeComposefsHeader({ magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags: header.flags, composefsVersion: header.composefsVersion }).copy(buf, 0);
-  encodeSuperblock({
-    magic: EROFS_SUPER_MAGIC,
-    featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
-    blkszbits: BLOCK_BITS,
-    rootNid: layout.inodes[0].offset / SLOT,
-    inos: BigInt(inodes.length),
-    buildTime: ctx.epoch1 ? ctx.minSec : 0n,
-    buildTimeNsec: ctx.epoch1 ? ctx.minNsec : 0,
-    blocks: layout.end / BLOCK_SIZE,
-    metaBlkaddr: 0,
-    xattrBlkaddr: ctx.epoch1 ? Math.floor(layout.inodesEnd / BLOCK_SIZE) : 0,
-    featureIncompat: 0,
-  }).copy(buf, EROFS_SUPER_OFFSET);
-
-  inodes.forEach((ino, i) => writeInode(buf, i, ino, layout, ctx));
-  shared.forEach((x, k) => writeEntry(buf, layout.shared[k], x));
-  inodes.forEach((ino, i) => writeDataBlocks(buf, i, ino, layout));
-  return buf;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -940,34 +1102,71 @@ function serialise(
 export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   if (version !== 0 && version !== 1 && version !== 2) throw new Error(`unknown EROFS format version ${String(version)}`);
   const epoch1 = version !== 2;
-  const nlinks = validateAndCountLinks(fs);
+  const { nlinks, dirs, anyMulti } = validateAndCountLinks(fs);
 
   // Step 1: collect.
-  const rootEntries = epoch1 ? rootEntriesWithStubs(fs.root) : fs.root.sorted();
-  const col = new Collector(version, fs.root, rootEntries, nlinks);
-  if (epoch1) collectBfs(col, fs.root, nlinks, version);
+  const rootEntries = epoch1 ? rootEntriesWithStubs(fs.root) : fs.root.entries;
+  const inos = new Inodes(dirs + nlinks.size + 256);
+  const col = new Collector(version, inos, fs.root, rootEntries, sortedKeys(rootEntries), nlinks);
+  if (epoch1) collectBfs(col, fs.root, nlinks, version, anyMulti);
   else collectDfs(col, fs.root);
-  const inodes = col.inodes;
+  const n = inos.n;
 
   // Step 2: prepare. The root's opaque marker is added after escaping, so it stays
   // `trusted.overlay.opaque`; the ACL flag is decided while every xattr is still local.
   let flags = 0;
   if (epoch1) {
-    inodes[0].xattrs.add(XATTR_OVERLAY_OPAQUE_ROOT, Buffer.from('y'));
-    const hasAcl = inodes.some((ino) =>
-      ino.xattrs.local.some((x) => x.index === XATTR_INDEX_POSIX_ACL_ACCESS || x.index === XATTR_INDEX_POSIX_ACL_DEFAULT),
+    col.xattrsOf(0).add(XATTR_OVERLAY_OPAQUE_ROOT, Buffer.from('y'));
+    const hasAcl = inos.xa.some(
+      (x) => x !== null && x.local.some((it) => it.index === XATTR_INDEX_POSIX_ACL_ACCESS || it.index === XATTR_INDEX_POSIX_ACL_DEFAULT),
     );
     if (hasAcl) flags |= COMPOSEFS_FLAGS_HAS_ACL;
   }
-  const shared = shareXattrs(
-    inodes.map((i) => i.xattrs),
-    epoch1,
-  );
-  const [minSec, minNsec] = minMtime(inodes);
+  // External files without other xattrs: metacopy + redirect of their id, kept implicit.
+  const fastId: (Buffer | null)[] = new Array<Buffer | null>(n);
+  for (let i = 0; i < n; i++) {
+    const node = inos.node[i];
+    fastId[i] = inos.xa[i] === null && node.kind === 'leaf' && node.content.type === 'external' ? node.content.id : null;
+  }
+  const fastGroup: (IdGroup | null)[] = new Array<IdGroup | null>(n).fill(null);
+  const shared = shareXattrsFast(n, inos.xa, fastId, fastGroup, epoch1);
+  const fast = new FastXattrs(epoch1);
+  const xsize = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = inos.xa[i];
+    if (x !== null) xsize[i] = x.byteSize();
+    else if (fastId[i] !== null) xsize[i] = fast.byteSize(fastGroup[i]!);
+  }
+  const [minSec, minNsec] = minMtime(inos);
   const ctx: Context = { epoch1, minSec, minNsec };
-  if (epoch1) settleEpoch1DataBlocks(inodes, ctx);
+  if (epoch1) settleEpoch1DataBlocks(inos, xsize, ctx);
 
-  // Steps 3 and 4.
-  const layout = layOut(inodes, shared, ctx);
-  return serialise(inodes, shared, layout, ctx, { flags, composefsVersion: version });
+  // Step 3: lay out.
+  const layout = layOut(inos, xsize, shared, ctx);
+
+  // Step 4: write.
+  const buf = Buffer.alloc(layout.end);
+  encodeComposefsHeader({ magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags, composefsVersion: version }).copy(buf, 0);
+  encodeSuperblock({
+    magic: EROFS_SUPER_MAGIC,
+    featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
+    blkszbits: BLOCK_BITS,
+    rootNid: layout.offset[0] / SLOT,
+    inos: BigInt(n),
+    buildTime: epoch1 ? minSec : 0n,
+    buildTimeNsec: epoch1 ? minNsec : 0,
+    blocks: layout.end / BLOCK_SIZE,
+    metaBlkaddr: 0,
+    xattrBlkaddr: epoch1 ? Math.floor(layout.inodesEnd / BLOCK_SIZE) : 0,
+    featureIncompat: 0,
+  }).copy(buf, EROFS_SUPER_OFFSET);
+
+  // Epoch 1 shared xattr ids count from the start of the block holding the table (whose
+  // number is xattr_blkaddr); epoch 2 ids are absolute offsets / 4.
+  const tableBlockStart = epoch1 ? layout.inodesEnd - (layout.inodesEnd % BLOCK_SIZE) : 0;
+  const sharedRef = (k: number) => (layout.shared[k] - tableBlockStart) / 4;
+  for (let i = 0; i < n; i++) writeInode(buf, i, inos, xsize, fastGroup, fast, layout, ctx, sharedRef);
+  shared.forEach((x, k) => writeEntry(buf, layout.shared[k], x));
+  for (let i = 0; i < n; i++) writeDataBlocks(buf, i, inos, layout);
+  return buf;
 }

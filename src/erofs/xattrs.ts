@@ -44,6 +44,12 @@ export interface XattrItem {
   value: Buffer;
   /** The full (escaped) name: epoch 1 orders by it. */
   name: Buffer;
+  /**
+   * For the writer's own metacopy (1) / redirect (2) values derived from an object id: the id.
+   * Such items are grouped for sharing by id instead of by value bytes.
+   */
+  id?: Buffer;
+  idKind?: number;
 }
 
 /**
@@ -98,6 +104,41 @@ export function redirectValue(id: Buffer): Buffer {
   return Buffer.from(`/${hex.slice(0, 2)}/${hex.slice(2)}`, 'latin1');
 }
 
+/** Length of the metacopy value for an id of `idLen` bytes. */
+export function metacopyLength(idLen: number): number {
+  return 4 + idLen;
+}
+
+/** Length of the redirect value ("/xx/" + the rest in hex) for an id of `idLen` bytes. */
+export function redirectLength(idLen: number): number {
+  return 2 * idLen + 2;
+}
+
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
+
+/** Writes the metacopy value of `id` at `off` (as {@link metacopyValue}, without a buffer). */
+export function writeMetacopyValue(buf: Buffer, off: number, id: Buffer): void {
+  buf[off] = 0;
+  buf[off + 1] = 4 + id.length;
+  buf[off + 2] = 0;
+  buf[off + 3] = verityAlgorithm(id);
+  id.copy(buf, off + 4);
+}
+
+/** Writes the redirect value of `id` at `off` (as {@link redirectValue}, without a hex string). */
+export function writeRedirectValue(buf: Buffer, off: number, id: Buffer): void {
+  buf[off] = 0x2f;
+  buf[off + 1] = HEX[id[0] >> 4];
+  buf[off + 2] = HEX[id[0] & 15];
+  buf[off + 3] = 0x2f;
+  let o = off + 4;
+  for (let i = 1; i < id.length; i++) {
+    const b = id[i];
+    buf[o++] = HEX[b >> 4];
+    buf[o++] = HEX[b & 15];
+  }
+}
+
 /** Encoded size of an xattr entry: 4-byte header, suffix, value, padded to 4. */
 export function entrySize(x: XattrItem): number {
   return (4 + x.suffix.length + x.value.length + 3) & ~3;
@@ -114,7 +155,7 @@ export function writeEntry(buf: Buffer, off: number, x: XattrItem): number {
 }
 
 /** A name split into prefix index and suffix, with its bloom filter bit. */
-interface SplitName {
+export interface SplitName {
   index: number;
   suffix: Buffer;
   bit: number;
@@ -137,7 +178,7 @@ const CONSTANT_NAMES = new Set<Buffer>([
   XATTR_USER_OPAQUE,
 ]);
 
-function splitCached(name: Buffer, epoch1: boolean): SplitName {
+export function splitCached(name: Buffer, epoch1: boolean): SplitName {
   const constant = CONSTANT_NAMES.has(name);
   const cache = splitCache[epoch1 ? 1 : 0];
   if (constant) {
@@ -161,7 +202,7 @@ export class InodeXattrs {
   constructor(private readonly epoch1: boolean) {}
 
   /** Appends an xattr (no de-duplication: composefs-rs appends, so duplicates are possible). */
-  add(name: Buffer, value: Buffer): void {
+  add(name: Buffer, value: Buffer, id?: Buffer, idKind?: number): void {
     const { index, suffix, bit } = splitCached(name, this.epoch1);
     if (suffix.length > MAX_SUFFIX_LEN) {
       throw new Error(`xattr name ${JSON.stringify(name.toString('latin1'))} is too long for EROFS (${suffix.length} > ${MAX_SUFFIX_LEN} bytes after the prefix)`);
@@ -170,7 +211,7 @@ export class InodeXattrs {
       throw new Error(`xattr ${JSON.stringify(name.toString('latin1'))} has a ${value.length}-byte value; EROFS allows at most ${MAX_VALUE_LEN}`);
     }
     this.filter = (this.filter | bit) >>> 0;
-    this.local.push({ index, suffix, value, name });
+    this.local.push(id === undefined ? { index, suffix, value, name } : { index, suffix, value, name, id, idKind });
   }
 
   /** Size of the in-inode xattr body (0 when the inode has no xattrs). */
@@ -279,6 +320,133 @@ export function shareXattrs(all: InodeXattrs[], epoch1: boolean): XattrItem[] {
       const g = groupOf[n++];
       if (g.position < 0) keep.push(item);
       else x.shared.push(g.position);
+    }
+    x.local = keep;
+  }
+  return table;
+}
+
+/** Occurrence counts and table positions of the metacopy / redirect values of one object id. */
+export interface IdGroup {
+  id: Buffer;
+  /** Occurrences of the metacopy value (with digest) and of the redirect value. */
+  mc: number;
+  rd: number;
+  /** Positions in the shared table; -1 = stays local. */
+  mcPos: number;
+  rdPos: number;
+}
+
+interface ValueGroup {
+  item: XattrItem;
+  count: number;
+  position: number;
+}
+
+/**
+ * {@link shareXattrs} for the writer's compact representation: inode `i` either has a general
+ * {@link InodeXattrs} (`generic[i]`), or is an external file whose only xattrs are the metacopy
+ * and redirect values of `fastId[i]` (never materialised: they are grouped by id), or has no
+ * xattrs at all. The result is identical to materialising every item and calling
+ * {@link shareXattrs}: metacopy / redirect names are never produced by escaping, so these items
+ * can only equal each other, and equal values mean equal ids.
+ *
+ * Fills `fastGroup[i]` for fast inodes; `generic[i].shared` / `.local` as shareXattrs does.
+ * Returns the table in on-disk order.
+ */
+export function shareXattrsFast(
+  n: number,
+  generic: (InodeXattrs | null)[],
+  fastId: (Buffer | null)[],
+  fastGroup: (IdGroup | null)[],
+  epoch1: boolean,
+): XattrItem[] {
+  const byId = new Map<string, IdGroup>();
+  const idGroup = (id: Buffer): IdGroup => {
+    const k = id.toString('latin1');
+    let g = byId.get(k);
+    if (g === undefined) byId.set(k, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+    return g;
+  };
+  const byValue = new Map<string, ValueGroup | ValueGroup[]>();
+  const groupOf: (ValueGroup | IdGroup)[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = generic[i];
+    if (x === null) {
+      const id = fastId[i];
+      if (id !== null) {
+        const g = idGroup(id);
+        g.mc++;
+        g.rd++;
+        fastGroup[i] = g;
+      }
+      continue;
+    }
+    if (epoch1) x.local.sort(compareFullKey);
+    for (const item of x.local) {
+      if (item.id !== undefined) {
+        const g = idGroup(item.id);
+        if (item.idKind === 1) g.mc++;
+        else g.rd++;
+        groupOf.push(g);
+        continue;
+      }
+      const vk = item.value.toString('latin1');
+      const bucket = byValue.get(vk);
+      let g: ValueGroup | undefined;
+      if (bucket === undefined) {
+        g = { item, count: 0, position: -1 };
+        byValue.set(vk, g);
+      } else if (Array.isArray(bucket)) {
+        g = bucket.find((b) => b.item.index === item.index && b.item.suffix.equals(item.suffix));
+        if (!g) bucket.push((g = { item, count: 0, position: -1 }));
+      } else if (bucket.item.index === item.index && bucket.item.suffix.equals(item.suffix)) {
+        g = bucket;
+      } else {
+        g = { item, count: 0, position: -1 };
+        byValue.set(vk, [bucket, g]);
+      }
+      g.count++;
+      groupOf.push(g);
+    }
+  }
+
+  // Every (prefix, suffix, value) seen more than once, with a setter for its position.
+  const multi: { item: XattrItem; set: (pos: number) => void }[] = [];
+  for (const v of byValue.values()) {
+    for (const g of Array.isArray(v) ? v : [v]) {
+      if (g.count > 1) multi.push({ item: g.item, set: (p) => (g.position = p) });
+    }
+  }
+  byValue.clear();
+  for (const g of byId.values()) {
+    if (g.mc > 1) {
+      const { index, suffix } = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
+      multi.push({ item: { index, suffix, value: metacopyValue(g.id), name: XATTR_OVERLAY_METACOPY }, set: (p) => (g.mcPos = p) });
+    }
+    if (g.rd > 1) {
+      const { index, suffix } = splitCached(XATTR_OVERLAY_REDIRECT, epoch1);
+      multi.push({ item: { index, suffix, value: redirectValue(g.id), name: XATTR_OVERLAY_REDIRECT }, set: (p) => (g.rdPos = p) });
+    }
+  }
+  byId.clear();
+  if (epoch1) multi.sort((a, b) => compareFullKey(b.item, a.item));
+  else multi.sort((a, b) => compareTriple(a.item, b.item));
+  const table: XattrItem[] = multi.map((m, i) => {
+    m.set(i);
+    return m.item;
+  });
+
+  let k = 0;
+  for (let i = 0; i < n; i++) {
+    const x = generic[i];
+    if (x === null || x.local.length === 0) continue;
+    const keep: XattrItem[] = [];
+    for (const item of x.local) {
+      const g = groupOf[k++];
+      const pos = 'item' in g ? g.position : item.idKind === 1 ? g.mcPos : g.rdPos;
+      if (pos < 0) keep.push(item);
+      else x.shared.push(pos);
     }
     x.local = keep;
   }

@@ -26,6 +26,8 @@ export interface HashJob {
   size: number;
   /** When set, the content is also written to this (new) file. */
   copyTo?: string;
+  /** When set, the content is the `size` bytes at this offset of the file (a member of a tar file). */
+  offset?: number;
 }
 
 /**
@@ -40,6 +42,8 @@ export interface HashBatch {
   algs: Uint8Array;
   /** Per job, or undefined when no job of the batch copies. */
   copyTo?: (string | undefined)[];
+  /** Per job (-1: whole file), or undefined when no job of the batch is a range. */
+  offsets?: Float64Array;
 }
 
 /**
@@ -66,6 +70,7 @@ export function packBatch(jobs: HashJob[]): HashBatch {
   const sizes = new Float64Array(jobs.length);
   const algs = new Uint8Array(jobs.length);
   let copyTo: (string | undefined)[] | undefined;
+  let offsets: Float64Array | undefined;
   let off = 0;
   jobs.forEach((j, i) => {
     paths.set(j.path, off);
@@ -74,8 +79,71 @@ export function packBatch(jobs: HashJob[]): HashBatch {
     sizes[i] = j.size;
     algs[i] = ALG_NUMBER[j.alg];
     if (j.copyTo !== undefined) (copyTo ??= new Array<string | undefined>(jobs.length).fill(undefined))[i] = j.copyTo;
+    if (j.offset !== undefined) (offsets ??= new Float64Array(jobs.length).fill(-1))[i] = j.offset;
   });
-  return copyTo ? { paths, ends, sizes, algs, copyTo } : { paths, ends, sizes, algs };
+  const b: HashBatch = copyTo ? { paths, ends, sizes, algs, copyTo } : { paths, ends, sizes, algs };
+  if (offsets) b.offsets = offsets;
+  return b;
+}
+
+/**
+ * A batch of in-memory content (files of a tar stream), as one message: `data` holds segments
+ * back to back, segment i = data[segEnds[i-1] .. segEnds[i]) belongs to stream `segStream[i]`.
+ * A stream's segments may span several messages (always to the same worker, in order); the
+ * segment with bit 0 of `segFlags` set is its last. Bits 1-2 are the fs-verity algorithm number.
+ */
+export interface BufferBatch {
+  kind: 'bufs';
+  data: Uint8Array;
+  segEnds: Uint32Array;
+  segStream: Float64Array;
+  segFlags: Uint8Array;
+}
+
+/** The answer to one BufferBatch: digests of the streams it finished (digest i = digests[64i ..+ lens[i])). */
+export interface BufferBatchResult {
+  kind: 'bufs';
+  /** Bytes of the batch (for the pool's flow control). */
+  bytes: number;
+  ids: Float64Array;
+  digests: Uint8Array;
+  lens: Uint8Array;
+  /** The batch's whole buffer, handed back for reuse. */
+  data: Uint8Array;
+}
+
+/** Open content streams of this worker, by stream id. */
+const streams = new Map<number, FsVerityHasher>();
+
+function hashBufferBatch(b: BufferBatch): BufferBatchResult {
+  const n = b.segEnds.length;
+  const ids: number[] = [];
+  const digests: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const end = b.segEnds[i];
+    const id = b.segStream[i];
+    const flags = b.segFlags[i];
+    let h = streams.get(id);
+    if (!h) {
+      h = new FsVerityHasher(flags >> 1 === 1 ? 'sha256' : 'sha512');
+      streams.set(id, h);
+    }
+    if (end > start) h.update(b.data.subarray(start, end));
+    start = end;
+    if (flags & 1) {
+      streams.delete(id);
+      ids.push(id);
+      digests.push(h.digest());
+    }
+  }
+  const out = new Uint8Array(64 * ids.length);
+  const lens = new Uint8Array(ids.length);
+  digests.forEach((d, i) => {
+    out.set(d, 64 * i);
+    lens[i] = d.length;
+  });
+  return { kind: 'bufs', bytes: b.data.length, ids: Float64Array.from(ids), digests: out, lens, data: new Uint8Array(b.data.buffer) };
 }
 
 /** What the pool passes as workerData. */
@@ -93,8 +161,30 @@ function changed(size: number, total: number): Error {
   return Object.assign(new Error(`file changed while being hashed (it ${how}: ${size} bytes when listed)`), { code: 'ECHANGED' });
 }
 
+/** A range of a file (`size` bytes at `offset`): read with positional reads and hashed. */
+function hashRange(job: HashJob, offset: number): Uint8Array {
+  const { size } = job;
+  buf ??= Buffer.allocUnsafe(READ_SIZE);
+  const fd = fs.openSync(Buffer.from(job.path.buffer, job.path.byteOffset, job.path.byteLength), 'r');
+  try {
+    const hasher = new FsVerityHasher(job.alg);
+    let total = 0;
+    while (total < size) {
+      const bytesRead = fs.readSync(fd, buf, 0, Math.min(READ_SIZE, size - total), offset + total);
+      if (bytesRead === 0) break;
+      hasher.update(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+      total += bytesRead;
+    }
+    if (total !== size) throw changed(size, total);
+    return hasher.digest();
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function hashJob(job: HashJob): Uint8Array {
   const { size } = job;
+  if (job.offset !== undefined) return hashRange(job, job.offset);
   const nat = job.copyTo ? null : nativeHash();
   if (nat) {
     const out = new Uint8Array(ALG_NUMBER[job.alg] === 1 ? 32 : 64);
@@ -138,7 +228,12 @@ export function runHashWorker(): void {
   if (!parentPort) throw new Error('runHashWorker: not in a worker thread');
   const port = parentPort;
   setNativeHashAddon((workerData as HashWorkerData | undefined)?.addon);
-  port.on('message', (b: HashBatch) => {
+  port.on('message', (b: HashBatch | BufferBatch) => {
+    if ('kind' in b) {
+      const r = hashBufferBatch(b);
+      port.postMessage(r, [r.ids.buffer, r.digests.buffer, r.lens.buffer, r.data.buffer] as ArrayBuffer[]);
+      return;
+    }
     const n = b.ends.length;
     const digests = new Uint8Array(64 * n);
     const digestLen = new Uint8Array(n);
@@ -147,6 +242,8 @@ export function runHashWorker(): void {
     for (let i = 0; i < n; i++) {
       const end = b.ends[i];
       const job: HashJob = { id: i, path: b.paths.subarray(start, end), alg: b.algs[i] === 1 ? 'sha256' : 'sha512', size: b.sizes[i], copyTo: b.copyTo?.[i] };
+      const offset = b.offsets?.[i];
+      if (offset !== undefined && offset >= 0) job.offset = offset;
       start = end;
       try {
         const digest = hashJob(job);

@@ -13,7 +13,8 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { HashAlg } from '../tree/tree.js';
-import { packBatch, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
+import { packBatch, type BufferBatch, type BufferBatchResult, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
+import { ALG_NUMBER } from './fsverity.js';
 import { nativeHashAddonFile } from './fsverity.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
@@ -58,9 +59,37 @@ interface Pending {
   size: bigint;
 }
 
+/** Bytes per in-memory content batch (see {@link HashPool.stream}). */
+const BUF_BATCH = 1 << 20;
+/** Default limit of in-memory content sent to workers and not hashed yet. */
+const BUF_MAX_INFLIGHT = 32 << 20;
+
+/** A content batch being filled for one worker. */
+interface OpenBufBatch {
+  data: Uint8Array;
+  used: number;
+  ends: number[];
+  ids: number[];
+  flags: number[];
+}
+
+/** In-memory content hashed by a worker: feed with write(), finish with end(). */
+export interface ContentStream {
+  /** Copies `data` into the batch being filled (the caller may reuse its buffer at once). */
+  write(data: Uint8Array): void;
+  /** No more data: `done` receives the fs-verity digest once a worker has computed it. */
+  end(done: (digest: Buffer) => void): void;
+}
+
 interface Slot {
   worker: Worker;
   inflight: number;
+  /** Content batches sent and not answered. */
+  bufInflight: number;
+  /** Content bytes sent and not answered. */
+  bufBytes: number;
+  /** The content batch being filled, if any. */
+  open: OpenBufBatch | undefined;
   /** Batches sent and not answered yet, oldest first (a worker answers in order). */
   batches: Pending[][];
 }
@@ -84,8 +113,8 @@ export class HashPool {
       const w = embeddedWorker
         ? new Worker(embeddedWorker, { eval: true, workerData: data })
         : new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData: data });
-      const slot: Slot = { worker: w, inflight: 0, batches: [] };
-      w.on('message', (r: HashBatchResult) => this.onResults(slot, r));
+      const slot: Slot = { worker: w, inflight: 0, batches: [], bufInflight: 0, bufBytes: 0, open: undefined };
+      w.on('message', (r: HashBatchResult | BufferBatchResult) => ('kind' in r ? this.onBufResults(slot, r) : this.onResults(slot, r)));
       w.on('error', (e) => this.fail(e));
       w.on('exit', (code) => {
         if (!this.closed) this.fail(new Error(`hash worker exited unexpectedly (code ${code})`));
@@ -105,11 +134,143 @@ export class HashPool {
     for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(e);
     this.queue.length = 0;
     this.queueHead = 0;
+    this.streamDone.clear();
+    this.wakeWaiters();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // In-memory content (tar members): batches of segments, a stream always on the same worker.
+
+  private nextStream = 1;
+  /** Completion callbacks of streams ended and not answered yet. */
+  private readonly streamDone = new Map<number, (digest: Buffer) => void>();
+  private bufBytesTotal = 0;
+  private waiters: (() => void)[] = [];
+  /** Batch buffers handed back by workers (reused: fresh ones cost page faults and GC pressure). */
+  private freeBufs: Uint8Array[] = [];
+  private flushWaiters: (() => void)[] = [];
+  /** Limit of content bytes in flight (sent to workers or waiting in batches). */
+  bufLimit = BUF_MAX_INFLIGHT;
+
+  private wakeWaiters(all = true): void {
+    const w = this.waiters;
+    const f = this.flushWaiters;
+    this.flushWaiters = [];
+    if (all || this.bufBytesTotal < this.bufLimit) {
+      this.waiters = [];
+      for (const x of w) x();
+    }
+    for (const x of f) x();
+  }
+
+  private sendBufBatch(slot: Slot): void {
+    const b = slot.open;
+    if (!b || b.ends.length === 0) return;
+    slot.open = undefined;
+    const msg: BufferBatch = {
+      kind: 'bufs',
+      data: b.used === b.data.length ? b.data : b.data.subarray(0, b.used),
+      segEnds: Uint32Array.from(b.ends),
+      segStream: Float64Array.from(b.ids),
+      segFlags: Uint8Array.from(b.flags),
+    };
+    if (slot.inflight + slot.bufInflight === 0) slot.worker.ref();
+    slot.bufInflight++;
+    slot.worker.postMessage(msg, [msg.data.buffer, msg.segEnds.buffer, msg.segStream.buffer, msg.segFlags.buffer] as ArrayBuffer[]);
+  }
+
+  private onBufResults(slot: Slot, r: BufferBatchResult): void {
+    slot.bufInflight--;
+    slot.bufBytes -= r.bytes;
+    if (r.data.length === BUF_BATCH && this.freeBufs.length < 64) this.freeBufs.push(r.data);
+    this.bufBytesTotal -= r.bytes;
+    // A worker with nothing left to do takes the batch being filled for it, unless it is small
+    // and the main thread is not waiting (small messages cost more than they save).
+    if (slot.bufInflight === 0 && slot.open && (slot.open.used >= BUF_BATCH / 8 || this.waiters.length > 0)) this.sendBufBatch(slot);
+    if (slot.inflight + slot.bufInflight === 0) slot.worker.unref();
+    for (let i = 0; i < r.ids.length; i++) {
+      const done = this.streamDone.get(r.ids[i]);
+      if (!done) continue;
+      this.streamDone.delete(r.ids[i]);
+      this.filesDone++;
+      done(Buffer.from(r.digests.buffer, r.digests.byteOffset + 64 * i, r.lens[i]));
+    }
+    this.wakeWaiters(false);
+  }
+
+  /** Appends one segment of stream `id` to the slot's open batch (splitting over batches). */
+  private addSegment(slot: Slot, id: number, flags: number, data: Uint8Array): void {
+    let off = 0;
+    do {
+      let b = slot.open;
+      if (!b) b = slot.open = { data: this.freeBufs.pop() ?? Buffer.allocUnsafeSlow(BUF_BATCH), used: 0, ends: [], ids: [], flags: [] };
+      const k = Math.min(data.length - off, b.data.length - b.used);
+      if (k > 0) b.data.set(off === 0 && k === data.length ? data : data.subarray(off, off + k), b.used);
+      b.used += k;
+      off += k;
+      const last = off === data.length;
+      b.ends.push(b.used);
+      b.ids.push(id);
+      b.flags.push(last ? flags : flags & ~1);
+      slot.bufBytes += k;
+      this.bufBytesTotal += k;
+      this.bytesDone += BigInt(k);
+      if (b.used === b.data.length) this.sendBufBatch(slot);
+    } while (off < data.length);
+  }
+
+  /**
+   * A stream of in-memory content whose fs-verity digest a worker computes. Content is copied
+   * into per-worker batches; call {@link room} to bound memory and {@link flush} before waiting
+   * for digests.
+   */
+  stream(alg: HashAlg): ContentStream {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new Error('HashPool: closed');
+    const id = this.nextStream++;
+    let slot = this.slots[0];
+    for (const s of this.slots) if (s.bufBytes + (s.open?.used ?? 0) < slot.bufBytes + (slot.open?.used ?? 0)) slot = s;
+    const a = ALG_NUMBER[alg] << 1;
+    let ended = false;
+    return {
+      write: (data) => {
+        if (ended) throw new Error('ContentStream: write after end');
+        if (data.length > 0) this.addSegment(slot, id, a, data);
+      },
+      end: (done) => {
+        if (ended) throw new Error('ContentStream: end twice');
+        ended = true;
+        if (this.failure) throw this.failure;
+        this.streamDone.set(id, done);
+        this.addSegment(slot, id, a | 1, new Uint8Array(0));
+      },
+    };
+  }
+
+  /** undefined when there is room for more content, else a promise resolved when there is. */
+  room(): Promise<void> | undefined {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.bufBytesTotal < this.bufLimit) return undefined;
+    // An idle worker's open batch must go out, or nothing may ever free room.
+    for (const s of this.slots) if (s.bufInflight === 0) this.sendBufBatch(s);
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push(() => (this.failure ? reject(this.failure) : resolve()));
+    });
+  }
+
+  /** Sends all open batches and waits until every ended stream's callback has run. */
+  async flush(): Promise<void> {
+    for (const s of this.slots) this.sendBufBatch(s);
+    while (this.streamDone.size > 0 || this.bufBytesTotal > 0) {
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve) => this.flushWaiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
   }
 
   private onResults(slot: Slot, r: HashBatchResult): void {
     slot.inflight--;
-    if (slot.inflight === 0) slot.worker.unref();
+    if (slot.inflight + slot.bufInflight === 0) slot.worker.unref();
     const batch = slot.batches.shift();
     this.pump();
     if (!batch) return; // failed meanwhile: already rejected
@@ -161,7 +322,7 @@ export class HashPool {
         this.queue.length = 0;
         this.queueHead = 0;
       }
-      if (best.inflight === 0) best.worker.ref();
+      if (best.inflight + best.bufInflight === 0) best.worker.ref();
       best.inflight++;
       best.batches.push(batch);
       const msg = packBatch(jobs);
@@ -179,6 +340,23 @@ export class HashPool {
     return new Promise<Buffer>((resolve, reject) => {
       this.queue.push({ job, resolve, reject, path, size });
       // Jobs arriving in the same tick go out together.
+      if (!this.pumpScheduled) {
+        this.pumpScheduled = true;
+        queueMicrotask(() => this.pump());
+      }
+    });
+  }
+
+  /**
+   * fs-verity digest of `size` bytes at `offset` in the file at `path` (e.g. a member of an
+   * uncompressed tar file), read by a worker.
+   */
+  hashRange(path: Buffer, offset: number, size: bigint, alg: HashAlg): Promise<Buffer> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('HashPool: closed'));
+    const job: HashJob = { id: this.nextId++, path, alg, size: Number(size), offset };
+    return new Promise<Buffer>((resolve, reject) => {
+      this.queue.push({ job, resolve, reject, path, size });
       if (!this.pumpScheduled) {
         this.pumpScheduled = true;
         queueMicrotask(() => this.pump());

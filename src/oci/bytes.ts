@@ -13,6 +13,12 @@ export interface ByteSource {
   read(n: number): Promise<Buffer>;
   /** Streams exactly `n` bytes as chunks; throws `ShortInputError` if the input ends first. */
   chunks(n: number): AsyncGenerator<Buffer>;
+  /**
+   * Passes exactly `n` bytes to `fn` as chunks (awaiting what it returns, if anything); throws
+   * `ShortInputError` if the input ends first. Cheaper than `chunks` (no generator, no promise per
+   * chunk when the data is already buffered). A chunk is valid only during the call.
+   */
+  each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void>;
   /** Skips exactly `n` bytes; returns false if the input ended first. */
   skip(n: number): Promise<boolean>;
   /** Reads and discards everything left (so hashes over the whole input complete). */
@@ -25,6 +31,8 @@ export class ShortInputError extends Error {}
 export class StreamByteSource implements ByteSource {
   private readonly it: AsyncIterator<Uint8Array>;
   private queue: Buffer[] = [];
+  /** Bytes of queue[0] already consumed (avoids re-slicing the head chunk on every take). */
+  private headOff = 0;
   private queued = 0;
   private eof = false;
   position = 0;
@@ -49,35 +57,46 @@ export class StreamByteSource implements ByteSource {
     }
   }
 
+  /** Consumes `k` bytes (at most what is left of the head chunk) and returns them, uncopied. */
+  private takeHead(k: number): Buffer {
+    const first = this.queue[0];
+    const off = this.headOff;
+    let out: Buffer;
+    if (off + k === first.length) {
+      out = off === 0 ? first : first.subarray(off);
+      this.queue.shift();
+      this.headOff = 0;
+    } else {
+      out = first.subarray(off, off + k);
+      this.headOff = off + k;
+    }
+    this.queued -= k;
+    this.position += k;
+    return out;
+  }
+
+  /** Bytes left in the head chunk. */
+  private headLeft(): number {
+    return this.queue[0].length - this.headOff;
+  }
+
   /** Takes up to `n` queued bytes as one buffer (copying only when spanning chunks). */
   private take(n: number): Buffer {
     n = Math.min(n, this.queued);
     if (n === 0) return Buffer.alloc(0);
-    const first = this.queue[0];
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.queue.shift();
-      else this.queue[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      while (off < n) {
-        const c = this.queue[0];
-        const k = Math.min(c.length, n - off);
-        c.copy(out, off, 0, k);
-        off += k;
-        if (k === c.length) this.queue.shift();
-        else this.queue[0] = c.subarray(k);
-      }
+    if (this.headLeft() >= n) return this.takeHead(n);
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.takeHead(Math.min(this.headLeft(), n - off));
+      c.copy(out, off);
+      off += c.length;
     }
-    this.queued -= n;
-    this.position += n;
     return out;
   }
 
   async read(n: number): Promise<Buffer> {
-    await this.fill(n);
+    if (this.queued < n) await this.fill(n);
     return this.take(n);
   }
 
@@ -86,9 +105,21 @@ export class StreamByteSource implements ByteSource {
     while (left > 0) {
       if (this.queued === 0) await this.fill(1);
       if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
-      const k = Math.min(left, this.queue[0].length);
-      left -= k;
-      yield this.take(k);
+      const c = this.takeHead(Math.min(left, this.headLeft()));
+      left -= c.length;
+      yield c;
+    }
+  }
+
+  async each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      if (this.queued === 0) await this.fill(1);
+      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
+      const c = this.takeHead(Math.min(left, this.headLeft()));
+      left -= c.length;
+      const r = fn(c);
+      if (r) await r;
     }
   }
 
@@ -97,9 +128,7 @@ export class StreamByteSource implements ByteSource {
     while (left > 0) {
       if (this.queued === 0) await this.fill(1);
       if (this.queued === 0) return false;
-      const k = Math.min(left, this.queue[0].length);
-      this.take(k);
-      left -= k;
+      left -= this.takeHead(Math.min(left, this.headLeft())).length;
     }
     return true;
   }
@@ -107,6 +136,7 @@ export class StreamByteSource implements ByteSource {
   /** Stops reading early: releases the underlying iterator (closing files, decoders). */
   async close(): Promise<void> {
     this.queue = [];
+    this.headOff = 0;
     this.queued = 0;
     if (!this.eof) {
       this.eof = true;
@@ -116,6 +146,7 @@ export class StreamByteSource implements ByteSource {
 
   async drain(): Promise<void> {
     this.queue = [];
+    this.headOff = 0;
     this.position += this.queued;
     this.queued = 0;
     while (!this.eof) {
@@ -160,6 +191,13 @@ export class FileByteSource implements ByteSource {
     }
   }
 
+  async each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+    for await (const c of this.chunks(n)) {
+      const r = fn(c);
+      if (r) await r;
+    }
+  }
+
   async skip(n: number): Promise<boolean> {
     if (this.position + n > this.end) {
       this.position = this.end;
@@ -172,4 +210,151 @@ export class FileByteSource implements ByteSource {
   async drain(): Promise<void> {
     this.position = this.end;
   }
+}
+
+/** Where the next bytes of a source are in a file, for sources that read one (see {@link FileStreamSource}). */
+export interface FileBacked {
+  /** The file, the file offset of the next byte, and how many bytes the source has left. */
+  fileAt(): { path: Buffer; offset: number; left: number };
+}
+
+/**
+ * A sequential ByteSource over a range of a file, read in large positional reads. Skipping past
+ * what is buffered costs nothing (no read), so member contents that a worker thread reads for
+ * itself (see `HashPool.hashRange`) never pass through this thread.
+ */
+export class FileStreamSource implements ByteSource, FileBacked {
+  private queue: Buffer[] = [];
+  private headOff = 0;
+  private queued = 0;
+  /** File offset of the next byte to read into the queue. */
+  private filePos: number;
+  position = 0;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly path: Buffer,
+    private readonly start: number,
+    private readonly end: number,
+    private readonly readSize = 1 << 20,
+  ) {
+    this.filePos = start;
+  }
+
+  fileAt(): { path: Buffer; offset: number; left: number } {
+    const offset = this.start + this.position;
+    return { path: this.path, offset, left: this.end - offset };
+  }
+
+  private async fill(n: number): Promise<void> {
+    while (this.queued < n && this.filePos < this.end) {
+      const want = Math.min(Math.max(this.readSize, n - this.queued), this.end - this.filePos);
+      const b = Buffer.allocUnsafeSlow(want);
+      let off = 0;
+      while (off < want) {
+        const { bytesRead } = await this.fh.read(b, off, want - off, this.filePos + off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      if (off === 0) {
+        this.filePos = this.end; // the file shrank: treat as end of input
+        break;
+      }
+      this.filePos += off;
+      const c = off === want ? b : b.subarray(0, off);
+      this.queue.push(c);
+      this.queued += c.length;
+    }
+  }
+
+  private takeHead(k: number): Buffer {
+    const first = this.queue[0];
+    const off = this.headOff;
+    let out: Buffer;
+    if (off + k === first.length) {
+      out = off === 0 ? first : first.subarray(off);
+      this.queue.shift();
+      this.headOff = 0;
+    } else {
+      out = first.subarray(off, off + k);
+      this.headOff = off + k;
+    }
+    this.queued -= k;
+    this.position += k;
+    return out;
+  }
+
+  private headLeft(): number {
+    return this.queue[0].length - this.headOff;
+  }
+
+  async read(n: number): Promise<Buffer> {
+    if (this.queued < n) await this.fill(n);
+    n = Math.min(n, this.queued);
+    if (n === 0) return Buffer.alloc(0);
+    if (this.headLeft() >= n) return this.takeHead(n);
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.takeHead(Math.min(this.headLeft(), n - off));
+      c.copy(out, off);
+      off += c.length;
+    }
+    return out;
+  }
+
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.queued === 0) await this.fill(1);
+      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
+      const c = this.takeHead(Math.min(left, this.headLeft()));
+      left -= c.length;
+      yield c;
+    }
+  }
+
+  async each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      if (this.queued === 0) await this.fill(1);
+      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
+      const c = this.takeHead(Math.min(left, this.headLeft()));
+      left -= c.length;
+      const r = fn(c);
+      if (r) await r;
+    }
+  }
+
+  async skip(n: number): Promise<boolean> {
+    let left = n;
+    while (left > 0 && this.queued > 0) left -= this.takeHead(Math.min(left, this.headLeft())).length;
+    if (left === 0) return true;
+    // Nothing buffered: move the read position instead of reading.
+    const room = this.end - this.filePos;
+    const k = Math.min(left, room);
+    this.filePos += k;
+    this.position += k;
+    return k === left;
+  }
+
+  async drain(): Promise<void> {
+    this.queue = [];
+    this.headOff = 0;
+    this.position += this.queued + (this.end - this.filePos);
+    this.queued = 0;
+    this.filePos = this.end;
+  }
+
+  /** Closes the file. */
+  async close(): Promise<void> {
+    this.queue = [];
+    this.queued = 0;
+    await this.fh.close();
+  }
+}
+
+/** The file behind a ByteSource, if it reads one sequentially. */
+export function fileBacked(src: ByteSource): FileBacked | undefined {
+  return src instanceof FileStreamSource ? src : undefined;
 }

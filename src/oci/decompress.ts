@@ -75,7 +75,9 @@ async function* rejoin(head: Buffer[], it: AsyncIterator<Uint8Array>): AsyncGene
 }
 
 async function* gunzip(src: AsyncIterable<Buffer>, label: string): AsyncGenerator<Buffer> {
-  const z = zlib.createGunzip();
+  // Large output chunks: every chunk costs a round trip through the stream machinery on the main
+  // thread, and the default 16 KiB makes that the bottleneck of fast layers.
+  const z = zlib.createGunzip({ chunkSize: 1 << 20 });
   pipeline(Readable.from(src, { objectMode: false }), z, () => {});
   try {
     for await (const c of z) yield c as Buffer;

@@ -15,15 +15,17 @@
  * blobs against their descriptors, and each layer's uncompressed sha256 against the config's
  * rootfs.diff_ids. A mismatch is an error naming the blob.
  */
+import { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { transformForOci } from '../transform/transform.js';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
-import { FileByteSource, StreamByteSource } from './bytes.js';
-import { decompress, mediaTypeCompression } from './decompress.js';
+import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from './bytes.js';
+import { type Compression, decompress, detectCompression, mediaTypeCompression } from './decompress.js';
 import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
 import { readTar, T, TarFormatError } from './tar-entry.js';
 
@@ -55,6 +57,8 @@ export interface OciSourceOptions {
   sink?: ObjectSink;
   /** Keeps the SELinux policy files' contents (for --bootable). */
   kept?: KeptContent;
+  /** Hashing threads for tar member contents (default: one per core). */
+  jobs?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,6 +69,8 @@ interface Blob {
   name: string;
   size: number;
   stream(): AsyncIterable<Buffer>;
+  /** Where the bytes are, when they are a range of a file. */
+  file?: { path: string; start: number };
 }
 
 interface Store {
@@ -77,6 +83,7 @@ function fileRange(file: string, name: string, start: number, size: number): Blo
   return {
     name,
     size,
+    file: { path: file, start },
     stream: () =>
       size === 0
         ? (async function* () {})()
@@ -279,8 +286,50 @@ interface LayerSpec {
   mediaType?: string;
 }
 
+/** Compression of a blob from its first bytes, when it is a range of a file (else undefined). */
+async function peekCompression(b: Blob): Promise<Compression | undefined> {
+  if (!b.file || b.size === 0) return undefined;
+  const fh = await open(b.file.path, 'r').catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const head = Buffer.alloc(Math.min(6, b.size));
+    const { bytesRead } = await fh.read(head, 0, head.length, b.file.start);
+    return detectCompression(head.subarray(0, bytesRead));
+  } catch {
+    return undefined; // xz/bzip2 and read errors: the streaming path reports them
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * An uncompressed layer blob that is a range of a file, opened for reading in place (workers read
+ * large members themselves); undefined for anything else.
+ */
+async function openPlainTar(b: Blob): Promise<FileStreamSource | undefined> {
+  if (!b.file || b.size === 0) return undefined;
+  const fh = await open(b.file.path, 'r').catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const head = Buffer.alloc(Math.min(6, b.size));
+    const { bytesRead } = await fh.read(head, 0, head.length, b.file.start);
+    if (detectCompression(head.subarray(0, bytesRead)) === 'none') {
+      return new FileStreamSource(fh, Buffer.from(b.file.path), b.file.start, b.file.start + b.size);
+    }
+  } catch {
+    // xz/bzip2 and read errors: the streaming path reports them
+  }
+  await fh.close();
+  return undefined;
+}
+
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
-async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept'>): Promise<void> {
+async function applyVerifiedLayer(
+  fs: FileSystem,
+  l: LayerSpec,
+  hash: HashAlg,
+  extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept'> & { pool?: HashPool },
+): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
   const blobCount = { n: 0 };
@@ -290,12 +339,24 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, e
     new OciSourceError(`${l.label}: blob ${l.blob.name} does not match its digest ${l.digest} (content is ${alg}:${actual})`);
   // Hash only what there is to verify (bare `layers:` have neither digest): each is a full pass
   // over the data on the main thread.
-  const raw = hex !== undefined ? tap(l.blob.stream(), blobHash, blobCount) : l.blob.stream();
-  const decoded = decompress(raw, l.label);
-  const plain = l.diffId !== undefined ? tap(decoded, diffHash, diffCount) : decoded;
-  const src = new StreamByteSource(plain);
+  let src: ByteSource & { close(): Promise<void> };
+  const kind = await peekCompression(l.blob);
+  const direct = kind === 'none' && hex === undefined && l.diffId === undefined && extra.pool !== undefined ? await openPlainTar(l.blob) : undefined;
+  // gzip is inflated by one thread of its own: with fewer than 2 hashing workers the cores are
+  // busy already, and handing contents over costs more than it saves.
+  const streamMin = kind === 'gzip' ? ((extra.pool?.jobs ?? 0) >= 2 ? 1 << 20 : Infinity) : 64 << 10;
+  // An uncompressed blob whose digest is its diff_id: one sha256 pass checks both.
+  const sameHash = kind === 'none' && alg === 'sha256' && l.diffId === `sha256:${hex}`;
+  if (direct) src = direct;
+  else {
+    const raw = hex !== undefined ? tap(l.blob.stream(), blobHash, blobCount) : l.blob.stream();
+    const decoded = decompress(raw, l.label);
+    const plain = l.diffId !== undefined && !sameHash ? tap(decoded, diffHash, diffCount) : decoded;
+    src = new StreamByteSource(plain);
+  }
   try {
-    await applyTar(fs, src, { hash, label: l.label, ...extra });
+    await applyTar(fs, src, { hash, label: l.label, ...extra, streamMin });
+    if (direct) await direct.close();
   } catch (e) {
     await src.close().catch(() => {});
     // A corrupt blob usually fails as a tar or decompression error first: report the digest instead.
@@ -311,7 +372,7 @@ async function applyVerifiedLayer(fs: FileSystem, l: LayerSpec, hash: HashAlg, e
     else actual = (await hashBlob(l.blob, alg)).hex; // decoder stopped early (e.g. trailing data)
     if (actual !== hex) throw mismatch(actual);
   }
-  if (l.diffId !== undefined) {
+  if (l.diffId !== undefined && !sameHash) {
     const actual = 'sha256:' + diffHash.digest('hex');
     if (actual !== l.diffId)
       throw new OciSourceError(`${l.label}: uncompressed content of ${l.blob.name} is ${actual}, config rootfs.diff_ids says ${l.diffId}`);
@@ -583,12 +644,19 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
   const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   const layers = await layerSpecs(spec, want);
   const fs = newOciFileSystem();
-  for (const [i, l] of layers.entries()) {
-    if (opts.provenance) {
-      opts.provenance.layer = i;
-      opts.provenance.labels[i] = l.label;
+  // Without a sink, file contents are hashed by worker threads while the main thread parses.
+  // One thread fewer than cores: the main thread is busy too (reading, parsing, copying).
+  const pool = opts.sink || layers.length === 0 ? undefined : new HashPool(opts.jobs ?? Math.max(1, availableParallelism() - 1));
+  try {
+    for (const [i, l] of layers.entries()) {
+      if (opts.provenance) {
+        opts.provenance.layer = i;
+        opts.provenance.labels[i] = l.label;
+      }
+      await applyVerifiedLayer(fs, l, opts.hash, { provenance: opts.provenance, sink: opts.sink, kept: opts.kept, pool });
     }
-    await applyVerifiedLayer(fs, l, opts.hash, opts);
+  } finally {
+    await pool?.close();
   }
   if (opts.transform) transformForOci(fs, opts.transform);
   return fs;

@@ -19,6 +19,7 @@
  * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
  * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
  */
+import type { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from '../tree/tree.js';
 import { type ByteSource, StreamByteSource } from './bytes.js';
@@ -162,6 +163,10 @@ export interface ApplyOptions {
   sink?: ObjectSink;
   /** Keeps the content of the external files it selects, by leaf (see {@link KeptContent}). */
   kept?: KeptContent;
+  /** Worker threads that hash external file contents while the tar is parsed (without a sink). */
+  pool?: HashPool;
+  /** With `pool`: streamed contents smaller than this are hashed on this thread (default 0). */
+  streamMin?: number;
 }
 
 /**
@@ -219,6 +224,8 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
       },
       opts.sink,
       opts.kept && ((p) => opts.kept!.wants(p)),
+      opts.pool,
+      opts.streamMin,
     );
   } catch (err) {
     if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);

@@ -24,9 +24,10 @@
  * - device numbers come from the ustar/GNU devmajor/devminor octal fields (absent in v7 headers).
  */
 import { FsVerityHasher } from '../fsverity/fsverity.js';
+import type { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
-import { type ByteSource, ShortInputError } from './bytes.js';
+import { type ByteSource, ShortInputError, fileBacked } from './bytes.js';
 
 export const BLOCK = 512;
 /** tar-core `Limits::default().max_metadata_size`. */
@@ -72,6 +73,22 @@ function isTarWhitespace(c: number): boolean {
 
 /** tar-core `parse_octal`: NUL-truncate, trim whitespace, empty = 0, `+`? then octal digits. */
 export function parseOctal(field: Buffer): bigint {
+  // Fast path: the usual octal digits followed by nothing, NUL, or spaces then NUL/end
+  // (at most 17 digits: exact in a double). Anything else takes the general path below.
+  let fast = 0;
+  let i = 0;
+  const n = field.length;
+  while (i < n && i < 17) {
+    const c = field[i];
+    if (c < 0x30 || c > 0x37) break;
+    fast = fast * 8 + (c - 0x30);
+    i++;
+  }
+  if (i > 0 && i < 17) {
+    let j = i;
+    while (j < n && field[j] === 0x20) j++;
+    if (j === n || field[j] === 0) return BigInt(fast);
+  }
   const t = truncateNul(field);
   let s = 0;
   let e = t.length;
@@ -570,7 +587,31 @@ function isFileType(t: number): boolean {
  * composefs entry. Regular files of at most 64 bytes are inline, larger ones are external with their
  * fs-verity digest, computed while streaming.
  */
-export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAlg, sink?: ObjectSink, keep?: (path: Buffer) => boolean): Promise<TarEntry> {
+/**
+ * Hashing by worker threads (see {@link toTarEntry}): digests arrive after the entry is returned
+ * and are written into its (preallocated) id; `pending` collects what to wait for.
+ */
+export interface ParallelHashing {
+  pool: HashPool;
+  pending: Promise<void>[];
+  /**
+   * Streamed (non-file) contents at least this large are copied to a worker; smaller ones are
+   * hashed here. Infinity when the cores are busy anyway (e.g. gzip decompression on 2 cores).
+   */
+  streamMin: number;
+}
+
+/** Members at least this large of a tar *file* are read and hashed by a worker on its own. */
+const RANGE_MIN = 64 << 10;
+
+export async function toTarEntry(
+  raw: RawTarEntry,
+  src: ByteSource,
+  hash: HashAlg,
+  sink?: ObjectSink,
+  keep?: (path: Buffer) => boolean,
+  par?: ParallelHashing,
+): Promise<TarEntry> {
   const name = displayPath(raw.path);
   const fail = (msg: string): never => {
     throw new TarFormatError(msg, name, raw.offset);
@@ -580,10 +621,54 @@ export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAl
   if (isFileType(t)) {
     if (raw.size > BigInt(INLINE_CONTENT_MAX)) {
       if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
+      // Content read later (the SELinux policy of the bootable transform).
+      const wantKept = raw.size <= KEEP_MAX && keep !== undefined && keep(makeAbsolutePath(raw.path));
+      const file = par && !sink ? fileBacked(src) : undefined;
+      const at = file?.fileAt();
+      if (par && at && !wantKept && raw.size >= RANGE_MIN && raw.size <= BigInt(at.left)) {
+        // A worker reads the member from the file and hashes it; we skip it (readTar does).
+        const id = Buffer.alloc(hash === 'sha256' ? 32 : 64);
+        const p = par.pool.hashRange(at.path, at.offset, raw.size, hash).then(
+          (d) => {
+            id.set(d);
+          },
+          (e: Error) => {
+            // e.g. the file changed meanwhile: name the layer's member, as for any read error
+            throw new TarFormatError(`reading file content: ${e.message}`, name, raw.offset);
+          },
+        );
+        p.catch(() => {}); // awaited (and reported) by readTarEntries
+        par.pending.push(p);
+        // Bounded bookkeeping: at most a few thousand members queued ahead of the workers.
+        if (par.pending.length >= 4096) await Promise.all(par.pending.splice(0, 2048));
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size } };
+        return finish(item);
+      }
+      const pool = par?.pool;
+      if (pool && !sink && !file && Number(raw.size) >= par!.streamMin) {
+        // A worker hashes the content while we go on parsing: the digest is filled into `id`
+        // (in place) before readTarEntries returns.
+        const id = Buffer.alloc(hash === 'sha256' ? 32 : 64);
+        const st = pool.stream(hash);
+        const kept: Buffer[] | undefined = wantKept ? [] : undefined;
+        try {
+          await src.each(Number(raw.size), (c) => {
+            st.write(c);
+            if (kept) kept.push(Buffer.from(c));
+            return pool.room();
+          });
+        } catch (e) {
+          if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
+          throw e;
+        }
+        st.end((d) => id.set(d));
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept && Buffer.concat(kept) };
+        return finish(item);
+      }
       const h = new FsVerityHasher(hash);
       const out = await sink?.objectWriter();
       // Content we must read back later (the SELinux policy of the bootable transform).
-      const kept: Buffer[] | undefined = raw.size <= KEEP_MAX && keep?.(makeAbsolutePath(raw.path)) ? [] : undefined;
+      const kept: Buffer[] | undefined = wantKept ? [] : undefined;
       try {
         for await (const c of src.chunks(Number(raw.size))) {
           h.update(c);
@@ -629,17 +714,22 @@ export async function toTarEntry(raw: RawTarEntry, src: ByteSource, hash: HashAl
         return fail(`unsupported tar entry type ${typeflagName(t)}`);
     }
   }
-  const xattrs: Xattrs = new Map();
-  for (const [k, v] of raw.xattrs) xattrs.set(nameKey(k), v);
-  const stat: Stat = {
-    mode: raw.mode >>> 0,
-    uid: Number(raw.uid & 0xffffffffn),
-    gid: Number(raw.gid & 0xffffffffn),
-    mtimeSec: BigInt.asIntN(64, raw.mtime),
-    mtimeNsec: raw.pax === undefined ? 0 : paxMtimeNsec(raw.pax),
-    xattrs,
-  };
-  return { path: makeAbsolutePath(raw.path), stat, item, name };
+  return finish(item);
+
+  /** The entry for `item`, with the member's stat. */
+  function finish(item: TarItem): TarEntry {
+    const xattrs: Xattrs = new Map();
+    for (const [k, v] of raw.xattrs) xattrs.set(nameKey(k), v);
+    const stat: Stat = {
+      mode: raw.mode >>> 0,
+      uid: Number(raw.uid & 0xffffffffn),
+      gid: Number(raw.gid & 0xffffffffn),
+      mtimeSec: BigInt.asIntN(64, raw.mtime),
+      mtimeNsec: raw.pax === undefined ? 0 : paxMtimeNsec(raw.pax),
+      xattrs,
+    };
+    return { path: makeAbsolutePath(raw.path), stat, item, name };
+  }
 }
 
 /** Streams every composefs entry of a tar. */
@@ -649,9 +739,17 @@ export async function readTarEntries(
   onEntry: (e: TarEntry) => Promise<void> | void,
   sink?: ObjectSink,
   keep?: (path: Buffer) => boolean,
+  pool?: HashPool,
+  streamMin = 0,
 ): Promise<void> {
+  const par: ParallelHashing | undefined = pool && { pool, pending: [], streamMin };
   await readTar(src, async (raw, s) => {
-    const e = await toTarEntry(raw, s, hash, sink, keep);
+    const e = await toTarEntry(raw, s, hash, sink, keep, par);
     await onEntry(e);
   });
+  // Digests computed by the pool's workers are filled in by now.
+  if (par) {
+    await Promise.all(par.pending);
+    await par.pool.flush();
+  }
 }

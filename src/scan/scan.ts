@@ -61,7 +61,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
-import { readXattrs, type RawXattr } from './xattr-native.js';
+import { readXattrs, readXattrsBatch, type RawXattr, type XattrError } from './xattr-native.js';
 
 export interface ScanOptions {
   /**
@@ -83,8 +83,17 @@ const MAX_DIRECT_PATH = 3800;
 const YIELD_EVERY_MS = 2;
 /** Files waiting for a hash slot before the walk pauses (bounds memory on huge trees). */
 const MAX_QUEUED_HASHES = 8192;
+/** Directories whose xattr batch may still be running while the walk goes on. */
+const MAX_XATTR_BATCHES = 4;
 const SLASH = Buffer.from('/');
 const NS_PER_SEC = 1_000_000_000n;
+
+/** The real path of the entry an {@link XattrError} of a batch read names (its last component). */
+function xattrErrorPath(real: Buffer, e: unknown): Buffer {
+  const p = (e as Partial<XattrError> | undefined)?.pathBuffer;
+  if (!Buffer.isBuffer(p)) return real;
+  return joinPath(real, p.subarray(p.lastIndexOf(0x2f) + 1));
+}
 
 /** Human-readable form of a raw path for messages (invalid UTF-8 shown as U+FFFD, like to_string_lossy). */
 export function showPath(p: Buffer): string {
@@ -123,8 +132,13 @@ function toXattrs(raw: RawXattr[]): Xattrs {
   return x;
 }
 
+/** The last seconds value made: files of one tree mostly share a few, so they share the bigint. */
+let lastSec = 0n;
+
 function statOf(st: BigIntStats, xattrs: Xattrs): Stat {
-  const { sec, nsec } = splitNs(st.mtimeNs);
+  let { sec, nsec } = splitNs(st.mtimeNs);
+  if (sec === lastSec) sec = lastSec;
+  else lastSec = sec;
   return {
     mode: Number(st.mode & 0o7777n),
     uid: Number(st.uid),
@@ -372,7 +386,12 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     lastDevMap = m;
     return m;
   };
-  const scanDir = ({ dir, real }: DirTask, stack: DirTask[]): void => {
+  /**
+   * Scans one directory. Its entries' xattrs are read by one batch call on the libuv thread
+   * pool while this thread stats the entries; the returned promise (if any) settles once the
+   * xattrs are in place.
+   */
+  const scanDir = ({ dir, real }: DirTask, stack: DirTask[]): Promise<void> | undefined => {
     let anchor: DirAnchor | undefined;
     if (real.length > MAX_DIRECT_PATH) {
       try {
@@ -381,6 +400,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
         throw scanError('cannot open directory', real, e);
       }
     }
+    let batch: Promise<RawXattr[][]> | undefined;
     try {
       const access = anchor ? anchor.procPath : real;
       let dirents: Dirent<Buffer>[];
@@ -389,9 +409,22 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
       } catch (e) {
         throw scanError('cannot read directory', real, e);
       }
+      const names: Buffer[] = [];
       for (const d of dirents) {
         const name = d.name;
         if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) continue;
+        names.push(name);
+      }
+      if (names.length === 0) return undefined;
+      // Every name's xattrs, hard links included (composefs-rs reads them too).
+      batch = readXattrsBatch(access, names);
+      /** The stat of each name (index as in `names`) whose xattrs are kept; others undefined. */
+      const stats: (Stat | undefined)[] = new Array<Stat | undefined>(names.length);
+      let j = -1;
+      for (const d of dirents) {
+        const name = d.name;
+        if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) continue;
+        j++;
         const childAccess = joinPath(access, name);
         const childReal = anchor ? joinPath(real, name) : childAccess;
         let st: BigIntStats;
@@ -413,13 +446,8 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
             continue;
           }
         }
-        let xattrs: Xattrs;
-        try {
-          xattrs = toXattrs(readXattrs(childAccess));
-        } catch (e) {
-          throw scanError('cannot read extended attributes of', childReal, e);
-        }
-        const stat = statOf(st, xattrs);
+        const stat = statOf(st, NO_XATTRS); // xattrs set when the batch is in
+        stats[j] = stat;
         if (kind === 'dir') {
           const child = new Directory(stat);
           dir.entries.set(key, child);
@@ -437,16 +465,47 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
         dir.entries.set(key, leaf);
         if (content.type === 'external') startHash(leaf, childAccess, childReal, content.size, anchor);
       }
+      const pending = batch;
+      batch = undefined;
+      const held = anchor;
+      anchor = undefined; // released once the batch has settled
+      return pending.then(
+        (all) => {
+          held?.release();
+          for (let k = 0; k < all.length; k++) {
+            const st = stats[k];
+            if (st !== undefined && all[k].length > 0) st.xattrs = toXattrs(all[k]);
+          }
+        },
+        (e: unknown) => {
+          held?.release();
+          throw scanError('cannot read extended attributes of', xattrErrorPath(real, e), e);
+        },
+      );
     } finally {
-      anchor?.release();
+      if (batch !== undefined) {
+        // Failed while the batch runs: let it finish before the directory fd may close.
+        const held = anchor;
+        batch.then(
+          () => held?.release(),
+          () => held?.release(),
+        );
+      } else anchor?.release();
     }
   };
 
+  // Directories whose xattrs are still being read (a few in flight, so the walk never waits).
+  const inflight: Promise<void>[] = [];
   try {
     const stack: DirTask[] = [{ dir: rootDir, real: rootPath }];
     let lastYield = performance.now();
     while (stack.length > 0 && hashError === undefined) {
-      scanDir(stack.pop()!, stack);
+      const xattrsIn = scanDir(stack.pop()!, stack);
+      if (xattrsIn !== undefined) {
+        xattrsIn.catch(() => {}); // awaited below; no unhandled rejection meanwhile
+        inflight.push(xattrsIn);
+        if (inflight.length > MAX_XATTR_BATCHES) await inflight.shift();
+      }
       if (queue.length - head > MAX_QUEUED_HASHES) {
         await drain(MAX_QUEUED_HASHES / 2);
         lastYield = performance.now();
@@ -455,12 +514,14 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
         lastYield = performance.now();
       }
     }
+    for (const p of inflight) await p;
   } catch (e) {
     aborted = true; // queued hashes are skipped
     throw e;
   } finally {
-    // Even on failure, wait for the running hashes so no descriptor outlives the call.
+    // Even on failure, wait for the running hashes and xattr reads so no descriptor outlives the call.
     await drain(0);
+    await Promise.allSettled(inflight);
   }
   if (hashError !== undefined) throw hashError;
   return new FileSystem(rootDir);
