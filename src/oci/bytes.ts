@@ -27,38 +27,28 @@ export interface ByteSource {
 
 export class ShortInputError extends Error {}
 
-/** A ByteSource over an async iterable of chunks, with a queue (no quadratic concatenation). */
-export class StreamByteSource implements ByteSource {
-  private readonly it: AsyncIterator<Uint8Array>;
-  private queue: Buffer[] = [];
+/**
+ * The queue both sequential sources share: chunks pulled by `fill`, consumed from the head
+ * without copying (a copy only when one read spans chunks).
+ */
+abstract class QueuedSource implements ByteSource {
+  protected queue: Buffer[] = [];
   /** Bytes of queue[0] already consumed (avoids re-slicing the head chunk on every take). */
-  private headOff = 0;
-  private queued = 0;
-  private eof = false;
+  protected headOff = 0;
+  protected queued = 0;
   position = 0;
 
-  constructor(src: AsyncIterable<Uint8Array>) {
-    this.it = src[Symbol.asyncIterator]();
-  }
-
   /** Pulls chunks until at least `n` bytes are queued or the input ends. */
-  private async fill(n: number): Promise<void> {
-    while (this.queued < n && !this.eof) {
-      const r = await this.it.next();
-      if (r.done) {
-        this.eof = true;
-        break;
-      }
-      const c = r.value;
-      if (c.length === 0) continue;
-      const b = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
-      this.queue.push(b);
-      this.queued += b.length;
-    }
+  protected abstract fill(n: number): Promise<void>;
+  abstract drain(): Promise<void>;
+
+  protected enqueue(b: Buffer): void {
+    this.queue.push(b);
+    this.queued += b.length;
   }
 
   /** Consumes `k` bytes (at most what is left of the head chunk) and returns them, uncopied. */
-  private takeHead(k: number): Buffer {
+  protected takeHead(k: number): Buffer {
     const first = this.queue[0];
     const off = this.headOff;
     let out: Buffer;
@@ -76,12 +66,19 @@ export class StreamByteSource implements ByteSource {
   }
 
   /** Bytes left in the head chunk. */
-  private headLeft(): number {
+  protected headLeft(): number {
     return this.queue[0].length - this.headOff;
   }
 
-  /** Takes up to `n` queued bytes as one buffer (copying only when spanning chunks). */
-  private take(n: number): Buffer {
+  /** Drops whatever is queued. */
+  protected clearQueue(): void {
+    this.queue = [];
+    this.headOff = 0;
+    this.queued = 0;
+  }
+
+  async read(n: number): Promise<Buffer> {
+    if (this.queued < n) await this.fill(n);
     n = Math.min(n, this.queued);
     if (n === 0) return Buffer.alloc(0);
     if (this.headLeft() >= n) return this.takeHead(n);
@@ -93,11 +90,6 @@ export class StreamByteSource implements ByteSource {
       off += c.length;
     }
     return out;
-  }
-
-  async read(n: number): Promise<Buffer> {
-    if (this.queued < n) await this.fill(n);
-    return this.take(n);
   }
 
   async *chunks(n: number): AsyncGenerator<Buffer> {
@@ -132,12 +124,34 @@ export class StreamByteSource implements ByteSource {
     }
     return true;
   }
+}
+
+/** A ByteSource over an async iterable of chunks, with a queue (no quadratic concatenation). */
+export class StreamByteSource extends QueuedSource {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private eof = false;
+
+  constructor(src: AsyncIterable<Uint8Array>) {
+    super();
+    this.it = src[Symbol.asyncIterator]();
+  }
+
+  protected async fill(n: number): Promise<void> {
+    while (this.queued < n && !this.eof) {
+      const r = await this.it.next();
+      if (r.done) {
+        this.eof = true;
+        break;
+      }
+      const c = r.value;
+      if (c.length === 0) continue;
+      this.enqueue(Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+    }
+  }
 
   /** Stops reading early: releases the underlying iterator (closing files, decoders). */
   async close(): Promise<void> {
-    this.queue = [];
-    this.headOff = 0;
-    this.queued = 0;
+    this.clearQueue();
     if (!this.eof) {
       this.eof = true;
       await this.it.return?.();
@@ -145,10 +159,8 @@ export class StreamByteSource implements ByteSource {
   }
 
   async drain(): Promise<void> {
-    this.queue = [];
-    this.headOff = 0;
     this.position += this.queued;
-    this.queued = 0;
+    this.clearQueue();
     while (!this.eof) {
       const r = await this.it.next();
       if (r.done) this.eof = true;
@@ -223,13 +235,9 @@ export interface FileBacked {
  * what is buffered costs nothing (no read), so member contents that a worker thread reads for
  * itself (see `HashPool.hashRange`) never pass through this thread.
  */
-export class FileStreamSource implements ByteSource, FileBacked {
-  private queue: Buffer[] = [];
-  private headOff = 0;
-  private queued = 0;
+export class FileStreamSource extends QueuedSource implements FileBacked {
   /** File offset of the next byte to read into the queue. */
   private filePos: number;
-  position = 0;
 
   constructor(
     private readonly fh: FileHandle,
@@ -238,6 +246,7 @@ export class FileStreamSource implements ByteSource, FileBacked {
     private readonly end: number,
     private readonly readSize = 1 << 20,
   ) {
+    super();
     this.filePos = start;
   }
 
@@ -246,7 +255,7 @@ export class FileStreamSource implements ByteSource, FileBacked {
     return { path: this.path, offset, left: this.end - offset };
   }
 
-  private async fill(n: number): Promise<void> {
+  protected async fill(n: number): Promise<void> {
     while (this.queued < n && this.filePos < this.end) {
       const want = Math.min(Math.max(this.readSize, n - this.queued), this.end - this.filePos);
       const b = Buffer.allocUnsafeSlow(want);
@@ -261,72 +270,11 @@ export class FileStreamSource implements ByteSource, FileBacked {
         break;
       }
       this.filePos += off;
-      const c = off === want ? b : b.subarray(0, off);
-      this.queue.push(c);
-      this.queued += c.length;
+      this.enqueue(off === want ? b : b.subarray(0, off));
     }
   }
 
-  private takeHead(k: number): Buffer {
-    const first = this.queue[0];
-    const off = this.headOff;
-    let out: Buffer;
-    if (off + k === first.length) {
-      out = off === 0 ? first : first.subarray(off);
-      this.queue.shift();
-      this.headOff = 0;
-    } else {
-      out = first.subarray(off, off + k);
-      this.headOff = off + k;
-    }
-    this.queued -= k;
-    this.position += k;
-    return out;
-  }
-
-  private headLeft(): number {
-    return this.queue[0].length - this.headOff;
-  }
-
-  async read(n: number): Promise<Buffer> {
-    if (this.queued < n) await this.fill(n);
-    n = Math.min(n, this.queued);
-    if (n === 0) return Buffer.alloc(0);
-    if (this.headLeft() >= n) return this.takeHead(n);
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.takeHead(Math.min(this.headLeft(), n - off));
-      c.copy(out, off);
-      off += c.length;
-    }
-    return out;
-  }
-
-  async *chunks(n: number): AsyncGenerator<Buffer> {
-    let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.fill(1);
-      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
-      const c = this.takeHead(Math.min(left, this.headLeft()));
-      left -= c.length;
-      yield c;
-    }
-  }
-
-  async each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void> {
-    let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.fill(1);
-      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
-      const c = this.takeHead(Math.min(left, this.headLeft()));
-      left -= c.length;
-      const r = fn(c);
-      if (r) await r;
-    }
-  }
-
-  async skip(n: number): Promise<boolean> {
+  override async skip(n: number): Promise<boolean> {
     let left = n;
     while (left > 0 && this.queued > 0) left -= this.takeHead(Math.min(left, this.headLeft())).length;
     if (left === 0) return true;
@@ -339,17 +287,14 @@ export class FileStreamSource implements ByteSource, FileBacked {
   }
 
   async drain(): Promise<void> {
-    this.queue = [];
-    this.headOff = 0;
     this.position += this.queued + (this.end - this.filePos);
-    this.queued = 0;
+    this.clearQueue();
     this.filePos = this.end;
   }
 
   /** Closes the file. */
   async close(): Promise<void> {
-    this.queue = [];
-    this.queued = 0;
+    this.clearQueue();
     await this.fh.close();
   }
 }
