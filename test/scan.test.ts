@@ -6,16 +6,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { IN_CI } from './helpers.js';
-import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, getfattrHex, makedev, rmTree, run, type Expect, type Fixture, type Kind } from './fixture.js';
+import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, rmTree, run, type Expect } from './fixture.js';
 import { scanDirectory, splitNs, type ScanOptions } from '../src/scan/scan.js';
 import { readXattrs, readXattrsBatch } from '../src/scan/xattr-native.js';
 import {

@@ -254,77 +254,6 @@ function compareTriple(a: XattrItem, b: XattrItem): number {
   return a.index - b.index || Buffer.compare(a.suffix, b.suffix) || Buffer.compare(a.value, b.value);
 }
 
-/**
- * Moves every (prefix, suffix, value) that occurs more than once across all inodes into a
- * shared table and replaces the inode-local copies by references. Occurrences are counted, not
- * inodes, so an inode holding the same xattr twice shares it too (as composefs-rs does).
- *
- * Epoch 1 first sorts each inode's xattrs by full name, and lays the table out in *descending*
- * full-name order; epoch 2 keeps insertion order and lays the table out ascending by triple.
- * Returns the table in on-disk order; `InodeXattrs.shared` holds positions in it.
- */
-export function shareXattrs(all: InodeXattrs[], epoch1: boolean): XattrItem[] {
-  if (epoch1) for (const x of all) x.local.sort(compareFullKey);
-
-  // Occurrences grouped by (index, suffix, value): a map keyed by the value's bytes (one flat
-  // string per item, no composite key), each bucket a short list told apart by index + suffix.
-  interface Group {
-    item: XattrItem;
-    count: number;
-    position: number;
-  }
-  const byValue = new Map<string, Group | Group[]>();
-  const groupOf: Group[] = []; // the group of every item, in iteration order
-  for (const x of all) {
-    for (const item of x.local) {
-      const vk = item.value.toString('latin1');
-      const bucket = byValue.get(vk);
-      let g: Group | undefined;
-      if (bucket === undefined) {
-        g = { item, count: 0, position: -1 };
-        byValue.set(vk, g);
-      } else if (Array.isArray(bucket)) {
-        g = bucket.find((b) => b.item.index === item.index && b.item.suffix.equals(item.suffix));
-        if (!g) bucket.push((g = { item, count: 0, position: -1 }));
-      } else if (bucket.item.index === item.index && bucket.item.suffix.equals(item.suffix)) {
-        g = bucket;
-      } else {
-        g = { item, count: 0, position: -1 };
-        byValue.set(vk, [bucket, g]);
-      }
-      g.count++;
-      groupOf.push(g);
-    }
-  }
-  byValue.clear();
-
-  const multi: Group[] = [];
-  for (const g of groupOf) {
-    if (g.count > 1 && g.position === -1) {
-      g.position = -2; // listed
-      multi.push(g);
-    }
-  }
-  if (epoch1) multi.sort((a, b) => compareFullKey(b.item, a.item));
-  else multi.sort((a, b) => compareTriple(a.item, b.item));
-  const table: XattrItem[] = multi.map((g, i) => {
-    g.position = i;
-    return g.item;
-  });
-
-  let n = 0;
-  for (const x of all) {
-    if (x.local.length === 0) continue;
-    const keep: XattrItem[] = [];
-    for (const item of x.local) {
-      const g = groupOf[n++];
-      if (g.position < 0) keep.push(item);
-      else x.shared.push(g.position);
-    }
-    x.local = keep;
-  }
-  return table;
-}
 
 /** Occurrence counts and table positions of the metacopy / redirect values of one object id. */
 export interface IdGroup {
@@ -344,15 +273,19 @@ interface ValueGroup {
 }
 
 /**
- * {@link shareXattrs} for the writer's compact representation: inode `i` either has a general
- * {@link InodeXattrs} (`generic[i]`), or is an external file whose only xattrs are the metacopy
- * and redirect values of `fastId[i]` (never materialised: they are grouped by id), or has no
- * xattrs at all. The result is identical to materialising every item and calling
- * {@link shareXattrs}: metacopy / redirect names are never produced by escaping, so these items
- * can only equal each other, and equal values mean equal ids.
+ * Moves every (prefix, suffix, value) that occurs more than once across all inodes into a
+ * shared table and replaces the inode-local copies by references. Occurrences are counted, not
+ * inodes, so an inode holding the same xattr twice shares it too (as composefs-rs does).
+ * Epoch 1 first sorts each inode's xattrs by full name, and lays the table out in *descending*
+ * full-name order; epoch 2 keeps insertion order and lays the table out ascending by triple.
  *
- * Fills `fastGroup[i]` for fast inodes; `generic[i].shared` / `.local` as shareXattrs does.
- * Returns the table in on-disk order.
+ * Works on the writer's compact representation: inode `i` either has a general
+ * {@link InodeXattrs} (`generic[i]`), or is an external file whose only xattrs are the metacopy
+ * and redirect values of `fastId[i]` (never materialised: they are grouped by id, since those
+ * names are never produced by escaping and equal values mean equal ids), or has no xattrs.
+ *
+ * Fills `fastGroup[i]` for fast inodes and `generic[i].shared` (positions in the table) /
+ * `.local`. Returns the table in on-disk order.
  */
 export function shareXattrsFast(
   n: number,

@@ -20,7 +20,7 @@ import type { ObjectSink } from '../repo/repo.js';
 import { transformForOci } from '../transform/transform.js';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
