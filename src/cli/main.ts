@@ -431,7 +431,17 @@ if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker ==
 } else if (isMainThread) {
   // A single-file bundle has no separate worker script: workers re-enter this file.
   if (bundled) setWorkerEntry(selfFile(), { cfsWorker: 'hash' });
+  let settled = false;
   main(process.argv).then((code) => {
+    settled = true;
     process.exitCode = code;
+  });
+  // If the event loop runs dry while the command is still pending, some awaited work lost its
+  // handle: never let that pass as a silent success.
+  process.on('beforeExit', () => {
+    if (settled) return;
+    settled = true;
+    process.stderr.write('cfs: internal error: the work stopped before it finished (please report this)\n');
+    process.exitCode = EXIT_ERROR;
   });
 }

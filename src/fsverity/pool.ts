@@ -367,6 +367,11 @@ export class HashPool {
   /** Stops the workers. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // Terminate without waiting for the exits: an idle worker is unreferenced, and awaiting its
+    // termination would leave nothing to keep the event loop alive.
+    for (const s of this.slots) {
+      s.worker.unref();
+      void s.worker.terminate().catch(() => {});
+    }
   }
 }
