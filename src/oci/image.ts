@@ -303,24 +303,13 @@ async function peekCompression(b: Blob): Promise<Compression | undefined> {
 }
 
 /**
- * An uncompressed layer blob that is a range of a file, opened for reading in place (workers read
- * large members themselves); undefined for anything else.
+ * A layer blob already known to be an uncompressed tar ({@link peekCompression}) and a range of a
+ * file, opened for reading in place (workers read large members themselves).
  */
 async function openPlainTar(b: Blob): Promise<FileStreamSource | undefined> {
   if (!b.file || b.size === 0) return undefined;
   const fh = await open(b.file.path, 'r').catch(() => undefined);
-  if (!fh) return undefined;
-  try {
-    const head = Buffer.alloc(Math.min(6, b.size));
-    const { bytesRead } = await fh.read(head, 0, head.length, b.file.start);
-    if (detectCompression(head.subarray(0, bytesRead)) === 'none') {
-      return new FileStreamSource(fh, Buffer.from(b.file.path), b.file.start, b.file.start + b.size);
-    }
-  } catch {
-    // xz/bzip2 and read errors: the streaming path reports them
-  }
-  await fh.close();
-  return undefined;
+  return fh && new FileStreamSource(fh, Buffer.from(b.file.path), b.file.start, b.file.start + b.size);
 }
 
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
