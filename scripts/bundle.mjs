@@ -4,7 +4,7 @@
 //                 xattr addon; runs where no Node is installed (skipped with --no-sea)
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const banner = "globalThis.__cfsBundled = true;";
@@ -103,8 +103,36 @@ execFileSync(process.execPath, ['--experimental-sea-config', 'build/sea/sea-conf
 rmSync('dist/cfs', { force: true });
 copyFileSync(process.execPath, 'dist/cfs');
 chmodSync('dist/cfs', 0o755);
+ignoreExtraCaCerts('dist/cfs');
 execFileSync(process.execPath, [
   path.join('node_modules', 'postject', 'dist', 'cli.js'),
   'dist/cfs', 'NODE_SEA_BLOB', 'build/sea/blob',
   '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
 ], { stdio: ['ignore', 'ignore', 'inherit'] });
+
+/**
+ * Node 20 reads NODE_EXTRA_CA_CERTS while the process starts, before any script runs: it builds
+ * its whole root certificate store and parses the named bundle (about 100 ms on CI machines that
+ * set it, more than everything else `cfs --version` does). cfs makes no TLS connections, so the
+ * executable renames the variable it looks up: the C string in the copied node binary, found as a
+ * NUL-delimited occurrence after other text, is overwritten with a name of the same length. Anything unexpected
+ * (no such string, or more than one) leaves the binary as it is and says so.
+ */
+function ignoreExtraCaCerts(file) {
+  const from = Buffer.from('\0NODE_EXTRA_CA_CERTS\0', 'latin1');
+  const to = Buffer.from('\0CFS_IGNORED_CA_CERT\0', 'latin1');
+  const bin = readFileSync(file);
+  const hits = [];
+  // The same name also sits in V8's start-up snapshot (a JS string, preceded by its binary
+  // header, not by text): only a C string preceded by another C string's printable text counts.
+  for (let i = bin.indexOf(from); i !== -1; i = bin.indexOf(from, i + 1)) {
+    const before = bin[i - 1];
+    if (before === 0x0a || (before >= 0x20 && before < 0x7f)) hits.push(i);
+  }
+  if (hits.length !== 1) {
+    console.warn(`bundle: ${hits.length} C strings NODE_EXTRA_CA_CERTS in ${process.execPath}; left as is`);
+    return;
+  }
+  const fd = openSync(file, 'r+');
+  try { writeSync(fd, to, 0, to.length, hits[0]); } finally { closeSync(fd); }
+}
