@@ -182,7 +182,9 @@ let hashes = ['sha256', 'sha512'];
 let jobs = availableParallelism();
 let only: string[] | undefined;
 let withTar = true;
-let cfs = [process.execPath, path.join(ROOT, 'dist/cfs.mjs')];
+// The shipped single executable, as users run it (dist/cfs.mjs with --cfs 'node dist/cfs.mjs'
+// is the same code; it pays Node's start-up work that the executable skips).
+let cfs = existsSync(path.join(ROOT, 'dist/cfs')) ? [path.join(ROOT, 'dist/cfs')] : [process.execPath, path.join(ROOT, 'dist/cfs.mjs')];
 const dirs: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
@@ -190,7 +192,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--jobs') jobs = Number(args[++i]);
   else if (a === '--only') only = args[++i].split(',');
   else if (a === '--no-tar') withTar = false;
-  else if (a === '--cfs') cfs = [args[++i]];
+  else if (a === '--cfs') cfs = args[++i].split(' ');
   else dirs.push(a);
 }
 

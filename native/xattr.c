@@ -1,21 +1,22 @@
 /*
- * composefs-ts native helper: read extended attributes without following symlinks.
- *
- * Node has no xattr API. This addon exposes exactly two functions:
+ * composefs-ts native helper (build/Release/xattr.node). Node has no xattr API, and its own
+ * file reads cost a thread-pool round trip per call; this addon exposes:
  *
  *   readXattrs(path: Buffer): Array<[name: Buffer, value: Buffer]>
  *       Synchronous; llistxattr + lgetxattr of one path.
+ *   scanDir(dir, alg, hashMax): Promise<Buffer>            (scan.c)
+ *       One directory read whole on the libuv thread pool: stats, small contents, symlink
+ *       targets, xattrs and digests of small files, as packed records.
+ *   hashAvailable(), verityFile(path, alg, size, out), verityFileAsync(path, alg, size),
+ *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)
+ *       fs-verity digests computed with the SHA functions of the OpenSSL inside node.
  *
- *   readXattrsBatch(dir: Buffer, names: Buffer[]): Promise<Array<Array<[Buffer, Buffer]>>>
- *       Asynchronous (runs on the libuv thread pool): the xattrs of dir + "/" + name for every
- *       name, in the order given. One call per directory keeps the JS<->C crossings cheap.
- *
- * Paths are raw bytes (no encoding assumptions); names and values come back as Buffers in the
- * order the kernel lists them. Failures raise/reject an Error with .code ("ENOENT", ...),
+ * Paths are raw bytes (no encoding assumptions); xattr names and values come back as Buffers in
+ * the order the kernel lists them. Failures raise/reject an Error with .code ("ENOENT", ...),
  * .errno (negative, like Node's own errors), .syscall, .path (string) and .pathBuffer (raw).
  *
- * Sizes are queried first and the call retried on ERANGE, so any list/value the kernel accepts
- * (at most 64 KiB each on Linux) is read in full.
+ * xattr sizes are queried first and the call retried on ERANGE, so any list/value the kernel
+ * accepts (at most 64 KiB each on Linux) is read in full.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,26 +38,9 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Plain C part: no N-API calls, safe on worker threads.                                        */
 
-typedef struct {
-  char *name;      /* NUL-terminated as returned by the kernel */
-  size_t name_len; /* without the NUL */
-  char *value;
-  size_t value_len;
-} xattr_pair;
+#include "cfs.h"
 
-typedef struct {
-  xattr_pair *pairs;
-  size_t count;
-} xattr_list;
-
-typedef struct {
-  int err;           /* errno, 0 = ok */
-  const char *syscall;
-  char *path;        /* malloc'd copy of the failing path */
-  size_t path_len;
-} fail_info;
-
-static void free_list(xattr_list *l) {
+void free_list(xattr_list *l) {
   if (!l->pairs) return;
   for (size_t i = 0; i < l->count; i++) {
     free(l->pairs[i].name);
@@ -67,7 +51,7 @@ static void free_list(xattr_list *l) {
   l->count = 0;
 }
 
-static void set_fail(fail_info *f, int err, const char *syscall, const char *path, size_t path_len) {
+void set_fail(fail_info *f, int err, const char *syscall, const char *path, size_t path_len) {
   f->err = err;
   f->syscall = syscall;
   f->path = malloc(path_len + 1);
@@ -81,7 +65,7 @@ static void set_fail(fail_info *f, int err, const char *syscall, const char *pat
 }
 
 /* Reads all xattrs of `path` (NUL-terminated, length path_len). Returns 0 or -1 with *f set. */
-static int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info *f) {
+int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info *f) {
   out->pairs = NULL;
   out->count = 0;
   char *names = NULL;
@@ -211,7 +195,7 @@ static napi_value list_to_js(napi_env env, const xattr_list *l) {
   return arr;
 }
 
-static napi_value make_error(napi_env env, const fail_info *f) {
+napi_value make_error(napi_env env, const fail_info *f) {
   const char *code = uv_err_name(-f->err);
   const char *desc = strerror(f->err);
   const char *p = f->path ? f->path : "";
@@ -238,7 +222,7 @@ static napi_value make_error(napi_env env, const fail_info *f) {
 }
 
 /* Copies a Buffer / Uint8Array argument into a malloc'd NUL-terminated string. */
-static char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
+char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
   bool is_buf = false;
   void *data = NULL;
   size_t len = 0;
@@ -305,159 +289,6 @@ static napi_value js_read_xattrs(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* readXattrsBatch(dir, names)                                                                   */
-
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  size_t n;
-  char **paths;      /* full paths dir + "/" + name */
-  size_t *path_lens;
-  xattr_list *results;
-  fail_info fail;
-} batch_job;
-
-static void batch_free(batch_job *j) {
-  if (j->paths) {
-    for (size_t i = 0; i < j->n; i++) free(j->paths[i]);
-    free(j->paths);
-  }
-  free(j->path_lens);
-  if (j->results) {
-    for (size_t i = 0; i < j->n; i++) free_list(&j->results[i]);
-    free(j->results);
-  }
-  free(j->fail.path);
-  free(j);
-}
-
-static void batch_execute(napi_env env, void *data) {
-  (void)env;
-  batch_job *j = data;
-  for (size_t i = 0; i < j->n; i++) {
-    if (read_xattrs_c(j->paths[i], j->path_lens[i], &j->results[i], &j->fail) < 0) return;
-  }
-}
-
-static void batch_complete(napi_env env, napi_status status, void *data) {
-  batch_job *j = data;
-  napi_value result = NULL;
-  if (status == napi_ok && j->fail.err == 0) {
-    napi_value arr;
-    if (napi_create_array_with_length(env, j->n, &arr) == napi_ok) {
-      result = arr;
-      for (size_t i = 0; i < j->n; i++) {
-        napi_value one = list_to_js(env, &j->results[i]);
-        if (!one || napi_set_element(env, arr, (uint32_t)i, one) != napi_ok) {
-          result = NULL;
-          break;
-        }
-      }
-    }
-    if (result) {
-      napi_resolve_deferred(env, j->deferred, result);
-    } else {
-      napi_value pending, err = NULL, msg;
-      napi_get_and_clear_last_exception(env, &pending); /* e.g. out of memory while building */
-      napi_create_string_utf8(env, "readXattrsBatch: failed to build the result", NAPI_AUTO_LENGTH, &msg);
-      napi_create_error(env, NULL, msg, &err);
-      napi_reject_deferred(env, j->deferred, err);
-    }
-  } else {
-    napi_value err = NULL;
-    if (j->fail.err == 0) {
-      j->fail.err = ECANCELED;
-      j->fail.syscall = "readXattrsBatch";
-    }
-    err = make_error(env, &j->fail);
-    if (!err) {
-      napi_value msg;
-      napi_create_string_utf8(env, "readXattrsBatch failed", NAPI_AUTO_LENGTH, &msg);
-      napi_create_error(env, NULL, msg, &err);
-    }
-    napi_reject_deferred(env, j->deferred, err);
-  }
-  napi_delete_async_work(env, j->work);
-  batch_free(j);
-}
-
-static napi_value js_read_xattrs_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool is_arr = false;
-  if (argc < 2 || napi_is_array(env, argv[1], &is_arr) != napi_ok || !is_arr) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readXattrsBatch(dir: Buffer, names: Buffer[])");
-    return NULL;
-  }
-  size_t dir_len;
-  char *dir = arg_bytes(env, argv[0], &dir_len);
-  if (!dir) return NULL;
-  uint32_t n;
-  if (napi_get_array_length(env, argv[1], &n) != napi_ok) {
-    free(dir);
-    return NULL;
-  }
-  batch_job *j = calloc(1, sizeof(batch_job));
-  if (j) {
-    j->n = n;
-    j->paths = calloc(n ? n : 1, sizeof(char *));
-    j->path_lens = calloc(n ? n : 1, sizeof(size_t));
-    j->results = calloc(n ? n : 1, sizeof(xattr_list));
-  }
-  if (!j || !j->paths || !j->path_lens || !j->results) {
-    free(dir);
-    if (j) batch_free(j);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  /* "/" needs no separator of its own. */
-  int need_sep = !(dir_len > 0 && dir[dir_len - 1] == '/');
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value el;
-    size_t nlen;
-    char *name;
-    if (napi_get_element(env, argv[1], i, &el) != napi_ok || !(name = arg_bytes(env, el, &nlen))) {
-      free(dir);
-      batch_free(j);
-      return NULL;
-    }
-    size_t plen = dir_len + (size_t)need_sep + nlen;
-    char *p = malloc(plen + 1);
-    if (!p) {
-      free(name);
-      free(dir);
-      batch_free(j);
-      napi_throw_error(env, "ENOMEM", "out of memory");
-      return NULL;
-    }
-    memcpy(p, dir, dir_len);
-    if (need_sep) p[dir_len] = '/';
-    memcpy(p + dir_len + need_sep, name, nlen);
-    p[plen] = 0;
-    free(name);
-    j->paths[i] = p;
-    j->path_lens[i] = plen;
-  }
-  free(dir);
-
-  napi_value promise, resource_name;
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "cfsReadXattrsBatch", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
-      napi_create_async_work(env, NULL, resource_name, batch_execute, batch_complete, j, &j->work) != napi_ok) {
-    batch_free(j);
-    return NULL;
-  }
-  if (napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    batch_free(j);
-    return NULL;
-  }
-  return promise;
-}
-
-
-/* ------------------------------------------------------------------------------------------ */
 /* fs-verity hashing with the OpenSSL that the Node binary itself carries.                      */
 /*                                                                                              */
 /* The SHA functions are looked up at load time with dlsym (never linked): if the running node  */
@@ -465,24 +296,9 @@ static napi_value js_read_xattrs_batch(napi_env env, napi_callback_info info) {
 /* xattr functions keep working. The low-level SHA*_Init/Update/Final run the assembly block    */
 /* functions directly, without EVP's per-call lookup.                                           */
 
-#define VERITY_BLOCK 4096
-#define VERITY_MAX_LEVELS 10 /* 64^10 blocks of 4 KiB: more than any file */
-#define VERITY_READ (1u << 20)
-
-typedef int (*sha_init_fn)(void *);
-typedef int (*sha_update_fn)(void *, const void *, size_t);
-typedef int (*sha_final_fn)(unsigned char *, void *);
-
-typedef struct {
-  sha_init_fn init;
-  sha_update_fn update;
-  sha_final_fn final;
-  size_t dsize;
-  int num; /* fs-verity algorithm number */
-} sha_impl;
 
 /* Index 1 = SHA-256, 2 = SHA-512 (the fs-verity numbers). */
-static sha_impl sha_impls[3];
+sha_impl sha_impls[3];
 static int sha_ready = 0;
 static pthread_once_t sha_once_flag = PTHREAD_ONCE_INIT;
 
@@ -512,7 +328,7 @@ static void sha_load_once(void) {
   sha_ready = ok;
 }
 
-static int sha_load(void) {
+int sha_load(void) {
   pthread_once(&sha_once_flag, sha_load_once);
   return sha_ready;
 }
@@ -524,21 +340,6 @@ static void sha_once(const sha_impl *h, const unsigned char *data, size_t len, u
   h->update(ctx, data, len);
   h->final(out, ctx);
 }
-
-typedef struct {
-  unsigned char block[VERITY_BLOCK];
-  size_t used;
-  uint64_t count;
-} verity_level;
-
-typedef struct {
-  const sha_impl *h;
-  verity_level levels[VERITY_MAX_LEVELS];
-  int nlevels;
-  unsigned char pending[VERITY_BLOCK];
-  size_t pending_len;
-  uint64_t size;
-} verity_state;
 
 static void verity_add(verity_state *s, int i, const unsigned char *hash) {
   if (i >= VERITY_MAX_LEVELS) abort(); /* unreachable: see VERITY_MAX_LEVELS */
@@ -559,14 +360,14 @@ static void verity_add(verity_state *s, int i, const unsigned char *hash) {
   }
 }
 
-static void verity_init(verity_state *s, const sha_impl *h) {
+void verity_init(verity_state *s, const sha_impl *h) {
   s->h = h;
   s->nlevels = 0;
   s->pending_len = 0;
   s->size = 0;
 }
 
-static void verity_update(verity_state *s, const unsigned char *data, size_t len) {
+void verity_update(verity_state *s, const unsigned char *data, size_t len) {
   unsigned char d[64];
   s->size += len;
   if (s->pending_len > 0) {
@@ -594,7 +395,7 @@ static void verity_update(verity_state *s, const unsigned char *data, size_t len
   }
 }
 
-static void verity_final(verity_state *s, unsigned char *out) {
+void verity_final(verity_state *s, unsigned char *out) {
   unsigned char root[64];
   unsigned char d[64];
   size_t ds = s->h->dsize;
@@ -755,6 +556,135 @@ failed:
 
 
 /*
+ * verityFileAsync(path, alg, size): verityFile on the libuv thread pool. Resolves to the digest
+ * (a Buffer), or to the number of bytes read when that differs from size (the file changed);
+ * rejects like verityFile throws.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *path;
+  size_t path_len;
+  const sha_impl *h;
+  uint64_t size;
+  uint64_t total;
+  unsigned char digest[64];
+  fail_info fail;
+} verity_job;
+
+static void verity_job_execute(napi_env env, void *data) {
+  verity_job *j = data;
+  if (!tl_state) tl_state = malloc(sizeof *tl_state);
+  if (!tl_buf) tl_buf = malloc(VERITY_READ);
+  if (!tl_state || !tl_buf) {
+    set_fail(&j->fail, ENOMEM, "malloc", j->path, j->path_len);
+    return;
+  }
+  int fd;
+  do fd = open(j->path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    set_fail(&j->fail, errno, "open", j->path, j->path_len);
+    return;
+  }
+  verity_state *s = tl_state;
+  verity_init(s, j->h);
+  uint64_t total = 0;
+  for (;;) {
+    uint64_t room = j->size - total + 1;
+    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
+    ssize_t got = read(fd, tl_buf, want);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      set_fail(&j->fail, errno, "read", j->path, j->path_len);
+      close(fd);
+      return;
+    }
+    if (got == 0) break;
+    total += (uint64_t)got;
+    if (total > j->size) break;
+    verity_update(s, tl_buf, (size_t)got);
+  }
+  close(fd);
+  j->total = total;
+  if (total == j->size) verity_final(s, j->digest);
+}
+
+static void verity_job_complete(napi_env env, napi_status status, void *data) {
+  verity_job *j = data;
+  napi_value result = NULL;
+  if (status == napi_ok && j->fail.err == 0) {
+    if (j->total == j->size) result = make_buffer(env, (const char *)j->digest, j->h->dsize);
+    else napi_create_double(env, (double)j->total, &result);
+  }
+  if (result) napi_resolve_deferred(env, j->deferred, result);
+  else {
+    if (j->fail.err == 0) {
+      napi_value pending;
+      napi_get_and_clear_last_exception(env, &pending);
+      j->fail.err = status == napi_cancelled ? ECANCELED : ENOMEM;
+      j->fail.syscall = "verityFileAsync";
+    }
+    napi_value err = make_error(env, &j->fail);
+    if (!err) {
+      napi_value msg;
+      napi_create_string_utf8(env, "verityFileAsync failed", NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, NULL, msg, &err);
+    }
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j->path);
+  free(j->fail.path);
+  free(j);
+}
+
+static napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityFileAsync(path, alg, size)");
+    return NULL;
+  }
+  const sha_impl *h = alg_arg(env, argv[1]);
+  if (!h) return NULL;
+  double size_d;
+  CHECK(napi_get_value_double(env, argv[2], &size_d));
+  if (!(size_d >= 0 && size_d <= 9007199254740991.0)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFileAsync: bad size");
+    return NULL;
+  }
+  verity_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->path = arg_bytes(env, argv[0], &j->path_len);
+  if (!j->path) {
+    free(j);
+    return NULL;
+  }
+  j->h = h;
+  j->size = (uint64_t)size_d;
+  napi_value promise, resource_name;
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "cfsVerityFile", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, verity_job_execute, verity_job_complete, j, &j->work) != napi_ok) {
+    free(j->path);
+    free(j);
+    return NULL;
+  }
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    free(j->path);
+    free(j);
+    return NULL;
+  }
+  return promise;
+}
+
+/*
  * Incremental form, for data that arrives in pieces (tar members):
  *   verityNew(alg) -> handle;  verityUpdate(handle, data);  verityDigest(handle, out)
  * The state is freed by verityDigest (or by the garbage collector if abandoned).
@@ -858,12 +788,13 @@ static napi_value js_verity_digest(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"readXattrsBatch", NULL, js_read_xattrs_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityFile", NULL, js_verity_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityFileAsync", NULL, js_verity_file_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityUpdate", NULL, js_verity_update, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityDigest", NULL, js_verity_digest, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanDir", NULL, js_scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -9,11 +9,12 @@
  */
 import { readFile, stat, unlink } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
+import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashPool } from '../fsverity/pool.js';
 import { loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
-import { scanDirectory } from '../scan/scan.js';
+import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
 import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
@@ -69,6 +70,13 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   return { kind: '', rest: spec };
 }
 
+/**
+ * Largest file hashed by the thread that reads its directory (with the directory's other
+ * entries, one after another). Larger files are separate jobs, so that one directory of big
+ * files is spread over every thread.
+ */
+const INLINE_HASH_MAX = 256 << 10;
+
 async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
   let st;
   try {
@@ -77,14 +85,29 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
     throw new UsageError(`source '${dir}': ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
   }
   if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
-  const pool = new HashPool(opts.jobs);
   const repo = opts.repo;
-  let files = 0;
-  const progress = new Progress(opts.progress, () => `scanning ${dir}: ${files} files listed, ${pool.filesDone} hashed (${human(pool.bytesDone)})`);
+  // Without --repo, hashing is native and runs on libuv's thread pool next to the directory
+  // reads: no worker threads to start, no message per file. With --repo (files are copied as
+  // they are hashed) or without native hashing, the worker pool does it.
+  const direct = !repo && nativeHash() !== null;
+  let pool: HashPool | undefined;
+  const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
+  const progress = new Progress(
+    opts.progress,
+    () =>
+      `scanning ${dir}: ${counters.entries} entries listed, ${(pool?.filesDone ?? 0) + counters.hashedFiles} files hashed ` +
+      `(${human((pool?.bytesDone ?? 0n) + BigInt(counters.hashedBytes))})`,
+  );
   progress.start();
   try {
     const hashFile = async (p: Buffer, size: bigint): Promise<Buffer> => {
-      files++;
+      if (direct) {
+        const id = await fsverityDigestFile(p, opts.hash, size);
+        counters.hashedFiles++;
+        counters.hashedBytes += Number(size);
+        return id;
+      }
+      pool ??= new HashPool(opts.jobs);
       if (!repo) return pool.hash(p, size, opts.hash);
       const tmp = repo.tempPath();
       try {
@@ -96,10 +119,18 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
         throw e;
       }
     };
-    return await scanDirectory(dir, { hashFile, hashConcurrency: Math.max(1024, opts.jobs * 256) });
+    return await scanDirectory(dir, {
+      hashFile,
+      // direct: enough large files queued to keep every libuv thread busy, few enough that
+      // directory reads are not stuck behind them
+      hashConcurrency: direct ? 2 * Math.max(2, opts.jobs) : Math.max(1024, opts.jobs * 256),
+      inlineHash: direct ? { alg: opts.hash, maxSize: INLINE_HASH_MAX } : undefined,
+      dirConcurrency: Math.max(2, opts.jobs),
+      counters,
+    });
   } finally {
     progress.stop();
-    await pool.close();
+    await pool?.close();
   }
 }
 

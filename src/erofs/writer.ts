@@ -192,7 +192,13 @@ function isSymlinkLeaf(leaf: Leaf | null): boolean {
 /** log2 of the chunk size for a file: just enough for one chunk, between 4 KiB and 8 TiB. */
 function chunkBits(size: bigint): number {
   if (size <= 4096n) return BLOCK_BITS;
-  const bits = (size - 1n).toString(2).length;
+  let bits: number;
+  if (size <= 0x20000000000000n) {
+    // bit length of size - 1, without a bigint -> string conversion per file
+    const v = Number(size - 1n);
+    const hi = Math.floor(v / 0x100000000);
+    bits = hi > 0 ? 64 - Math.clz32(hi) : 32 - Math.clz32(v);
+  } else bits = (size - 1n).toString(2).length;
   return Math.min(Math.max(bits, BLOCK_BITS), BLOCK_BITS + 31);
 }
 
@@ -577,15 +583,20 @@ function rootEntriesWithStubs(root: Directory): Map<string, Inode> {
 /** Longest name whose dirent (12-byte header + name) still fits in one block. */
 const MAX_NAME_LEN = BLOCK_SIZE - DIRENT_SIZE;
 
+/** Numbers writer passes (see Leaf.seenInPass). */
+let passCounter = 0;
+
 /**
  * Rejects trees the writer cannot represent, and counts leaf links on the way (a leaf's nlink
- * is the number of entries referring to it) and directories.
+ * is the number of entries referring to it), leaves and directories. `nlinks` holds only the
+ * leaves with more than one link: every other leaf has nlink 1.
  */
-function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dirs: number; anyMulti: boolean } {
+function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dirs: number; leaves: number; anyMulti: boolean } {
+  const pass = ++passCounter;
   const nlinks = new Map<Leaf, number>();
   const seenDirs = new Set<Directory>([fs.root]);
   const stack: Directory[] = [fs.root];
-  let anyMulti = false;
+  let leaves = 0;
   while (stack.length > 0) {
     const dir = stack.pop()!;
     for (const [name, child] of dir.entries) {
@@ -599,15 +610,17 @@ function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dir
         if (seenDirs.has(child)) throw new Error(`directory ${JSON.stringify(name)} appears more than once in the tree`);
         seenDirs.add(child);
         stack.push(child);
+      } else if (child.seenInPass !== pass) {
+        child.seenInPass = pass;
+        leaves++;
+        validateLeaf(child, 1);
       } else {
-        const prev = nlinks.get(child);
-        if (prev !== undefined) anyMulti = true;
-        nlinks.set(child, (prev ?? 0) + 1);
+        nlinks.set(child, (nlinks.get(child) ?? 1) + 1);
       }
     }
   }
   for (const [leaf, n] of nlinks) validateLeaf(leaf, n);
-  return { nlinks, dirs: seenDirs.size, anyMulti };
+  return { nlinks, dirs: seenDirs.size, leaves, anyMulti: nlinks.size > 0 };
 }
 
 function validateLeaf(leaf: Leaf, nlink: number): void {
@@ -820,7 +833,7 @@ class FastXattrs {
       buf[off] = s.length;
       buf[off + 1] = this.mc.index;
       buf.writeUInt16LE(metacopyLength(id.length), off + 2);
-      s.copy(buf, off + 4);
+      buf.set(s, off + 4);
       writeMetacopyValue(buf, off + 4 + s.length, id);
       off += this.mcEntrySize(id.length);
     }
@@ -829,7 +842,7 @@ class FastXattrs {
       buf[off] = s.length;
       buf[off + 1] = this.rd.index;
       buf.writeUInt16LE(redirectLength(id.length), off + 2);
-      s.copy(buf, off + 4);
+      buf.set(s, off + 4);
       writeRedirectValue(buf, off + 4 + s.length, id);
     }
   }
@@ -1060,9 +1073,12 @@ function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fas
   const leaf = inos.node[i] as Leaf;
   const c = leaf.content;
   if (c.type === 'inline') {
-    c.data.copy(buf, off, c.data.length - inos.tail[i]);
+    const t = inos.tail[i];
+    // TypedArray set for the usual whole small file: Buffer#copy costs a native call each
+    if (t === c.data.length) buf.set(c.data, off);
+    else c.data.copy(buf, off, c.data.length - t);
   } else if (c.type === 'symlink') {
-    if (inos.nData[i] === 0) c.target.copy(buf, off);
+    if (inos.nData[i] === 0) buf.set(c.target, off);
   } else if (isChunkBased(leaf)) {
     buf.fill(0xff, off, off + inos.tail[i]); // chunk index of EROFS_NULL_ADDR entries: all holes
   }
@@ -1102,11 +1118,11 @@ function writeDataBlocks(buf: Buffer, i: number, inos: Inodes, layout: Layout): 
 export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   if (version !== 0 && version !== 1 && version !== 2) throw new Error(`unknown EROFS format version ${String(version)}`);
   const epoch1 = version !== 2;
-  const { nlinks, dirs, anyMulti } = validateAndCountLinks(fs);
+  const { nlinks, dirs, leaves, anyMulti } = validateAndCountLinks(fs);
 
   // Step 1: collect.
   const rootEntries = epoch1 ? rootEntriesWithStubs(fs.root) : fs.root.entries;
-  const inos = new Inodes(dirs + nlinks.size + 256);
+  const inos = new Inodes(dirs + leaves + 256);
   const col = new Collector(version, inos, fs.root, rootEntries, sortedKeys(rootEntries), nlinks);
   if (epoch1) collectBfs(col, fs.root, nlinks, version, anyMulti);
   else collectDfs(col, fs.root);

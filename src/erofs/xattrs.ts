@@ -122,7 +122,7 @@ export function writeMetacopyValue(buf: Buffer, off: number, id: Buffer): void {
   buf[off + 1] = 4 + id.length;
   buf[off + 2] = 0;
   buf[off + 3] = verityAlgorithm(id);
-  id.copy(buf, off + 4);
+  buf.set(id, off + 4); // TypedArray set: no native call per (small) copy, unlike Buffer#copy
 }
 
 /** Writes the redirect value of `id` at `off` (as {@link redirectValue}, without a hex string). */
@@ -294,11 +294,24 @@ export function shareXattrsFast(
   fastGroup: (IdGroup | null)[],
   epoch1: boolean,
 ): XattrItem[] {
-  const byId = new Map<string, IdGroup>();
+  // Keyed by 30 bits of the id (a small integer: no string or heap number per file); different
+  // ids with equal keys (a few among hundreds of thousands of digests) share a bucket.
+  const byId = new Map<number, IdGroup | IdGroup[]>();
+  const groups: IdGroup[] = [];
   const idGroup = (id: Buffer): IdGroup => {
-    const k = id.toString('latin1');
-    let g = byId.get(k);
-    if (g === undefined) byId.set(k, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+    const k = id.length >= 4 ? id.readUInt32LE(0) >>> 2 : -1 - id.length;
+    const b = byId.get(k);
+    let g: IdGroup | undefined;
+    if (b === undefined) byId.set(k, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+    else if (!Array.isArray(b)) {
+      if (b.id.equals(id)) return b;
+      byId.set(k, [b, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 })]);
+    } else {
+      g = b.find((x) => x.id.equals(id));
+      if (g) return g;
+      b.push((g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+    }
+    groups.push(g);
     return g;
   };
   const byValue = new Map<string, ValueGroup | ValueGroup[]>();
@@ -352,7 +365,7 @@ export function shareXattrsFast(
     }
   }
   byValue.clear();
-  for (const g of byId.values()) {
+  for (const g of groups) {
     if (g.mc > 1) {
       const { index, suffix } = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
       multi.push({ item: { index, suffix, value: metacopyValue(g.id), name: XATTR_OVERLAY_METACOPY }, set: (p) => (g.mcPos = p) });

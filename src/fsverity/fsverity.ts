@@ -31,9 +31,10 @@ const hashOnce: OneShot = cryptoHash
  */
 export interface NativeHash {
   hashAvailable(): boolean;
-  /** Hashes n 4096-byte blocks of src from srcOff, writing the n digests into dst at dstOff. */
   /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
   verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
+  /** verityFile on the libuv thread pool: the digest, or the bytes read when ≠ size. */
+  verityFileAsync(path: Uint8Array, alg: number, size: number): Promise<Buffer | number>;
   /** Incremental digest: a handle, fed by verityUpdate, finished (and freed) by verityDigest. */
   verityNew(alg: number): object;
   verityUpdate(handle: object, data: Uint8Array): void;
@@ -60,7 +61,8 @@ export function nativeHash(): NativeHash | null {
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
     const m = mod.exports;
-    if (typeof m.hashAvailable === 'function' && typeof m.verityFile === 'function' && typeof m.verityNew === 'function' && m.hashAvailable()) {
+    const fns = [m.hashAvailable, m.verityFile, m.verityFileAsync, m.verityNew];
+    if (fns.every((f) => typeof f === 'function') && m.hashAvailable!()) {
       native = m as NativeHash;
     }
   } catch {
@@ -212,6 +214,14 @@ const READ_SIZE = 1 << 20;
  * changed while it was being hashed.
  */
 export async function fsverityDigestFile(path: string | Buffer, alg: HashAlg, expectedSize?: bigint): Promise<Buffer> {
+  const nat = expectedSize !== undefined && expectedSize <= BigInt(Number.MAX_SAFE_INTEGER) ? nativeHash() : null;
+  if (nat) {
+    // Read and hashed in C on the libuv thread pool: no JS per block, nothing copied to JS.
+    const r = await nat.verityFileAsync(Buffer.from(path), ALG_NUMBER[alg], Number(expectedSize));
+    if (typeof r !== 'number') return r;
+    const how = BigInt(r) > expectedSize! ? 'grew' : 'shrank';
+    throw new Error(`${pathText(path)}: file changed while being hashed (it ${how}: ${expectedSize} bytes when listed)`);
+  }
   const fh = await open(path, 'r');
   try {
     const hasher = new FsVerityHasher(alg);

@@ -31,16 +31,18 @@
  * A filesystem without xattr support (llistxattr -> ENOTSUP) is an error there and here.
  *
  * Differences that cannot affect a successful result: composefs-rs walks depth-first in
- * readdir order, we walk depth-first in reverse readdir order (explicit stack). Which name of
- * a hardlinked inode is met first can therefore differ, but all names share one inode, so the
- * stat and content are the same. Node resolves DT_UNKNOWN readdir types with lstat where
+ * readdir order, we read several directories at once and take them as they finish. Which name
+ * of a hardlinked inode is met first can therefore differ, but all names share one inode, so
+ * the stat and content are the same. A DT_UNKNOWN readdir type is resolved by fstatat where
  * composefs-rs fails ("File type changed between readdir() and fstat()"); such filesystems
  * are rare.
  *
- * Performance: the metadata walk uses synchronous fs calls (about 5x faster than the promise
- * API for small-inode work: no thread-pool round trip per call) and yields to the event loop
- * every few milliseconds, so hashing workers keep being fed. Large files are hashed
- * concurrently with the walk through `opts.hashFile`, at most `hashConcurrency` at a time.
+ * Performance: each directory is read whole by native code on the libuv thread pool
+ * (native/scan.c: readdir, fstatat, inline contents, symlink targets, xattrs and, with
+ * `inlineHash`, the digests of small files) and comes back as one packed buffer, so a
+ * 500k-entry tree costs about one JS<->C crossing per directory. Several directories are read
+ * at once while this thread builds the tree from the finished ones. Larger files are hashed
+ * through `opts.hashFile`, at most `hashConcurrency` at a time.
  *
  * The source path itself: like composefs-rs (openat with O_NOFOLLOW), a source whose last
  * component is a symlink is rejected unless written with a trailing slash; intermediate
@@ -50,18 +52,21 @@
  * piecewise and accessed through /proc/self/fd/N, like composefs-rs's dirfd-relative walk.
  */
 import fs, { constants as fsc } from 'node:fs';
-import type { BigIntStats, Dirent } from 'node:fs';
+import { constants as osc } from 'node:os';
+import { getSystemErrorMap } from 'node:util';
+import type { BigIntStats } from 'node:fs';
 import {
   Directory,
   FileSystem,
-  INLINE_CONTENT_MAX,
   Leaf,
   nameKey,
+  type HashAlg,
   type LeafContent,
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
-import { readXattrs, readXattrsBatch, type RawXattr, type XattrError } from './xattr-native.js';
+import { readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
+import { ALG_NUMBER } from '../fsverity/fsverity.js';
 
 export interface ScanOptions {
   /**
@@ -75,25 +80,33 @@ export interface ScanOptions {
   hardlinks?: 'tracked' | 'break';
   /** Outstanding hashFile calls (default 64); further files wait. */
   hashConcurrency?: number;
+  /**
+   * Hash single-link regular files of 65..maxSize bytes while reading their directory (on the
+   * libuv thread pool, native hashing) instead of through `hashFile`. Only for pure digests:
+   * nothing is copied.
+   */
+  inlineHash?: { alg: HashAlg; maxSize: number };
+  /** Directories read at once (default 4). */
+  dirConcurrency?: number;
+  /** Updated as the scan goes (for progress reports). */
+  counters?: ScanCounters;
+}
+
+/** What a scan has done so far. */
+export interface ScanCounters {
+  /** Entries listed (every name but the root). */
+  entries: number;
+  /** Files hashed while reading their directory (`inlineHash`), and their bytes. */
+  hashedFiles: number;
+  hashedBytes: number;
 }
 
 /** Longest path we hand to the kernel directly; longer ones go through /proc/self/fd/N. */
 const MAX_DIRECT_PATH = 3800;
-/** Milliseconds of synchronous walking before yielding to the event loop. */
-const YIELD_EVERY_MS = 2;
 /** Files waiting for a hash slot before the walk pauses (bounds memory on huge trees). */
 const MAX_QUEUED_HASHES = 8192;
-/** Directories whose xattr batch may still be running while the walk goes on. */
-const MAX_XATTR_BATCHES = 4;
 const SLASH = Buffer.from('/');
 const NS_PER_SEC = 1_000_000_000n;
-
-/** The real path of the entry an {@link XattrError} of a batch read names (its last component). */
-function xattrErrorPath(real: Buffer, e: unknown): Buffer {
-  const p = (e as Partial<XattrError> | undefined)?.pathBuffer;
-  if (!Buffer.isBuffer(p)) return real;
-  return joinPath(real, p.subarray(p.lastIndexOf(0x2f) + 1));
-}
 
 /** Human-readable form of a raw path for messages (invalid UTF-8 shown as U+FFFD, like to_string_lossy). */
 export function showPath(p: Buffer): string {
@@ -132,13 +145,8 @@ function toXattrs(raw: RawXattr[]): Xattrs {
   return x;
 }
 
-/** The last seconds value made: files of one tree mostly share a few, so they share the bigint. */
-let lastSec = 0n;
-
 function statOf(st: BigIntStats, xattrs: Xattrs): Stat {
-  let { sec, nsec } = splitNs(st.mtimeNs);
-  if (sec === lastSec) sec = lastSec;
-  else lastSec = sec;
+  const { sec, nsec } = splitNs(st.mtimeNs);
   return {
     mode: Number(st.mode & 0o7777n),
     uid: Number(st.uid),
@@ -147,19 +155,6 @@ function statOf(st: BigIntStats, xattrs: Xattrs): Stat {
     mtimeNsec: nsec,
     xattrs,
   };
-}
-
-type Kind = 'dir' | 'reg' | 'lnk' | 'chr' | 'blk' | 'fifo' | 'sock' | 'unknown';
-
-function kindOf(st: BigIntStats | Dirent<Buffer>): Kind {
-  if (st.isDirectory()) return 'dir';
-  if (st.isFile()) return 'reg';
-  if (st.isSymbolicLink()) return 'lnk';
-  if (st.isCharacterDevice()) return 'chr';
-  if (st.isBlockDevice()) return 'blk';
-  if (st.isFIFO()) return 'fifo';
-  if (st.isSocket()) return 'sock';
-  return 'unknown';
 }
 
 /** Error naming the path, keeping the system error as cause and its code. */
@@ -223,54 +218,10 @@ function openLongDir(real: Buffer): DirAnchor {
   }
 }
 
-/** An inode number as a Map key: a number when exact, else the bigint (both compare by value). */
-function inoKey(ino: bigint): number | bigint {
-  return ino <= 0x1fffffffffffffn ? Number(ino) : ino;
-}
-
 interface DirTask {
   dir: Directory;
   /** The real path (for messages, and for access when short enough). */
   real: Buffer;
-}
-
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-const inlineScratch = Buffer.alloc(INLINE_CONTENT_MAX);
-
-/** Regular-file content: inline (one read() of st_size bytes) or an external placeholder. */
-function regularContent(access: Buffer, size: bigint): LeafContent {
-  if (size > BigInt(INLINE_CONTENT_MAX)) return { type: 'external', id: Buffer.alloc(0), size }; // id set by the hash job
-  // composefs-rs opens every regular file O_RDONLY (even empty ones), then does ONE read():
-  // a short read silently truncates.
-  const fd = fs.openSync(access, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-  try {
-    if (size === 0n) return { type: 'inline', data: EMPTY_DATA };
-    const n = fs.readSync(fd, inlineScratch, 0, Number(size), null);
-    // Buffer.from copies into Node's shared pool: far less memory per small file than alloc.
-    return { type: 'inline', data: Buffer.from(inlineScratch.subarray(0, n)) };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function leafContent(kind: Kind, access: Buffer, st: BigIntStats): LeafContent {
-  switch (kind) {
-    case 'reg':
-      return regularContent(access, st.size);
-    case 'lnk':
-      return { type: 'symlink', target: fs.readlinkSync(access, { encoding: 'buffer' }) };
-    case 'chr':
-      return { type: 'chardev', rdev: st.rdev };
-    case 'blk':
-      return { type: 'blockdev', rdev: st.rdev };
-    case 'fifo':
-      return { type: 'fifo' };
-    case 'sock':
-      return { type: 'socket' };
-    default:
-      throw new Error('unsupported file type');
-  }
 }
 
 /**
@@ -374,11 +325,11 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   };
 
   // --- the walk -------------------------------------------------------------------------------
-  // st_dev -> st_ino -> first leaf; inode numbers as numbers when exact (no key string per file)
-  const seen = new Map<bigint, Map<number | bigint, Leaf>>();
-  let lastDev = -1n;
+  // st_dev -> st_ino -> first leaf; numbers when exact (no key string per file)
+  const seen = new Map<number | bigint, Map<number | bigint, Leaf>>();
+  let lastDev: number | bigint = -1;
   let lastDevMap: Map<number | bigint, Leaf> | undefined;
-  const inodesOf = (dev: bigint): Map<number | bigint, Leaf> => {
+  const inodesOf = (dev: number | bigint): Map<number | bigint, Leaf> => {
     if (dev === lastDev && lastDevMap) return lastDevMap;
     let m = seen.get(dev);
     if (!m) seen.set(dev, (m = new Map()));
@@ -386,143 +337,272 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     lastDevMap = m;
     return m;
   };
-  /**
-   * Scans one directory. Its entries' xattrs are read by one batch call on the libuv thread
-   * pool while this thread stats the entries; the returned promise (if any) settles once the
-   * xattrs are in place.
-   */
-  const scanDir = ({ dir, real }: DirTask, stack: DirTask[]): Promise<void> | undefined => {
-    let anchor: DirAnchor | undefined;
-    if (real.length > MAX_DIRECT_PATH) {
-      try {
-        anchor = openLongDir(real);
-      } catch (e) {
-        throw scanError('cannot open directory', real, e);
-      }
-    }
-    let batch: Promise<RawXattr[][]> | undefined;
-    try {
-      const access = anchor ? anchor.procPath : real;
-      let dirents: Dirent<Buffer>[];
-      try {
-        dirents = fs.readdirSync(access, { encoding: 'buffer', withFileTypes: true }) as Dirent<Buffer>[];
-      } catch (e) {
-        throw scanError('cannot read directory', real, e);
-      }
-      const names: Buffer[] = [];
-      for (const d of dirents) {
-        const name = d.name;
-        if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) continue;
-        names.push(name);
-      }
-      if (names.length === 0) return undefined;
-      // Every name's xattrs, hard links included (composefs-rs reads them too).
-      batch = readXattrsBatch(access, names);
-      /** The stat of each name (index as in `names`) whose xattrs are kept; others undefined. */
-      const stats: (Stat | undefined)[] = new Array<Stat | undefined>(names.length);
-      let j = -1;
-      for (const d of dirents) {
-        const name = d.name;
-        if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) continue;
-        j++;
-        const childAccess = joinPath(access, name);
-        const childReal = anchor ? joinPath(real, name) : childAccess;
-        let st: BigIntStats;
-        try {
-          st = fs.lstatSync(childAccess, { bigint: true });
-        } catch (e) {
-          throw scanError('cannot stat', childReal, e);
+  const inlineAlg = opts.inlineHash ? ALG_NUMBER[opts.inlineHash.alg] : 0;
+  const inlineMax = opts.inlineHash?.maxSize ?? 0;
+  const counters = opts.counters;
+
+  /** Builds the entries of one directory from its packed native records (see native/scan.c). */
+  const addEntries = (task: DirTask, anchor: DirAnchor | undefined, buf: Buffer, stack: DirTask[]): void => {
+    const { dir, real } = task;
+    const access = anchor ? anchor.procPath : real;
+    const r = new Records(buf);
+    while (r.more()) {
+      const tag = r.u8();
+      const nameStart = r.pos + 2;
+      const nameLen = r.u16();
+      r.pos += nameLen;
+      if (tag === 2) throw recordError(r, real, buf.subarray(nameStart, nameStart + nameLen));
+      const kind = r.u8();
+      const mode = r.u32() & 0o7777;
+      const uid = r.u32();
+      const gid = r.u32();
+      const nsec = r.u32();
+      const mtimeSec = r.secs();
+      const sizeLo = r.u32();
+      const sizeHi = r.u32();
+      const dev = r.u64Key();
+      const ino = r.u64Key();
+      const rdevAt = r.pos;
+      r.pos += 8;
+      const ckind = r.u8();
+      let cStart = 0;
+      let cLen = 0;
+      if (ckind === 3) cLen = r.u8();
+      else if (ckind !== 0) cLen = r.u32();
+      cStart = r.pos;
+      r.pos += cLen;
+      const nx = r.u16();
+      let xattrs = NO_XATTRS;
+      if (nx > 0) {
+        xattrs = new Map();
+        for (let k = 0; k < nx; k++) {
+          const xl = r.u16();
+          const xname = buf.toString('latin1', r.pos, r.pos + xl);
+          r.pos += xl;
+          const vl = r.u32();
+          xattrs.set(xname, Buffer.from(buf.subarray(r.pos, r.pos + vl)));
+          r.pos += vl;
         }
-        const kind = kindOf(st);
-        if (kind !== kindOf(d)) throw scanError('File type changed between readdir() and lstat():', childReal);
-        const key = nameKey(name);
-        const inodes = tracked && kind !== 'dir' ? inodesOf(st.dev) : undefined;
-        if (inodes) {
-          const prev = inodes.get(inoKey(st.ino));
-          if (prev) {
-            // composefs-rs still reads this name's xattrs (and would fail on error) but
-            // discards its stat: the first leaf stays.
-            dir.entries.set(key, prev);
-            continue;
-          }
-        }
-        const stat = statOf(st, NO_XATTRS); // xattrs set when the batch is in
-        stats[j] = stat;
-        if (kind === 'dir') {
-          const child = new Directory(stat);
-          dir.entries.set(key, child);
-          stack.push({ dir: child, real: childReal });
+      }
+      const key = buf.toString('latin1', nameStart, nameStart + nameLen);
+      if (counters) counters.entries++;
+      const inodes = tracked && kind !== KIND_DIR ? inodesOf(dev) : undefined;
+      if (inodes) {
+        const prev = inodes.get(ino);
+        if (prev) {
+          // composefs-rs still reads this name's xattrs (and would fail on error) but
+          // discards its stat: the first leaf stays.
+          dir.entries.set(key, prev);
           continue;
         }
-        let content: LeafContent;
-        try {
-          content = leafContent(kind, childAccess, st);
-        } catch (e) {
-          throw scanError('cannot read', childReal, e);
-        }
-        const leaf = new Leaf(stat, content);
-        if (inodes) inodes.set(inoKey(st.ino), leaf);
-        dir.entries.set(key, leaf);
-        if (content.type === 'external') startHash(leaf, childAccess, childReal, content.size, anchor);
       }
-      const pending = batch;
-      batch = undefined;
-      const held = anchor;
-      anchor = undefined; // released once the batch has settled
-      return pending.then(
-        (all) => {
-          held?.release();
-          for (let k = 0; k < all.length; k++) {
-            const st = stats[k];
-            if (st !== undefined && all[k].length > 0) st.xattrs = toXattrs(all[k]);
+      const stat: Stat = { mode, uid, gid, mtimeSec, mtimeNsec: nsec, xattrs };
+      if (kind === KIND_DIR) {
+        const child = new Directory(stat);
+        dir.entries.set(key, child);
+        stack.push({ dir: child, real: joinPath(real, buf.subarray(nameStart, nameStart + nameLen)) });
+        continue;
+      }
+      let content: LeafContent;
+      let hashAt: bigint | undefined;
+      switch (kind) {
+        case KIND_REG: {
+          if (ckind === 1) content = { type: 'inline', data: cLen === 0 ? EMPTY_DATA : Buffer.from(buf.subarray(cStart, cStart + cLen)) };
+          else {
+            const size = BigInt(sizeHi) * 0x100000000n + BigInt(sizeLo);
+            if (ckind === 3) {
+              content = { type: 'external', id: Buffer.from(buf.subarray(cStart, cStart + cLen)), size };
+              if (counters) {
+                counters.hashedFiles++;
+                counters.hashedBytes += Number(size);
+              }
+            } else {
+              content = { type: 'external', id: Buffer.alloc(0), size }; // id set by the hash job
+              hashAt = size;
+            }
           }
-        },
-        (e: unknown) => {
-          held?.release();
-          throw scanError('cannot read extended attributes of', xattrErrorPath(real, e), e);
-        },
-      );
-    } finally {
-      if (batch !== undefined) {
-        // Failed while the batch runs: let it finish before the directory fd may close.
-        const held = anchor;
-        batch.then(
-          () => held?.release(),
-          () => held?.release(),
-        );
-      } else anchor?.release();
+          break;
+        }
+        case KIND_LNK:
+          content = { type: 'symlink', target: Buffer.from(buf.subarray(cStart, cStart + cLen)) };
+          break;
+        case KIND_CHR:
+          content = { type: 'chardev', rdev: buf.readBigUInt64LE(rdevAt) };
+          break;
+        case KIND_BLK:
+          content = { type: 'blockdev', rdev: buf.readBigUInt64LE(rdevAt) };
+          break;
+        case KIND_FIFO:
+          content = { type: 'fifo' };
+          break;
+        default:
+          content = { type: 'socket' };
+      }
+      const leaf = new Leaf(stat, content);
+      if (inodes) inodes.set(ino, leaf);
+      dir.entries.set(key, leaf);
+      if (hashAt !== undefined) {
+        const name = buf.subarray(nameStart, nameStart + nameLen);
+        const childAccess = joinPath(access, name);
+        startHash(leaf, childAccess, anchor ? joinPath(real, name) : childAccess, hashAt, anchor);
+      }
     }
   };
 
-  // Directories whose xattrs are still being read (a few in flight, so the walk never waits).
-  const inflight: Promise<void>[] = [];
-  try {
-    const stack: DirTask[] = [{ dir: rootDir, real: rootPath }];
-    let lastYield = performance.now();
-    while (stack.length > 0 && hashError === undefined) {
-      const xattrsIn = scanDir(stack.pop()!, stack);
-      if (xattrsIn !== undefined) {
-        xattrsIn.catch(() => {}); // awaited below; no unhandled rejection meanwhile
-        inflight.push(xattrsIn);
-        if (inflight.length > MAX_XATTR_BATCHES) await inflight.shift();
-      }
-      if (queue.length - head > MAX_QUEUED_HASHES) {
-        await drain(MAX_QUEUED_HASHES / 2);
-        lastYield = performance.now();
-      } else if (performance.now() - lastYield > YIELD_EVERY_MS) {
-        await yieldToLoop();
-        lastYield = performance.now();
+  /** Reads one directory on the thread pool; resolves once its entries are in the tree. */
+  const scanOne = async (task: DirTask, stack: DirTask[]): Promise<void> => {
+    let anchor: DirAnchor | undefined;
+    if (task.real.length > MAX_DIRECT_PATH) {
+      try {
+        anchor = openLongDir(task.real);
+      } catch (e) {
+        throw scanError('cannot open directory', task.real, e);
       }
     }
-    for (const p of inflight) await p;
+    try {
+      const buf = await scanDirNative(anchor ? anchor.procPath : task.real, inlineAlg, inlineMax);
+      if (hashError !== undefined || aborted) return;
+      addEntries(task, anchor, buf, stack);
+    } catch (e) {
+      if ((e as { cfsScan?: boolean }).cfsScan) throw e;
+      throw scanError('cannot read directory', task.real, e);
+    } finally {
+      anchor?.release();
+    }
+  };
+
+  // Several directories are read at once (the thread pool works while this thread builds the
+  // tree); results are taken in the order they finish, which changes nothing in the tree.
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown;
+  let settled: (() => void) | undefined;
+  const maxInflight = Math.max(1, opts.dirConcurrency ?? 4);
+  try {
+    const stack: DirTask[] = [{ dir: rootDir, real: rootPath }];
+    while ((stack.length > 0 || inflight.size > 0) && failure === undefined && hashError === undefined) {
+      while (stack.length > 0 && inflight.size < maxInflight) {
+        const p: Promise<void> = scanOne(stack.pop()!, stack).then(
+          () => {
+            inflight.delete(p);
+            settled?.();
+          },
+          (e: unknown) => {
+            inflight.delete(p);
+            failure ??= e;
+            settled?.();
+          },
+        );
+        inflight.add(p);
+      }
+      if (inflight.size > 0) await new Promise<void>((resolve) => (settled = resolve));
+      settled = undefined;
+      if (queue.length - head > MAX_QUEUED_HASHES) await drain(MAX_QUEUED_HASHES / 2);
+    }
+    if (failure !== undefined) throw failure;
   } catch (e) {
     aborted = true; // queued hashes are skipped
     throw e;
   } finally {
-    // Even on failure, wait for the running hashes and xattr reads so no descriptor outlives the call.
+    // Even on failure, wait for the running hashes and directory reads so no descriptor outlives the call.
+    await Promise.allSettled([...inflight]);
     await drain(0);
-    await Promise.allSettled(inflight);
   }
   if (hashError !== undefined) throw hashError;
   return new FileSystem(rootDir);
+}
+
+const KIND_DIR = 1;
+const KIND_REG = 2;
+const KIND_LNK = 3;
+const KIND_CHR = 4;
+const KIND_BLK = 5;
+const KIND_FIFO = 6;
+
+/** A cursor over the packed records of native/scan.c. */
+class Records {
+  pos = 0;
+  private lastSecLo = -1;
+  private lastSecHi = -1;
+  private lastSec = 0n;
+  constructor(readonly b: Buffer) {}
+  more(): boolean {
+    return this.pos < this.b.length;
+  }
+  u8(): number {
+    return this.b[this.pos++];
+  }
+  u16(): number {
+    const v = this.b[this.pos] | (this.b[this.pos + 1] << 8);
+    this.pos += 2;
+    return v;
+  }
+  u32(): number {
+    const v = this.b.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+  /** A signed 64-bit seconds value; files of a directory mostly share it, so they share the bigint. */
+  secs(): bigint {
+    const lo = this.u32();
+    const hi = this.b.readInt32LE(this.pos);
+    this.pos += 4;
+    if (lo !== this.lastSecLo || hi !== this.lastSecHi) {
+      this.lastSecLo = lo;
+      this.lastSecHi = hi;
+      this.lastSec = BigInt(hi) * 0x100000000n + BigInt(lo);
+    }
+    return this.lastSec;
+  }
+  /** An unsigned 64-bit value as a Map key: a number when exact, else a bigint. */
+  u64Key(): number | bigint {
+    const lo = this.u32();
+    const hi = this.u32();
+    return hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+  }
+}
+
+const ERRNO_NAMES = getSystemErrorMap();
+// Error record ops (native/scan.c).
+const OP_OPEN_DIR = 1;
+const OP_STAT = 2;
+const OP_TYPE = 3;
+const OP_READ = 4;
+const OP_XATTR = 5;
+const OP_CHANGED = 7;
+const ESTALE_TYPE = osc.errno.ESTALE;
+
+/** The error an error record describes, naming the entry (or the directory itself). */
+function recordError(r: Records, dirReal: Buffer, name: Buffer): Error {
+  const op = r.u8();
+  const errno = r.u32();
+  const lo = r.u32();
+  const listed = r.u32() * 0x100000000 + lo;
+  const sysLen = r.u8();
+  const syscall = r.b.toString('latin1', r.pos, r.pos + sysLen);
+  const p = name.length > 0 ? joinPath(dirReal, name) : dirReal;
+  let cause: Error;
+  if (op === OP_CHANGED) {
+    // errno is 1 when the file grew, 0 when it shrank; the number is its size when listed
+    const how = errno === 1 ? 'grew' : 'shrank';
+    cause = Object.assign(new Error(`file changed while being hashed (it ${how}: ${listed} bytes when listed)`), { code: 'ECHANGED' });
+  } else {
+    const [code, desc] = ERRNO_NAMES.get(-errno) ?? [`E${errno}`, `error ${errno}`];
+    cause = Object.assign(new Error(`${code}: ${desc}, ${syscall} '${showPath(p)}'`), { code, errno: -errno, syscall });
+  }
+  const what =
+    op === OP_OPEN_DIR
+      ? 'cannot read directory'
+      : op === OP_STAT
+        ? 'cannot stat'
+        : op === OP_TYPE
+          ? errno === ESTALE_TYPE
+            ? 'File type changed between readdir() and lstat():'
+            : 'unsupported file type:'
+          : op === OP_READ
+            ? 'cannot read'
+            : op === OP_XATTR
+              ? 'cannot read extended attributes of'
+              : 'cannot hash';
+  const err = op === OP_TYPE ? scanError(what, p) : scanError(what, p, cause);
+  return Object.assign(err, { cfsScan: true });
 }

@@ -20,7 +20,7 @@ export type RawXattr = [name: Buffer, value: Buffer];
 
 interface XattrAddon {
   readXattrs(path: Buffer): RawXattr[];
-  readXattrsBatch(dir: Buffer, names: Buffer[]): Promise<RawXattr[][]>;
+  scanDir(dir: Buffer, alg: number, hashMax: number): Promise<Buffer>;
 }
 
 /** Errors thrown by the addon: like Node's own system errors, plus the raw path bytes. */
@@ -78,10 +78,11 @@ export function readXattrs(p: Buffer): RawXattr[] {
 }
 
 /**
- * xattrs of `dir/name` for every name, not following final symlinks; runs on the libuv thread
- * pool. Rejects with an {@link XattrError} naming the first path that failed.
+ * One directory read whole on the libuv thread pool (native/scan.c): every entry's lstat,
+ * inline content or symlink target, xattrs and, with `alg` 1 (SHA-256) or 2 (SHA-512), the
+ * fs-verity digest of single-link regular files of 65..`hashMax` bytes. Resolves to the packed
+ * records that src/scan/scan.ts decodes; a failure is the last record, naming the entry.
  */
-export function readXattrsBatch(dir: Buffer, names: Buffer[]): Promise<RawXattr[][]> {
-  if (names.length === 0) return Promise.resolve([]);
-  return load().readXattrsBatch(dir, names);
+export function scanDirNative(dir: Buffer, alg: number, hashMax: number): Promise<Buffer> {
+  return load().scanDir(dir, alg, hashMax);
 }

@@ -58,6 +58,12 @@ export type LeafType = LeafContent['type'];
 /** A non-directory inode. Sharing one `Leaf` object between entries makes them hardlinks. */
 export class Leaf {
   readonly kind = 'leaf' as const;
+  /**
+   * Scratch of the image writer, not part of the tree: the number of the last writer pass that
+   * met this leaf. Counting links with it keeps every singly-linked leaf (nearly all of them)
+   * out of the writer's hash maps.
+   */
+  seenInPass = 0;
   constructor(public stat: Stat, public content: LeafContent) {}
 }
 

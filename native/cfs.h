@@ -1,0 +1,81 @@
+/*
+ * Declarations shared by the addon's C files: xattr.c (xattrs, fs-verity hashing, module
+ * registration) and scan.c (whole-directory reads).
+ */
+#ifndef CFS_NATIVE_H
+#define CFS_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <node_api.h>
+
+typedef struct {
+  char *name;      /* NUL-terminated as returned by the kernel */
+  size_t name_len; /* without the NUL */
+  char *value;
+  size_t value_len;
+} xattr_pair;
+
+typedef struct {
+  xattr_pair *pairs;
+  size_t count;
+} xattr_list;
+
+typedef struct {
+  int err;           /* errno, 0 = ok */
+  const char *syscall;
+  char *path;        /* malloc'd copy of the failing path */
+  size_t path_len;
+} fail_info;
+
+void free_list(xattr_list *l);
+void set_fail(fail_info *f, int err, const char *syscall, const char *path, size_t path_len);
+/* All xattrs of `path` (NUL-terminated), not following a final symlink. 0, or -1 with *f set. */
+int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info *f);
+napi_value make_error(napi_env env, const fail_info *f);
+/* A Buffer / Uint8Array argument as a malloc'd NUL-terminated string (throws and returns NULL on error). */
+char *arg_bytes(napi_env env, napi_value v, size_t *len_out);
+
+#define VERITY_BLOCK 4096
+#define VERITY_MAX_LEVELS 10 /* 64^10 blocks of 4 KiB: more than any file */
+#define VERITY_READ (1u << 20)
+
+typedef int (*sha_init_fn)(void *);
+typedef int (*sha_update_fn)(void *, const void *, size_t);
+typedef int (*sha_final_fn)(unsigned char *, void *);
+
+typedef struct {
+  sha_init_fn init;
+  sha_update_fn update;
+  sha_final_fn final;
+  size_t dsize;
+  int num; /* fs-verity algorithm number */
+} sha_impl;
+
+/* Index 1 = SHA-256, 2 = SHA-512 (the fs-verity numbers); valid once sha_load() returned 1. */
+extern sha_impl sha_impls[3];
+int sha_load(void);
+
+typedef struct {
+  unsigned char block[VERITY_BLOCK];
+  size_t used;
+  uint64_t count;
+} verity_level;
+
+typedef struct {
+  const sha_impl *h;
+  verity_level levels[VERITY_MAX_LEVELS];
+  int nlevels;
+  unsigned char pending[VERITY_BLOCK];
+  size_t pending_len;
+  uint64_t size;
+} verity_state;
+
+void verity_init(verity_state *s, const sha_impl *h);
+void verity_update(verity_state *s, const unsigned char *data, size_t len);
+void verity_final(verity_state *s, unsigned char *out);
+
+/* scanDir(dir, alg, hashMax): see scan.c. */
+napi_value js_scan_dir(napi_env env, napi_callback_info info);
+
+#endif
