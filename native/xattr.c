@@ -7,7 +7,8 @@
  *   scanDir(dir, alg, hashMax): Promise<Buffer>            (scan.c)
  *       One directory read whole on the libuv thread pool: stats, small contents, symlink
  *       targets, xattrs and digests of small files, as packed records.
- *   hashAvailable(), verityFile(path, alg, size, out), verityFileAsync(path, alg, size),
+ *   hashAvailable(), verityFile(path, alg, size, out), verityFileAsync(path, alg, size[, offset]),
+ *   verityBuffer(data, alg, out),
  *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)
  *       fs-verity digests computed with the SHA functions of the OpenSSL inside node.
  *
@@ -556,9 +557,42 @@ failed:
 
 
 /*
- * verityFileAsync(path, alg, size): verityFile on the libuv thread pool. Resolves to the digest
- * (a Buffer), or to the number of bytes read when that differs from size (the file changed);
- * rejects like verityFile throws.
+ * verityBuffer(data, alg, out): fs-verity digest of an in-memory buffer, in one call (no
+ * incremental handle to create and collect: the cheap path for many small tar members).
+ */
+static napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityBuffer(data, alg, out)");
+    return NULL;
+  }
+  const sha_impl *h = alg_arg(env, argv[1]);
+  if (!h) return NULL;
+  unsigned char *data, *out;
+  size_t len, out_len;
+  if (u8_arg(env, argv[0], &data, &len) || u8_arg(env, argv[2], &out, &out_len)) return NULL;
+  if (out_len < h->dsize) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityBuffer: output buffer too small");
+    return NULL;
+  }
+  if (!tl_state) tl_state = malloc(sizeof *tl_state);
+  if (!tl_state) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  verity_init(tl_state, h);
+  verity_update(tl_state, data, len);
+  verity_final(tl_state, out);
+  return NULL;
+}
+
+/*
+ * verityFileAsync(path, alg, size[, offset]): verityFile on the libuv thread pool. Resolves to
+ * the digest (a Buffer), or to the number of bytes read when that differs from size (the file
+ * changed); rejects like verityFile throws. With an offset, the digest is of the size bytes
+ * there (a member of a tar file), read with pread.
  */
 typedef struct {
   napi_async_work work;
@@ -567,6 +601,7 @@ typedef struct {
   size_t path_len;
   const sha_impl *h;
   uint64_t size;
+  int64_t offset; /* -1: the whole file (read up to size + 1 bytes); else a range of exactly size bytes */
   uint64_t total;
   unsigned char digest[64];
   fail_info fail;
@@ -591,9 +626,10 @@ static void verity_job_execute(napi_env env, void *data) {
   verity_init(s, j->h);
   uint64_t total = 0;
   for (;;) {
-    uint64_t room = j->size - total + 1;
+    uint64_t room = j->size - total + (j->offset < 0 ? 1 : 0);
+    if (room == 0) break;
     size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
-    ssize_t got = read(fd, tl_buf, want);
+    ssize_t got = j->offset < 0 ? read(fd, tl_buf, want) : pread(fd, tl_buf, want, (off_t)(j->offset + (int64_t)total));
     if (got < 0) {
       if (errno == EINTR) continue;
       set_fail(&j->fail, errno, "read", j->path, j->path_len);
@@ -640,12 +676,24 @@ static void verity_job_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 3) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityFileAsync(path, alg, size)");
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityFileAsync(path, alg, size[, offset])");
     return NULL;
+  }
+  double offset_d = -1;
+  if (argc >= 4) {
+    napi_valuetype t;
+    CHECK(napi_typeof(env, argv[3], &t));
+    if (t != napi_undefined) {
+      CHECK(napi_get_value_double(env, argv[3], &offset_d));
+      if (!(offset_d >= 0 && offset_d <= 9007199254740991.0)) {
+        napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFileAsync: bad offset");
+        return NULL;
+      }
+    }
   }
   const sha_impl *h = alg_arg(env, argv[1]);
   if (!h) return NULL;
@@ -667,6 +715,7 @@ static napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
   }
   j->h = h;
   j->size = (uint64_t)size_d;
+  j->offset = (int64_t)offset_d;
   napi_value promise, resource_name;
   if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "cfsVerityFile", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
@@ -790,6 +839,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityFile", NULL, js_verity_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verityBuffer", NULL, js_verity_buffer, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityFileAsync", NULL, js_verity_file_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityUpdate", NULL, js_verity_update, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -11,6 +11,7 @@ import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, writeFileSync,
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseDumpfile } from '../src/dumpfile/parse.js';
+import { fsverityDigest, nativeHash } from '../src/fsverity/fsverity.js';
 import { traverse, type HashAlg } from '../src/tree/tree.js';
 import { CLI, IN_CI, have, tempDir } from './helpers.js';
 
@@ -101,4 +102,35 @@ test('directory source: a file whose size differs from what it holds is an error
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /cannot hash \/sys\/kernel\/mm\/transparent_hugepage\/\S+: file changed while being hashed \(it shrank: 4096 bytes when listed\)/);
   assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
+test('native range hashing (tar members read in place) equals fsverity digest of the member', async (t) => {
+  const nat = nativeHash();
+  if (!have('fsverity') || !nat) {
+    if (IN_CI) assert.fail('fsverity and native hashing are required under CI');
+    t.skip('fsverity or native hashing not available');
+    return;
+  }
+  const { dir, cleanup } = tempDir('cfs-range-');
+  try {
+    const whole = path.join(dir, 'whole');
+    const member = path.join(dir, 'member');
+    for (const [size, at] of [[65, 512], [4096, 1536], [70000, 4608], [300001, 513]] as const) {
+      const data = content(size, size);
+      writeFileSync(whole, Buffer.concat([content(at, 9), data, content(1000, 3)]));
+      writeFileSync(member, data);
+      for (const alg of ['sha256', 'sha512'] as HashAlg[]) {
+        const want = execFileSync('fsverity', ['digest', `--hash-alg=${alg}`, '--compact', member], { encoding: 'utf8' }).trim();
+        const got = await nat.verityFileAsync(Buffer.from(whole), alg === 'sha256' ? 1 : 2, size, at);
+        assert.ok(Buffer.isBuffer(got), `${alg} ${size}@${at}`);
+        assert.equal((got as Buffer).toString('hex'), want, `${alg} ${size}@${at}`);
+        // the same bytes in memory, one call
+        assert.equal(fsverityDigest(data, alg).toString('hex'), want);
+      }
+    }
+    // a range past the end of the file: the bytes read, not a digest
+    assert.equal(await nat.verityFileAsync(Buffer.from(whole), 1, 5000, 300000), 1514);
+  } finally {
+    cleanup();
+  }
 });

@@ -33,8 +33,13 @@ export interface NativeHash {
   hashAvailable(): boolean;
   /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
   verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
-  /** verityFile on the libuv thread pool: the digest, or the bytes read when ≠ size. */
-  verityFileAsync(path: Uint8Array, alg: number, size: number): Promise<Buffer | number>;
+  /**
+   * verityFile on the libuv thread pool: the digest, or the bytes read when ≠ size. With an
+   * offset: the digest of the `size` bytes there (pread).
+   */
+  verityFileAsync(path: Uint8Array, alg: number, size: number, offset?: number): Promise<Buffer | number>;
+  /** fs-verity digest of an in-memory buffer into out, in one call. */
+  verityBuffer(data: Uint8Array, alg: number, out: Uint8Array): void;
   /** Incremental digest: a handle, fed by verityUpdate, finished (and freed) by verityDigest. */
   verityNew(alg: number): object;
   verityUpdate(handle: object, data: Uint8Array): void;
@@ -61,7 +66,7 @@ export function nativeHash(): NativeHash | null {
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
     const m = mod.exports;
-    const fns = [m.hashAvailable, m.verityFile, m.verityFileAsync, m.verityNew];
+    const fns = [m.hashAvailable, m.verityFile, m.verityFileAsync, m.verityBuffer, m.verityNew];
     if (fns.every((f) => typeof f === 'function') && m.hashAvailable!()) {
       native = m as NativeHash;
     }
@@ -203,6 +208,12 @@ export class FsVerityHasher {
 
 /** fs-verity digest of an in-memory buffer. */
 export function fsverityDigest(data: Uint8Array, alg: HashAlg): Buffer {
+  const nat = nativeHash();
+  if (nat) {
+    const out = Buffer.allocUnsafe(alg === 'sha256' ? 32 : 64);
+    nat.verityBuffer(data, ALG_NUMBER[alg], out);
+    return out;
+  }
   return new FsVerityHasher(alg).update(data).digest();
 }
 

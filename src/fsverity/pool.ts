@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { HashAlg } from '../tree/tree.js';
 import { packBatch, type BufferBatch, type BufferBatchResult, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
 import { ALG_NUMBER } from './fsverity.js';
-import { nativeHashAddonFile } from './fsverity.js';
+import { nativeHash, nativeHashAddonFile } from './fsverity.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
 /** The worker script, embedded by the bundler (undefined in unbundled builds). */
@@ -107,9 +107,13 @@ export class HashPool {
   bytesDone = 0n;
   filesDone = 0;
 
-  constructor(readonly jobs = availableParallelism()) {
+  constructor(readonly jobs = availableParallelism()) {}
+
+  /** Starts the workers on first use: a pool that native hashing leaves idle costs nothing. */
+  private start(): void {
+    if (this.slots.length > 0) return;
     const data: HashWorkerData = { ...workerData, cfsWorker: 'hash', addon: nativeHashAddonFile() };
-    for (let i = 0; i < Math.max(1, jobs); i++) {
+    for (let i = 0; i < Math.max(1, this.jobs); i++) {
       const w = embeddedWorker
         ? new Worker(embeddedWorker, { eval: true, workerData: data })
         : new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData: data });
@@ -227,6 +231,7 @@ export class HashPool {
   stream(alg: HashAlg): ContentStream {
     if (this.failure) throw this.failure;
     if (this.closed) throw new Error('HashPool: closed');
+    this.start();
     const id = this.nextStream++;
     let slot = this.slots[0];
     for (const s of this.slots) if (s.bufBytes + (s.open?.used ?? 0) < slot.bufBytes + (slot.open?.used ?? 0)) slot = s;
@@ -334,6 +339,7 @@ export class HashPool {
   hash(path: Buffer, size: bigint, alg: HashAlg, copyTo?: string): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('HashPool: closed'));
+    this.start();
     const id = this.nextId++;
     // Batches copy the path bytes into one array of their own.
     const job: HashJob = { id, path, alg, size: Number(size), copyTo };
@@ -354,6 +360,19 @@ export class HashPool {
   hashRange(path: Buffer, offset: number, size: bigint, alg: HashAlg): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('HashPool: closed'));
+    const nat = nativeHash();
+    if (nat) {
+      // Read (pread) and hashed in C on the libuv thread pool: no worker, no message.
+      return nat.verityFileAsync(path, ALG_NUMBER[alg], Number(size), offset).then((r) => {
+        if (typeof r !== 'number') {
+          this.filesDone++;
+          this.bytesDone += size;
+          return r;
+        }
+        throw new HashError(path, `file changed while being hashed (${r} of ${size} bytes at offset ${offset})`, 'ECHANGED');
+      });
+    }
+    this.start();
     const job: HashJob = { id: this.nextId++, path, alg, size: Number(size), offset };
     return new Promise<Buffer>((resolve, reject) => {
       this.queue.push({ job, resolve, reject, path, size });

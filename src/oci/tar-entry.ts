@@ -23,7 +23,7 @@
  *   boundary is also a clean end; any other EOF is an error;
  * - device numbers come from the ustar/GNU devmajor/devminor octal fields (absent in v7 headers).
  */
-import { FsVerityHasher } from '../fsverity/fsverity.js';
+import { FsVerityHasher, fsverityDigest } from '../fsverity/fsverity.js';
 import type { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
@@ -663,6 +663,15 @@ export async function toTarEntry(
         }
         st.end((d) => id.set(d));
         item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept && Buffer.concat(kept) };
+        return finish(item);
+      }
+      if (!sink && raw.size < BigInt(RANGE_MIN)) {
+        // Small content: one read (usually a view of what is buffered) and one native call.
+        const n = Number(raw.size);
+        const data = await src.read(n);
+        if (data.length < n) fail('unexpected end of tar stream inside file content');
+        const id = fsverityDigest(data, hash);
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: wantKept ? Buffer.from(data) : undefined };
         return finish(item);
       }
       const h = new FsVerityHasher(hash);
