@@ -75,6 +75,9 @@ void verity_init(verity_state *s, const sha_impl *h);
 void verity_update(verity_state *s, const unsigned char *data, size_t len);
 void verity_final(verity_state *s, unsigned char *out);
 
+/* Lowers the calling (libuv) thread's scheduling priority, once per thread. */
+void lower_thread_priority(void);
+
 /* scanDir(dir, alg, hashMax): see scan.c. */
 napi_value js_scan_dir(napi_env env, napi_callback_info info);
 

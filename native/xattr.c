@@ -32,6 +32,8 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include <node_api.h>
 #include <uv.h>
@@ -430,6 +432,22 @@ void verity_final(verity_state *s, unsigned char *out) {
   sha_once(s->h, desc, sizeof desc, out);
 }
 
+/*
+ * Hashing on libuv's threads competes for the cores with the JS thread, which parses tar
+ * headers (or builds the tree) and feeds them: when it falls behind, every core idles. A thread
+ * that hashes therefore lowers its own scheduling priority once (nice + 5, Linux per-thread),
+ * so the JS thread runs whenever it has work and the hashes take the remaining time.
+ */
+static _Thread_local int tl_niced;
+void lower_thread_priority(void) {
+  if (tl_niced) return;
+  tl_niced = 1;
+  pid_t tid = (pid_t)syscall(SYS_gettid);
+  errno = 0;
+  int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+  if (errno == 0 && cur < 19) setpriority(PRIO_PROCESS, (id_t)tid, cur + 5 > 19 ? 19 : cur + 5);
+}
+
 /* Per-thread scratch (hash workers call this synchronously on their own threads). */
 static _Thread_local verity_state *tl_state;
 static _Thread_local unsigned char *tl_buf;
@@ -609,6 +627,7 @@ typedef struct {
 
 static void verity_job_execute(napi_env env, void *data) {
   verity_job *j = data;
+  lower_thread_priority();
   if (!tl_state) tl_state = malloc(sizeof *tl_state);
   if (!tl_buf) tl_buf = malloc(VERITY_READ);
   if (!tl_state || !tl_buf) {

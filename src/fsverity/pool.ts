@@ -362,14 +362,13 @@ export class HashPool {
     if (this.closed) return Promise.reject(new Error('HashPool: closed'));
     const nat = nativeHash();
     if (nat) {
-      // Read (pread) and hashed in C on the libuv thread pool: no worker, no message.
+      // Read (pread) and hashed in C on libuv's thread pool: no worker, no message. Queued
+      // there at once: libuv's threads take jobs without this thread's event loop turning.
       return nat.verityFileAsync(path, ALG_NUMBER[alg], Number(size), offset).then((r) => {
-        if (typeof r !== 'number') {
-          this.filesDone++;
-          this.bytesDone += size;
-          return r;
-        }
-        throw new HashError(path, `file changed while being hashed (${r} of ${size} bytes at offset ${offset})`, 'ECHANGED');
+        if (typeof r === 'number') throw new HashError(path, `file changed while being hashed (${r} of ${size} bytes at offset ${offset})`, 'ECHANGED');
+        this.filesDone++;
+        this.bytesDone += size;
+        return r;
       });
     }
     this.start();

@@ -5,6 +5,7 @@
  * without reading the blobs inside them).
  */
 import type { FileHandle } from 'node:fs/promises';
+import { readSync } from 'node:fs';
 
 export interface ByteSource {
   /** Bytes consumed so far (offset of the next byte). */
@@ -260,8 +261,10 @@ export class FileStreamSource extends QueuedSource implements FileBacked {
       const want = Math.min(Math.max(this.readSize, n - this.queued), this.end - this.filePos);
       const b = Buffer.allocUnsafeSlow(want);
       let off = 0;
+      // Synchronous positional reads: an asynchronous read would wait in libuv's thread pool
+      // behind the members being hashed there, leaving this (the parsing) thread idle.
       while (off < want) {
-        const { bytesRead } = await this.fh.read(b, off, want - off, this.filePos + off);
+        const bytesRead = readSync(this.fh.fd, b, off, want - off, this.filePos + off);
         if (bytesRead === 0) break;
         off += bytesRead;
       }

@@ -72,23 +72,24 @@ function isTarWhitespace(c: number): boolean {
 }
 
 /** tar-core `parse_octal`: NUL-truncate, trim whitespace, empty = 0, `+`? then octal digits. */
-export function parseOctal(field: Buffer): bigint {
+export function parseOctal(buf: Buffer, start = 0, end = buf.length): bigint {
   // Fast path: the usual octal digits followed by nothing, NUL, or spaces then NUL/end
   // (at most 17 digits: exact in a double). Anything else takes the general path below.
+  // Offsets instead of a subarray per field: a header has a dozen fields.
   let fast = 0;
-  let i = 0;
-  const n = field.length;
-  while (i < n && i < 17) {
-    const c = field[i];
+  let i = start;
+  while (i < end && i - start < 17) {
+    const c = buf[i];
     if (c < 0x30 || c > 0x37) break;
     fast = fast * 8 + (c - 0x30);
     i++;
   }
-  if (i > 0 && i < 17) {
+  if (i > start && i - start < 17) {
     let j = i;
-    while (j < n && field[j] === 0x20) j++;
-    if (j === n || field[j] === 0) return BigInt(fast);
+    while (j < end && buf[j] === 0x20) j++;
+    if (j === end || buf[j] === 0) return BigInt(fast);
   }
+  const field = buf.subarray(start, end);
   const t = truncateNul(field);
   let s = 0;
   let e = t.length;
@@ -103,17 +104,17 @@ export function parseOctal(field: Buffer): bigint {
 }
 
 /** tar-core `parse_numeric`: GNU base-256 when the high bit is set (low 64 bits kept), else octal. */
-export function parseNumeric(field: Buffer): bigint {
-  if (field.length === 0) return 0n;
-  if (field[0] & 0x80) {
+export function parseNumeric(buf: Buffer, start = 0, end = buf.length): bigint {
+  if (end <= start) return 0n;
+  if (buf[start] & 0x80) {
     let v = 0n;
-    for (let i = 0; i < field.length; i++) {
-      const b = i === 0 ? field[i] & 0x7f : field[i];
+    for (let i = start; i < end; i++) {
+      const b = i === start ? buf[i] & 0x7f : buf[i];
       v = ((v << 8n) | BigInt(b)) & U64_MASK;
     }
     return v;
   }
-  return parseOctal(field);
+  return parseOctal(buf, start, end);
 }
 
 /** Rust `u64::from_str` on a PAX value: `+`? digits, no overflow. */
@@ -152,26 +153,34 @@ interface Header {
   isGnu: boolean;
 }
 
+/** `ustar\0` + `00` (POSIX) and `ustar ` + ` \0` (GNU) at offsets 257..265. */
+function magicIs(block: Buffer, m: readonly number[]): boolean {
+  for (let i = 0; i < 8; i++) if (block[257 + i] !== m[i]) return false;
+  return true;
+}
+const USTAR_MAGIC = [0x75, 0x73, 0x74, 0x61, 0x72, 0x00, 0x30, 0x30];
+const GNU_MAGIC = [0x75, 0x73, 0x74, 0x61, 0x72, 0x20, 0x20, 0x00];
+
 function headerOf(block: Buffer): Header {
-  const magic = block.subarray(257, 263).toString('latin1');
-  const version = block.subarray(263, 265).toString('latin1');
   return {
     raw: block,
     typeflag: block[156],
-    isUstar: magic === 'ustar\0' && version === '00',
-    isGnu: magic === 'ustar ' && version === ' \0',
+    isUstar: magicIs(block, USTAR_MAGIC),
+    isGnu: magicIs(block, GNU_MAGIC),
   };
 }
 
 function verifyChecksum(block: Buffer): void {
   let expected: bigint;
   try {
-    expected = parseOctal(block.subarray(148, 156));
+    expected = parseOctal(block, 148, 156);
   } catch {
     throw new Error('header checksum field is not octal');
   }
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
+  // the checksum field itself counts as eight spaces
+  let sum = 8 * 0x20;
+  for (let i = 0; i < 148; i++) sum += block[i];
+  for (let i = 156; i < BLOCK; i++) sum += block[i];
   if (BigInt(sum) !== expected) throw new Error(`header checksum mismatch: stored ${expected}, computed ${sum}`);
 }
 
@@ -333,7 +342,7 @@ export async function readTar(
     const h = headerOf(block);
     let size: bigint;
     try {
-      size = parseNumeric(block.subarray(124, 136));
+      size = parseNumeric(block, 124, 136);
     } catch (e) {
       return fail(`size field: ${(e as Error).message}`);
     }
@@ -400,7 +409,7 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
 
   const num = (field: string, s: number, e: number): bigint => {
     try {
-      return parseNumeric(b.subarray(s, e));
+      return parseNumeric(b, s, e);
     } catch (err) {
       return fail(`${field} field: ${(err as Error).message}`);
     }
@@ -508,7 +517,7 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
 
   let mode: number;
   try {
-    mode = Number(parseNumeric(b.subarray(100, 108)) & 0xffffffffn);
+    mode = Number(parseNumeric(b, 100, 108) & 0xffffffffn);
   } catch (e) {
     return fail(`mode field: ${(e as Error).message}`);
   }
@@ -516,8 +525,8 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
   let devMinor: number | undefined;
   if (h.isUstar || h.isGnu) {
     try {
-      devMajor = Number(parseOctal(b.subarray(329, 337)) & 0xffffffffn);
-      devMinor = Number(parseOctal(b.subarray(337, 345)) & 0xffffffffn);
+      devMajor = Number(parseOctal(b, 329, 337) & 0xffffffffn);
+      devMinor = Number(parseOctal(b, 337, 345) & 0xffffffffn);
     } catch (e) {
       return fail(`device number field: ${(e as Error).message}`);
     }
