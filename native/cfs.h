@@ -30,8 +30,11 @@ typedef struct {
 
 void free_list(xattr_list *l);
 void set_fail(fail_info *f, int err, const char *syscall, const char *path, size_t path_len);
-/* All xattrs of `path` (NUL-terminated), not following a final symlink. 0, or -1 with *f set. */
-int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info *f);
+/*
+ * All xattrs of `path` (NUL-terminated), not following a final symlink; with fd >= 0, of that
+ * open file instead (no path walk; `path` only names it in errors). 0, or -1 with *f set.
+ */
+int read_xattrs_c(const char *path, size_t path_len, int fd, xattr_list *out, fail_info *f);
 napi_value make_error(napi_env env, const fail_info *f);
 /* A Buffer / Uint8Array argument as a malloc'd NUL-terminated string (throws and returns NULL on error). */
 char *arg_bytes(napi_env env, napi_value v, size_t *len_out);

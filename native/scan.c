@@ -4,7 +4,7 @@
  * Reads one directory whole on the libuv thread pool: readdir, then for every entry but "."
  * and ".." fstatat(AT_SYMLINK_NOFOLLOW), the content composefs needs (regular files of at most
  * 64 bytes: one read() of st_size bytes; symlinks: the target) and every xattr (llistxattr +
- * lgetxattr on dir/name). With alg 1 (SHA-256) or 2 (SHA-512), regular files of 65..hashMax
+ * lgetxattr on dir/name, or flistxattr + fgetxattr on the file when it was opened anyway). With alg 1 (SHA-256) or 2 (SHA-512), regular files of 65..hashMax
  * bytes with a single link also get their fs-verity digest here (read up to st_size + 1 bytes,
  * so growth is noticed); the others are left to the caller. A directory of a 500k-file tree
  * costs one JS<->C crossing instead of about ten per entry.
@@ -226,6 +226,8 @@ static void scan_execute(napi_env env, void *data) {
     size_t clen = 0;
     unsigned char inl[INLINE_MAX];
     unsigned char digest[64];
+    /* A regular file opened for its content stays open for its xattrs (no second path walk). */
+    int ofd = -1;
     if (kind == 2 && st.st_size <= INLINE_MAX) {
       int fd = open_at(dfd, name);
       if (fd < 0) {
@@ -238,12 +240,12 @@ static void scan_execute(napi_env env, void *data) {
         do got = read(fd, inl, (size_t)st.st_size);
         while (got < 0 && errno == EINTR);
       }
-      int e = errno;
-      close(fd);
       if (got < 0) {
-        put_error(o, name, nlen, SCAN_READ, e, 0, "read");
+        put_error(o, name, nlen, SCAN_READ, errno, 0, "read");
+        close(fd);
         break;
       }
+      ofd = fd;
       ckind = 1;
       cdata = inl;
       clen = (size_t)got;
@@ -260,16 +262,17 @@ static void scan_execute(napi_env env, void *data) {
         break;
       }
       int64_t total = hash_fd(fd, h, (uint64_t)st.st_size, vs, hbuf, digest);
-      int e = errno;
-      close(fd);
       if (total < 0) {
-        put_error(o, name, nlen, SCAN_HASH, e, 0, "read");
+        put_error(o, name, nlen, SCAN_HASH, errno, 0, "read");
+        close(fd);
         break;
       }
       if ((uint64_t)total != (uint64_t)st.st_size) {
         put_error(o, name, nlen, SCAN_CHANGED, (uint64_t)total > (uint64_t)st.st_size, (uint64_t)st.st_size, "read");
+        close(fd);
         break;
       }
+      ofd = fd;
       ckind = 3;
       cdata = digest;
       clen = h->dsize;
@@ -305,6 +308,7 @@ static void scan_execute(napi_env env, void *data) {
       char *np = realloc(path, cap);
       if (!np) {
         put_error(o, name, nlen, SCAN_XATTR, ENOMEM, 0, "malloc");
+        if (ofd >= 0) close(ofd);
         break;
       }
       path = np;
@@ -315,7 +319,9 @@ static void scan_execute(napi_env env, void *data) {
     memcpy(path + base, name, nlen + 1);
     xattr_list xl;
     fail_info f = {0};
-    if (read_xattrs_c(path, base + nlen, &xl, &f) < 0) {
+    int xrc = read_xattrs_c(path, base + nlen, ofd, &xl, &f);
+    if (ofd >= 0) close(ofd);
+    if (xrc < 0) {
       put_error(o, name, nlen, SCAN_XATTR, f.err, 0, f.syscall);
       free(f.path);
       break;

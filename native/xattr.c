@@ -68,13 +68,13 @@ void set_fail(fail_info *f, int err, const char *syscall, const char *path, size
 }
 
 /* Reads all xattrs of `path` (NUL-terminated, length path_len). Returns 0 or -1 with *f set. */
-int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info *f) {
+int read_xattrs_c(const char *path, size_t path_len, int fd, xattr_list *out, fail_info *f) {
   out->pairs = NULL;
   out->count = 0;
   char *names = NULL;
   ssize_t list_len;
   for (;;) {
-    list_len = llistxattr(path, NULL, 0);
+    list_len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(path, NULL, 0);
     if (list_len < 0) {
       set_fail(f, errno, "llistxattr", path, path_len);
       return -1;
@@ -85,7 +85,7 @@ int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info 
       set_fail(f, ENOMEM, "llistxattr", path, path_len);
       return -1;
     }
-    ssize_t got = llistxattr(path, names, (size_t)list_len);
+    ssize_t got = fd >= 0 ? flistxattr(fd, names, (size_t)list_len) : llistxattr(path, names, (size_t)list_len);
     if (got >= 0) {
       list_len = got;
       break;
@@ -119,7 +119,7 @@ int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info 
     char *value = NULL;
     ssize_t vlen;
     for (;;) {
-      vlen = lgetxattr(path, name, NULL, 0);
+      vlen = fd >= 0 ? fgetxattr(fd, name, NULL, 0) : lgetxattr(path, name, NULL, 0);
       if (vlen < 0) break;
       value = malloc(vlen ? (size_t)vlen : 1);
       if (!value) {
@@ -127,7 +127,7 @@ int read_xattrs_c(const char *path, size_t path_len, xattr_list *out, fail_info 
         vlen = -1;
         break;
       }
-      ssize_t got = lgetxattr(path, name, value, (size_t)vlen);
+      ssize_t got = fd >= 0 ? fgetxattr(fd, name, value, (size_t)vlen) : lgetxattr(path, name, value, (size_t)vlen);
       if (got >= 0) {
         vlen = got;
         break;
@@ -278,7 +278,7 @@ static napi_value js_read_xattrs(napi_env env, napi_callback_info info) {
   if (!path) return NULL;
   xattr_list l;
   fail_info f = {0};
-  int rc = read_xattrs_c(path, len, &l, &f);
+  int rc = read_xattrs_c(path, len, -1, &l, &f);
   free(path);
   if (rc < 0) {
     napi_value err = make_error(env, &f);
