@@ -63,6 +63,7 @@ import {
   S_IFREG,
   S_IFSOCK,
   keyBytes,
+  type LeafContent,
 } from '../tree/tree.js';
 import {
   InodeXattrs,
@@ -130,11 +131,20 @@ class Inodes {
   readonly escaped: Uint8Array;
   readonly nData: Int32Array;
   readonly tail: Int32Array;
+  /**
+   * The node's kind (K_*) and, for leaves, its content length as a number (-1: a file too
+   * large for one). Read from typed arrays, the per-inode passes avoid property loads on
+   * content objects of many shapes.
+   */
+  readonly kind: Uint8Array;
+  readonly isize: Float64Array;
   constructor(capacity: number) {
     this.nlink = new Int32Array(capacity);
     this.escaped = new Uint8Array(capacity);
     this.nData = new Int32Array(capacity);
     this.tail = new Int32Array(capacity);
+    this.kind = new Uint8Array(capacity);
+    this.isize = new Float64Array(capacity);
   }
   leaf(i: number): Leaf | null {
     const x = this.node[i];
@@ -144,26 +154,37 @@ class Inodes {
 
 /** Dirent file type of an inode. */
 function fileType(inos: Inodes, i: number): number {
-  if (inos.escaped[i] !== 0) return FT_REG;
-  const node = inos.node[i];
-  if (node.kind === 'dir') return FT_DIR;
-  switch (node.content.type) {
-    case 'inline':
-    case 'external':
-    case 'external-no-verity':
-    case 'sparse':
-      return FT_REG;
-    case 'symlink':
-      return FT_LNK;
-    case 'chardev':
-      return FT_CHR;
-    case 'blockdev':
-      return FT_BLK;
-    case 'fifo':
-      return FT_FIFO;
-    case 'socket':
-      return FT_SOCK;
-  }
+  return inos.escaped[i] !== 0 ? FT_REG : FT_OF_KIND[inos.kind[i]];
+}
+
+// Node kinds (Inodes.kind).
+const K_DIR = 0;
+const K_INLINE = 1;
+const K_EXTERNAL = 2;
+const K_EXTERNAL_NO_VERITY = 3;
+const K_SPARSE = 4;
+const K_SYMLINK = 5;
+const K_CHARDEV = 6;
+const K_BLOCKDEV = 7;
+const K_FIFO = 8;
+const K_SOCKET = 9;
+const KIND_OF: Record<LeafContent['type'], number> = {
+  inline: K_INLINE,
+  external: K_EXTERNAL,
+  'external-no-verity': K_EXTERNAL_NO_VERITY,
+  sparse: K_SPARSE,
+  symlink: K_SYMLINK,
+  chardev: K_CHARDEV,
+  blockdev: K_BLOCKDEV,
+  fifo: K_FIFO,
+  socket: K_SOCKET,
+};
+const FT_OF_KIND = [FT_DIR, FT_REG, FT_REG, FT_REG, FT_REG, FT_LNK, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK];
+
+/** External, no-verity external or sparse: a chunk-based file. */
+function chunkedAt(inos: Inodes, i: number): boolean {
+  const k = inos.kind[i];
+  return k === K_EXTERNAL || k === K_EXTERNAL_NO_VERITY || k === K_SPARSE;
 }
 
 const TYPE_BITS: number[] = [];
@@ -174,16 +195,6 @@ TYPE_BITS[FT_BLK] = S_IFBLK;
 TYPE_BITS[FT_FIFO] = S_IFIFO;
 TYPE_BITS[FT_SOCK] = S_IFSOCK;
 TYPE_BITS[FT_LNK] = S_IFLNK;
-
-function isChunkBased(leaf: Leaf | null): boolean {
-  if (leaf === null) return false;
-  const t = leaf.content.type;
-  return t === 'external' || t === 'external-no-verity' || t === 'sparse';
-}
-
-function isSymlinkLeaf(leaf: Leaf | null): boolean {
-  return leaf !== null && leaf.content.type === 'symlink';
-}
 
 // ------------------------------------------------------------------------------------------
 // Chunk format of external files
@@ -325,6 +336,20 @@ class Collector {
     inos.node.push(node);
     inos.xa.push(xattrs);
     inos.dir.push(null);
+    if (c === null) inos.kind[i] = K_DIR;
+    else {
+      inos.kind[i] = KIND_OF[c.type];
+      inos.isize[i] =
+        c.type === 'inline'
+          ? c.data.length
+          : c.type === 'symlink'
+            ? c.target.length
+            : c.type === 'external' || c.type === 'external-no-verity' || c.type === 'sparse'
+              ? c.size <= MAX_EXACT
+                ? Number(c.size)
+                : -1
+              : 0;
+    }
     inos.nlink[i] = nlink;
     inos.nData[i] = nDataBlocks;
     inos.tail[i] = tail;
@@ -653,6 +678,7 @@ function validateLeaf(leaf: Leaf, nlink: number): void {
 // ------------------------------------------------------------------------------------------
 
 const U64 = 1n << 64n;
+const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A signed 64-bit seconds value as composefs-rs compares it: unsigned. */
 function asU64(v: bigint): bigint {
@@ -695,19 +721,9 @@ function inodeSize(inos: Inodes, i: number): number | bigint {
   const d = inos.dir[i];
   if (d !== null) return d.size;
   if (inos.escaped[i] !== 0) return 0;
-  const c = (inos.node[i] as Leaf).content;
-  switch (c.type) {
-    case 'inline':
-      return c.data.length;
-    case 'external':
-    case 'external-no-verity':
-    case 'sparse':
-      return c.size;
-    case 'symlink':
-      return c.target.length;
-    default:
-      return 0;
-  }
+  const n = inos.isize[i];
+  if (n >= 0) return n;
+  return ((inos.node[i] as Leaf).content as { size: bigint }).size; // beyond 2^53 bytes
 }
 
 /**
@@ -734,16 +750,15 @@ function fitsCompact(inos: Inodes, i: number, size: number | bigint, ctx: Contex
  */
 function settleEpoch1DataBlocks(inos: Inodes, xsize: Int32Array, ctx: Context): void {
   for (let i = 0; i < inos.n; i++) {
-    const leaf = inos.leaf(i);
-    if (leaf === null || inos.tail[i] === 0) continue;
+    if (inos.kind[i] === K_DIR || inos.tail[i] === 0) continue;
     const xattrSize = xsize[i];
-    if (isSymlinkLeaf(leaf)) {
+    if (inos.kind[i] === K_SYMLINK) {
       const header = fitsCompact(inos, i, inodeSize(inos, i), ctx) ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
       if (header + xattrSize + inos.tail[i] >= BLOCK_SIZE) {
         inos.nData[i] += 1;
         inos.tail[i] = 0;
       }
-    } else if (isChunkBased(leaf)) {
+    } else if (chunkedAt(inos, i)) {
       // After padding, the tail starts (xattrSize mod 32) bytes into a block.
       if (inos.tail[i] + (xattrSize % SLOT) > BLOCK_SIZE) {
         inos.nData[i] = 1;
@@ -757,16 +772,15 @@ function settleEpoch1DataBlocks(inos: Inodes, xsize: Int32Array, ctx: Context): 
 function dataLayout(inos: Inodes, i: number): number {
   const d = inos.dir[i];
   if (d !== null) return d.inlineStart === d.names.length ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
-  const c = (inos.node[i] as Leaf).content;
-  switch (c.type) {
-    case 'inline':
-      if (c.data.length === 0) return LAYOUT_FLAT_PLAIN;
+  switch (inos.kind[i]) {
+    case K_INLINE:
+      if (inos.isize[i] === 0) return LAYOUT_FLAT_PLAIN;
       return inos.nData[i] > 0 && inos.tail[i] === 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
-    case 'external':
-    case 'external-no-verity':
-    case 'sparse':
+    case K_EXTERNAL:
+    case K_EXTERNAL_NO_VERITY:
+    case K_SPARSE:
       return LAYOUT_CHUNK_BASED;
-    case 'symlink':
+    case K_SYMLINK:
       return inos.nData[i] > 0 ? LAYOUT_FLAT_PLAIN : LAYOUT_FLAT_INLINE;
     default:
       return LAYOUT_FLAT_PLAIN;
@@ -777,8 +791,7 @@ function dataLayout(inos: Inodes, i: number): number {
 function inlineLength(inos: Inodes, i: number): number {
   const d = inos.dir[i];
   if (d !== null) return d.size % BLOCK_SIZE;
-  const c = (inos.node[i] as Leaf).content;
-  if (c.type === 'symlink') return inos.nData[i] === 0 ? c.target.length : 0;
+  if (inos.kind[i] === K_SYMLINK) return inos.nData[i] === 0 ? inos.isize[i] : 0;
   return inos.tail[i];
 }
 
@@ -893,8 +906,7 @@ function placeInode(pos: number, inos: Inodes, i: number, meta: number, layout: 
     return pos;
   }
 
-  const leaf = inos.leaf(i);
-  if (isSymlinkLeaf(leaf)) {
+  if (inos.kind[i] === K_SYMLINK) {
     // A symlink's inode and target must sit in one block (older kernels reject anything
     // else), so the whole inode moves to the next block. Promoted symlinks keep the test on
     // their original, pre-promotion size.
@@ -902,7 +914,7 @@ function placeInode(pos: number, inos: Inodes, i: number, meta: number, layout: 
     if ((pos % BLOCK_SIZE) + total > BLOCK_SIZE) pos += toBlockBoundary(pos);
     return pos;
   }
-  const chunked = isChunkBased(leaf);
+  const chunked = chunkedAt(inos, i);
   if (chunked && inos.nData[i] > 0) {
     // A demoted chunk index: the inode starts a block.
     return pos + toBlockBoundary(pos);
@@ -1070,17 +1082,18 @@ function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fas
     if (d.inlineStart < d.names.length) writeDirents(buf, off, d, d.inlineStart, d.names.length, layout);
     return;
   }
-  const leaf = inos.node[i] as Leaf;
-  const c = leaf.content;
-  if (c.type === 'inline') {
+  const k = inos.kind[i];
+  if (k === K_INLINE) {
+    const c = (inos.node[i] as Leaf).content as { data: Buffer };
     const t = inos.tail[i];
     // TypedArray set for the usual whole small file: Buffer#copy costs a native call each
     if (t === c.data.length) buf.set(c.data, off);
     else c.data.copy(buf, off, c.data.length - t);
-  } else if (c.type === 'symlink') {
-    if (inos.nData[i] === 0) buf.set(c.target, off);
-  } else if (isChunkBased(leaf)) {
-    buf.fill(0xff, off, off + inos.tail[i]); // chunk index of EROFS_NULL_ADDR entries: all holes
+  } else if (k === K_SYMLINK) {
+    if (inos.nData[i] === 0) buf.set(((inos.node[i] as Leaf).content as { target: Buffer }).target, off);
+  } else if (chunkedAt(inos, i)) {
+    const t = inos.tail[i];
+    if (t > 0) buf.fill(0xff, off, off + t); // chunk index of EROFS_NULL_ADDR entries: all holes
   }
 }
 
@@ -1105,7 +1118,7 @@ function writeDataBlocks(buf: Buffer, i: number, inos: Inodes, layout: Layout): 
     c.data.copy(buf, off, 0, n);
   } else if (c.type === 'symlink') {
     c.target.copy(buf, off, 0, Math.min(c.target.length, BLOCK_SIZE));
-  } else if (isChunkBased(leaf)) {
+  } else if (chunkedAt(inos, i)) {
     buf.fill(0xff, off, off + DEMOTED_CHUNK_ENTRIES * 4); // EROFS_NULL_ADDR entries: holes
   }
 }
