@@ -180,6 +180,8 @@ function tarOf(name: string, dir: string, gzip: boolean): string {
 const args = process.argv.slice(2);
 let hashes = ['sha256', 'sha512'];
 let jobs = availableParallelism();
+/** `--jobs` for cfs only when asked for: by default cfs picks its own (as users run it). */
+let jobsArg: string[] = [];
 let only: string[] | undefined;
 let withTar = true;
 // The shipped single executable, as users run it (dist/cfs.mjs with --cfs 'node dist/cfs.mjs'
@@ -189,7 +191,10 @@ const dirs: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--hash') hashes = args[++i] === 'both' ? ['sha256', 'sha512'] : [args[i]];
-  else if (a === '--jobs') jobs = Number(args[++i]);
+  else if (a === '--jobs') {
+    jobs = Number(args[++i]);
+    jobsArg = ['--jobs', String(jobs)];
+  }
   else if (a === '--only') only = args[++i].split(',');
   else if (a === '--no-tar') withTar = false;
   else if (a === '--cfs') cfs = args[++i].split(' ');
@@ -230,7 +235,7 @@ for (const t of trees.filter((x) => want(x.name))) {
   // warm the page cache so both sides measure hashing, not the disk
   sh(`find '${t.dir}' -type f -size +64c -print0 | xargs -0 -P ${jobs} -n 256 cat > /dev/null`);
   for (const hash of hashes) {
-    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), t.dir]);
+    const c = timed([...cfs, '--hash', hash, 'compute-id', ...jobsArg, t.dir]);
     const floor = files.length
       ? timed(['sh', '-c', `xargs -0 -P ${jobs} -n 256 fsverity digest --hash-alg=${hash} > /dev/null`], files.join('\0'))
       : undefined;
@@ -242,7 +247,7 @@ for (const t of trees.filter((x) => want(x.name))) {
   const tarBytes = lstatSync(tar).size;
   sh(`cat '${tar}' > /dev/null`);
   for (const hash of hashes) {
-    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), `layers:${tar}`]);
+    const c = timed([...cfs, '--hash', hash, 'compute-id', ...jobsArg, `layers:${tar}`]);
     const floor = timed(['sh', '-c', `openssl dgst -${hash} '${tar}' > /dev/null`]);
     row(`${hash} tar:  cfs compute-id`, c, tarBytes, floor, `  (${mb(tarBytes)} MB tar)`);
     row(`${hash} tar:  floor openssl dgst`, floor, tarBytes);
@@ -251,7 +256,7 @@ for (const t of trees.filter((x) => want(x.name))) {
   const gz = tarOf(t.name, t.dir, true);
   sh(`cat '${gz}' > /dev/null`);
   for (const hash of hashes) {
-    const c = timed([...cfs, '--hash', hash, 'compute-id', '--jobs', String(jobs), `layers:${gz}`]);
+    const c = timed([...cfs, '--hash', hash, 'compute-id', ...jobsArg, `layers:${gz}`]);
     const floor = timed(['sh', '-c', `gzip -dc '${gz}' | openssl dgst -${hash} > /dev/null`]);
     row(`${hash} tgz:  cfs compute-id`, c, tarBytes, floor, `  (${mb(tarBytes)} MB uncompressed)`);
     row(`${hash} tgz:  floor gzip -dc | openssl`, floor, tarBytes);

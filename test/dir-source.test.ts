@@ -64,12 +64,14 @@ test('a file that grows while being hashed: error naming it, no image and no obj
     const child = spawn(process.execPath, [CLI, 'create-image', '--repo', repo, src, '-o', out, '--jobs', '1']);
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
-    // keep appending while cfs reads (bounded: at most 64 MiB more)
+    // keep appending for as long as cfs runs (so whenever it reads, the file is growing),
+    // in small steps; bounded at 512 MiB more
     const fd = openSync(big, 'a');
+    const step = Buffer.alloc(256 << 10, 9);
     let appended = 0;
     const timer = setInterval(() => {
-      if (appended++ < 64) writeSync(fd, Buffer.alloc(1 << 20, 9));
-    }, 5);
+      if (appended++ < 2048) writeSync(fd, step);
+    }, 2);
     const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? -1)));
     clearInterval(timer);
     closeSync(fd);

@@ -101,7 +101,7 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
   }
   cmd
     .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
-    .option('-j, --jobs <n>', 'hashing threads (default: one per core)', parseJobs)
+    .option('-j, --jobs <n>', 'parallel hashing: threads, and files and directories read at once (default: one per core)', parseJobs)
     .option('--progress', 'show progress on stderr even when it is not a terminal')
     .addHelpText('after', SOURCE_HELP);
   return cmd;
@@ -118,6 +118,7 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     tarKeepsAllXattrs,
     hash: g.hash,
     jobs: t.jobs ?? availableParallelism(),
+    jobsGiven: t.jobs !== undefined,
     propagateUsrToRoot: t.propagateUsrToRoot,
     xattrs: t.xattrs,
     bootable,
@@ -330,7 +331,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     .argument('<source>', 'the tree (see SOURCE)')
     .option('--all', 'list every matching combination, not just the first')
     .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
-    .option('-j, --jobs <n>', 'hashing threads (default: one per core)', parseJobs)
+    .option('-j, --jobs <n>', 'parallel hashing: threads, and files and directories read at once (default: one per core)', parseJobs)
     .option('--progress', 'show progress on stderr even when it is not a terminal')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', SOURCE_HELP)

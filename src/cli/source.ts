@@ -48,6 +48,8 @@ export interface SourceOptions extends Rules {
   hash: HashAlg;
   /** Hashing threads. */
   jobs: number;
+  /** Whether `jobs` was asked for (-j): layer sources otherwise keep a core for decompression. */
+  jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
   progress: boolean;
@@ -175,7 +177,14 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
       const kept = new KeptContent();
-      const fs = await loadOciSource(spec, { hash: opts.hash, platform: opts.platform, provenance, sink: opts.repo, kept });
+      const fs = await loadOciSource(spec, {
+        hash: opts.hash,
+        platform: opts.platform,
+        provenance,
+        sink: opts.repo,
+        kept,
+        jobs: opts.jobsGiven ? opts.jobs : undefined,
+      });
       const read: ContentReader = async (p, leaf) => {
         const c = kept.byLeaf.get(leaf);
         if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);

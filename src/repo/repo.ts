@@ -199,17 +199,25 @@ export class Repository implements ObjectSink {
   }
 }
 
+/**
+ * Creates `file` with `data`, failing with EEXIST if it exists. The content is complete before
+ * the name appears (written to a temporary file, then hard-linked): a concurrent reader never
+ * sees a half-written file.
+ */
 async function writeNew(file: string, data: Buffer): Promise<void> {
-  const fh = await open(file, 'wx', 0o644);
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fh = await open(tmp, 'wx', 0o644);
   try {
-    await fh.write(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(file).catch(() => {});
-    throw e;
+    try {
+      await fh.write(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await link(tmp, file);
+  } finally {
+    await unlink(tmp).catch(() => {});
   }
-  await fh.close();
 }
 
 /** Points `linkPath` at `target`, atomically replacing any existing link. */
