@@ -232,7 +232,7 @@ export interface FileBacked {
 }
 
 /**
- * A sequential ByteSource over a range of a file, read in large positional reads. Skipping past
+ * A sequential ByteSource over a range of a file, read in positional reads. Skipping past
  * what is buffered costs nothing (no read), so member contents that a worker thread reads for
  * itself (see `HashPool.hashRange`) never pass through this thread.
  */
@@ -245,7 +245,9 @@ export class FileStreamSource extends QueuedSource implements FileBacked {
     private readonly path: Buffer,
     private readonly start: number,
     private readonly end: number,
-    private readonly readSize = 1 << 20,
+    // Small reads: members of 64 KiB and more are hashed where they lie (see HashPool.hashRange),
+    // so a large read would mostly fetch bytes this thread skips, and hold more memory.
+    private readonly readSize = 64 << 10,
   ) {
     super();
     this.filePos = start;
