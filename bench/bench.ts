@@ -19,6 +19,10 @@
  *  - small:  500k entries, small files (half inline, half 65..4096 bytes), 1000 per directory;
  *  - sparse: one 8 GB sparse file.
  * `--only deb,os2g` restricts the trees; `--no-tar` skips tarball sources.
+ *
+ * The program measured is the shipped `dist/cfs` (`--cfs 'node dist/cfs.mjs'` for the bundle;
+ * without `--jobs`, cfs picks its own parallelism, as users run it). The machine's own speed
+ * varies from run to run: compare rows of one run, not figures of different runs.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, ftruncateSync, writeFileSync, writeSync, renameSync } from 'node:fs';
