@@ -610,6 +610,14 @@ export interface ParallelHashing {
   streamMin: number;
 }
 
+/**
+ * A zeroed id buffer, filled in when its digest arrives. From Node's shared pool (an
+ * ArrayBuffer of its own per file costs more than the 32 or 64 bytes it holds).
+ */
+function newId(hash: HashAlg): Buffer {
+  return Buffer.allocUnsafe(hash === 'sha256' ? 32 : 64).fill(0);
+}
+
 /** Members at least this large of a tar *file* are read and hashed by a worker on its own. */
 const RANGE_MIN = 64 << 10;
 
@@ -636,7 +644,7 @@ export async function toTarEntry(
       const at = file?.fileAt();
       if (par && at && !wantKept && raw.size >= RANGE_MIN && raw.size <= BigInt(at.left)) {
         // A worker reads the member from the file and hashes it; we skip it (readTar does).
-        const id = Buffer.alloc(hash === 'sha256' ? 32 : 64);
+        const id = newId(hash);
         const p = par.pool.hashRange(at.path, at.offset, raw.size, hash).then(
           (d) => {
             id.set(d);
@@ -657,7 +665,7 @@ export async function toTarEntry(
       if (pool && !sink && !file && Number(raw.size) >= par!.streamMin) {
         // A worker hashes the content while we go on parsing: the digest is filled into `id`
         // (in place) before readTarEntries returns.
-        const id = Buffer.alloc(hash === 'sha256' ? 32 : 64);
+        const id = newId(hash);
         const st = pool.stream(hash);
         const kept: Buffer[] | undefined = wantKept ? [] : undefined;
         try {
