@@ -146,10 +146,6 @@ class Inodes {
     this.kind = new Uint8Array(capacity);
     this.isize = new Float64Array(capacity);
   }
-  leaf(i: number): Leaf | null {
-    const x = this.node[i];
-    return x.kind === 'leaf' ? x : null;
-  }
 }
 
 /** Dirent file type of an inode. */
