@@ -77,6 +77,15 @@ typedef struct {
 void verity_init(verity_state *s, const sha_impl *h);
 void verity_update(verity_state *s, const unsigned char *data, size_t len);
 void verity_final(verity_state *s, unsigned char *out);
+/* This thread's hashing state and 1 MiB read buffer (allocated once per thread); -1: no memory. */
+int verity_scratch(verity_state **s, unsigned char **buf);
+/*
+ * fs-verity digest of a file's content read from fd: with offset < 0 from the current position,
+ * at most size + 1 bytes (enough to notice growth, never unbounded); else exactly the size bytes
+ * at offset (pread). Returns the bytes read (the digest is written only when that equals size),
+ * or -1 with errno set.
+ */
+int64_t verity_fd(int fd, const sha_impl *h, uint64_t size, int64_t offset, unsigned char *digest);
 
 /* Lowers the calling (libuv) thread's scheduling priority, once per thread. */
 void lower_thread_priority(void);

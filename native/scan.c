@@ -151,34 +151,11 @@ static int open_at(int dfd, const char *name) {
   return fd;
 }
 
-/* fs-verity digest of an open file of `size` bytes; returns bytes read (> size: it grew), or -1. */
-static int64_t hash_fd(int fd, const sha_impl *h, uint64_t size, verity_state *s, unsigned char *buf, unsigned char *digest) {
-  verity_init(s, h);
-  uint64_t total = 0;
-  for (;;) {
-    uint64_t room = size - total + 1;
-    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
-    ssize_t got = read(fd, buf, want);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (got == 0) break;
-    total += (uint64_t)got;
-    if (total > size) break;
-    verity_update(s, buf, (size_t)got);
-  }
-  if (total == size) verity_final(s, digest);
-  return (int64_t)total;
-}
-
 static void scan_execute(napi_env env, void *data) {
   (void)env;
   scan_job *j = data;
   out_buf *o = &j->out;
   const sha_impl *h = (j->alg == 1 || j->alg == 2) && sha_load() ? &sha_impls[j->alg] : NULL;
-  verity_state *vs = NULL;
-  unsigned char *hbuf = NULL;
   char *path = NULL; /* dir + "/" + name, for the xattr calls */
   size_t path_cap = 0;
   char *link = NULL;
@@ -250,18 +227,12 @@ static void scan_execute(napi_env env, void *data) {
       cdata = inl;
       clen = (size_t)got;
     } else if (kind == 2 && h && st.st_nlink == 1 && (uint64_t)st.st_size <= j->hash_max) {
-      if (!vs) vs = malloc(sizeof *vs);
-      if (!hbuf) hbuf = malloc(VERITY_READ);
-      if (!vs || !hbuf) {
-        put_error(o, name, nlen, SCAN_HASH, ENOMEM, 0, "malloc");
-        break;
-      }
       int fd = open_at(dfd, name);
       if (fd < 0) {
         put_error(o, name, nlen, SCAN_HASH, errno, 0, "open");
         break;
       }
-      int64_t total = hash_fd(fd, h, (uint64_t)st.st_size, vs, hbuf, digest);
+      int64_t total = verity_fd(fd, h, (uint64_t)st.st_size, -1, digest);
       if (total < 0) {
         put_error(o, name, nlen, SCAN_HASH, errno, 0, "read");
         close(fd);
@@ -359,8 +330,6 @@ static void scan_execute(napi_env env, void *data) {
     if (o->oom) break;
   }
   closedir(d);
-  free(vs);
-  free(hbuf);
   free(path);
   free(link);
 }

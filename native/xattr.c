@@ -452,6 +452,73 @@ void lower_thread_priority(void) {
 static _Thread_local verity_state *tl_state;
 static _Thread_local unsigned char *tl_buf;
 
+int verity_scratch(verity_state **s, unsigned char **buf) {
+  if (!tl_state) tl_state = malloc(sizeof *tl_state);
+  if (!tl_buf) tl_buf = malloc(VERITY_READ);
+  if (!tl_state || !tl_buf) return -1;
+  *s = tl_state;
+  *buf = tl_buf;
+  return 0;
+}
+
+int64_t verity_fd(int fd, const sha_impl *h, uint64_t size, int64_t offset, unsigned char *digest) {
+  verity_state *s;
+  unsigned char *buf;
+  if (verity_scratch(&s, &buf) < 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  verity_init(s, h);
+  uint64_t total = 0;
+  for (;;) {
+    uint64_t room = size - total + (offset < 0 ? 1 : 0);
+    if (room == 0) break;
+    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
+    ssize_t got = offset < 0 ? read(fd, buf, want) : pread(fd, buf, want, (off_t)(offset + (int64_t)total));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (got == 0) break;
+    total += (uint64_t)got;
+    if (total > size) break;
+    verity_update(s, buf, (size_t)got);
+  }
+  if (total == size) verity_final(s, digest);
+  return (int64_t)total;
+}
+
+/* verity_fd of the file at path: 0 with *total set, or -1 with *f set. */
+static int verity_path(const char *path, size_t path_len, const sha_impl *h, uint64_t size, int64_t offset,
+                       unsigned char *digest, uint64_t *total, fail_info *f) {
+  int fd;
+  do fd = open(path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    set_fail(f, errno, "open", path, path_len);
+    return -1;
+  }
+  int64_t got = verity_fd(fd, h, size, offset, digest);
+  int e = errno;
+  close(fd);
+  if (got < 0) {
+    set_fail(f, e, "read", path, path_len);
+    return -1;
+  }
+  *total = (uint64_t)got;
+  return 0;
+}
+
+/* A size or offset argument: a non-negative integer exact as a double. */
+static int u53_arg(napi_env env, napi_value v, const char *what, double *out) {
+  if (napi_get_value_double(env, v, out) != napi_ok) return -1;
+  if (!(*out >= 0 && *out <= 9007199254740991.0)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", what);
+    return -1;
+  }
+  return 0;
+}
+
 static const sha_impl *alg_arg(napi_env env, napi_value v) {
   int32_t n = 0;
   if (napi_get_value_int32(env, v, &n) != napi_ok || (n != 1 && n != 2)) {
@@ -508,12 +575,7 @@ static napi_value js_verity_file(napi_env env, napi_callback_info info) {
   const sha_impl *h = alg_arg(env, argv[1]);
   if (!h) return NULL;
   double size_d;
-  CHECK(napi_get_value_double(env, argv[2], &size_d));
-  if (!(size_d >= 0 && size_d <= 9007199254740991.0)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFile: bad size");
-    return NULL;
-  }
-  uint64_t size = (uint64_t)size_d;
+  if (u53_arg(env, argv[2], "verityFile: bad size", &size_d)) return NULL;
   unsigned char *out;
   size_t out_len;
   if (u8_arg(env, argv[3], &out, &out_len)) return NULL;
@@ -524,55 +586,20 @@ static napi_value js_verity_file(napi_env env, napi_callback_info info) {
   size_t path_len = 0;
   char *path = arg_bytes(env, argv[0], &path_len);
   if (!path) return NULL;
-  if (!tl_state) tl_state = malloc(sizeof *tl_state);
-  if (!tl_buf) tl_buf = malloc(VERITY_READ);
-  if (!tl_state || !tl_buf) {
-    free(path);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
   fail_info f = {0};
-  int fd;
-  do fd = open(path, O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    set_fail(&f, errno, "open", path, path_len);
-    goto failed;
-  }
-  verity_state *s = tl_state;
-  verity_init(s, h);
   uint64_t total = 0;
-  for (;;) {
-    uint64_t room = size - total + 1;
-    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
-    ssize_t got = read(fd, tl_buf, want);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      set_fail(&f, errno, "read", path, path_len);
-      close(fd);
-      goto failed;
-    }
-    if (got == 0) break;
-    total += (uint64_t)got;
-    if (total > size) break;
-    verity_update(s, tl_buf, (size_t)got);
-  }
-  close(fd);
+  int rc = verity_path(path, path_len, h, (uint64_t)size_d, -1, out, &total, &f);
   free(path);
-  if (total == size) verity_final(s, out);
-  napi_value r;
-  CHECK(napi_create_double(env, (double)total, &r));
-  return r;
-failed:
-  free(path);
-  {
+  if (rc < 0) {
     napi_value err = make_error(env, &f);
     free(f.path);
     if (err) napi_throw(env, err);
+    return NULL;
   }
-  return NULL;
+  napi_value r;
+  CHECK(napi_create_double(env, (double)total, &r));
+  return r;
 }
-
 
 /*
  * verityBuffer(data, alg, out): fs-verity digest of an in-memory buffer, in one call (no
@@ -595,14 +622,15 @@ static napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityBuffer: output buffer too small");
     return NULL;
   }
-  if (!tl_state) tl_state = malloc(sizeof *tl_state);
-  if (!tl_state) {
+  verity_state *s;
+  unsigned char *buf;
+  if (verity_scratch(&s, &buf) < 0) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  verity_init(tl_state, h);
-  verity_update(tl_state, data, len);
-  verity_final(tl_state, out);
+  verity_init(s, h);
+  verity_update(s, data, len);
+  verity_final(s, out);
   return NULL;
 }
 
@@ -628,41 +656,7 @@ typedef struct {
 static void verity_job_execute(napi_env env, void *data) {
   verity_job *j = data;
   lower_thread_priority();
-  if (!tl_state) tl_state = malloc(sizeof *tl_state);
-  if (!tl_buf) tl_buf = malloc(VERITY_READ);
-  if (!tl_state || !tl_buf) {
-    set_fail(&j->fail, ENOMEM, "malloc", j->path, j->path_len);
-    return;
-  }
-  int fd;
-  do fd = open(j->path, O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    set_fail(&j->fail, errno, "open", j->path, j->path_len);
-    return;
-  }
-  verity_state *s = tl_state;
-  verity_init(s, j->h);
-  uint64_t total = 0;
-  for (;;) {
-    uint64_t room = j->size - total + (j->offset < 0 ? 1 : 0);
-    if (room == 0) break;
-    size_t want = room < VERITY_READ ? (size_t)room : VERITY_READ;
-    ssize_t got = j->offset < 0 ? read(fd, tl_buf, want) : pread(fd, tl_buf, want, (off_t)(j->offset + (int64_t)total));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      set_fail(&j->fail, errno, "read", j->path, j->path_len);
-      close(fd);
-      return;
-    }
-    if (got == 0) break;
-    total += (uint64_t)got;
-    if (total > j->size) break;
-    verity_update(s, tl_buf, (size_t)got);
-  }
-  close(fd);
-  j->total = total;
-  if (total == j->size) verity_final(s, j->digest);
+  verity_path(j->path, j->path_len, j->h, j->size, j->offset, j->digest, &j->total, &j->fail);
 }
 
 static void verity_job_complete(napi_env env, napi_status status, void *data) {
@@ -706,22 +700,12 @@ static napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
   if (argc >= 4) {
     napi_valuetype t;
     CHECK(napi_typeof(env, argv[3], &t));
-    if (t != napi_undefined) {
-      CHECK(napi_get_value_double(env, argv[3], &offset_d));
-      if (!(offset_d >= 0 && offset_d <= 9007199254740991.0)) {
-        napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFileAsync: bad offset");
-        return NULL;
-      }
-    }
+    if (t != napi_undefined && u53_arg(env, argv[3], "verityFileAsync: bad offset", &offset_d)) return NULL;
   }
   const sha_impl *h = alg_arg(env, argv[1]);
   if (!h) return NULL;
   double size_d;
-  CHECK(napi_get_value_double(env, argv[2], &size_d));
-  if (!(size_d >= 0 && size_d <= 9007199254740991.0)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFileAsync: bad size");
-    return NULL;
-  }
+  if (u53_arg(env, argv[2], "verityFileAsync: bad size", &size_d)) return NULL;
   verity_job *j = calloc(1, sizeof *j);
   if (!j) {
     napi_throw_error(env, "ENOMEM", "out of memory");
