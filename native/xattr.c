@@ -7,8 +7,7 @@
  *   scanDir(dir, alg, hashMax): Promise<Buffer>            (scan.c)
  *       One directory read whole on the libuv thread pool: stats, small contents, symlink
  *       targets, xattrs and digests of small files, as packed records.
- *   hashAvailable(), verityFile(path, alg, size, out), verityFileAsync(path, alg, size[, offset]),
- *   verityBuffer(data, alg, out),
+ *   hashAvailable(), verityFileAsync(path, alg, size[, offset]), verityBuffer(data, alg, out),
  *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)
  *       fs-verity digests computed with the SHA functions of the OpenSSL inside node.
  *
@@ -262,17 +261,23 @@ char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
   return s;
 }
 
+/* The first n arguments of a call; fewer is a TypeError naming the usage. 0, or -1 (thrown). */
+static int get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
+  if (argc < n) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", usage);
+    return -1;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* readXattrs(path)                                                                              */
 
 static napi_value js_read_xattrs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "readXattrs(path: Buffer)");
-    return NULL;
-  }
+  if (get_args(env, info, 1, argv, "readXattrs(path: Buffer)")) return NULL;
   size_t len;
   char *path = arg_bytes(env, argv[0], &len);
   if (!path) return NULL;
@@ -559,60 +564,12 @@ static napi_value js_hash_available(napi_env env, napi_callback_info info) {
 }
 
 /*
- * verityFile(path, alg, size, out): fs-verity digest of the file at path, written into out.
- * Reads at most size + 1 bytes (enough to notice growth, never unbounded). Returns the number
- * of bytes read: the caller compares it with size (a difference means the file changed and
- * the digest is meaningless). Errors are thrown like readXattrs' (code, errno, syscall, path).
- */
-static napi_value js_verity_file(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityFile(path, alg, size, out)");
-    return NULL;
-  }
-  const sha_impl *h = alg_arg(env, argv[1]);
-  if (!h) return NULL;
-  double size_d;
-  if (u53_arg(env, argv[2], "verityFile: bad size", &size_d)) return NULL;
-  unsigned char *out;
-  size_t out_len;
-  if (u8_arg(env, argv[3], &out, &out_len)) return NULL;
-  if (out_len < h->dsize) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "verityFile: output buffer too small");
-    return NULL;
-  }
-  size_t path_len = 0;
-  char *path = arg_bytes(env, argv[0], &path_len);
-  if (!path) return NULL;
-  fail_info f = {0};
-  uint64_t total = 0;
-  int rc = verity_path(path, path_len, h, (uint64_t)size_d, -1, out, &total, &f);
-  free(path);
-  if (rc < 0) {
-    napi_value err = make_error(env, &f);
-    free(f.path);
-    if (err) napi_throw(env, err);
-    return NULL;
-  }
-  napi_value r;
-  CHECK(napi_create_double(env, (double)total, &r));
-  return r;
-}
-
-/*
  * verityBuffer(data, alg, out): fs-verity digest of an in-memory buffer, in one call (no
  * incremental handle to create and collect: the cheap path for many small tar members).
  */
 static napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityBuffer(data, alg, out)");
-    return NULL;
-  }
+  if (get_args(env, info, 3, argv, "verityBuffer(data, alg, out)")) return NULL;
   const sha_impl *h = alg_arg(env, argv[1]);
   if (!h) return NULL;
   unsigned char *data, *out;
@@ -635,10 +592,11 @@ static napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
 }
 
 /*
- * verityFileAsync(path, alg, size[, offset]): verityFile on the libuv thread pool. Resolves to
- * the digest (a Buffer), or to the number of bytes read when that differs from size (the file
- * changed); rejects like verityFile throws. With an offset, the digest is of the size bytes
- * there (a member of a tar file), read with pread.
+ * verityFileAsync(path, alg, size[, offset]): the fs-verity digest of a file, read and hashed on
+ * the libuv thread pool, reading at most size + 1 bytes. Resolves to the digest (a Buffer), or
+ * to the number of bytes read when that differs from size (the file changed); rejects with an
+ * error like readXattrs'. With an offset, the digest is of the size bytes there (a member of a
+ * tar file), read with pread.
  */
 typedef struct {
   napi_async_work work;
@@ -752,13 +710,8 @@ static void verity_handle_finalize(napi_env env, void *data, void *hint) {
 }
 
 static napi_value js_verity_new(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityNew(alg)");
-    return NULL;
-  }
+  if (get_args(env, info, 1, argv, "verityNew(alg)")) return NULL;
   const sha_impl *impl = alg_arg(env, argv[0]);
   if (!impl) return NULL;
   verity_handle *h = malloc(sizeof *h);
@@ -796,13 +749,8 @@ static verity_handle *handle_arg(napi_env env, napi_value v) {
 }
 
 static napi_value js_verity_update(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityUpdate(handle, data)");
-    return NULL;
-  }
+  if (get_args(env, info, 2, argv, "verityUpdate(handle, data)")) return NULL;
   verity_handle *h = handle_arg(env, argv[0]);
   if (!h) return NULL;
   unsigned char *data;
@@ -813,13 +761,8 @@ static napi_value js_verity_update(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_verity_digest(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "verityDigest(handle, out)");
-    return NULL;
-  }
+  if (get_args(env, info, 2, argv, "verityDigest(handle, out)")) return NULL;
   verity_handle *h = handle_arg(env, argv[0]);
   if (!h) return NULL;
   unsigned char *out;
@@ -841,7 +784,6 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityFile", NULL, js_verity_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityBuffer", NULL, js_verity_buffer, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityFileAsync", NULL, js_verity_file_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},

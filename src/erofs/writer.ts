@@ -838,23 +838,21 @@ class FastXattrs {
       off += 4;
     }
     if (g.mcPos < 0) {
-      const s = this.mc.suffix;
-      buf[off] = s.length;
-      buf[off + 1] = this.mc.index;
-      buf.writeUInt16LE(metacopyLength(id.length), off + 2);
-      buf.set(s, off + 4);
-      writeMetacopyValue(buf, off + 4 + s.length, id);
+      writeMetacopyValue(buf, entryHead(buf, off, this.mc, metacopyLength(id.length)), id);
       off += this.mcEntrySize(id.length);
     }
-    if (g.rdPos < 0) {
-      const s = this.rd.suffix;
-      buf[off] = s.length;
-      buf[off + 1] = this.rd.index;
-      buf.writeUInt16LE(redirectLength(id.length), off + 2);
-      buf.set(s, off + 4);
-      writeRedirectValue(buf, off + 4 + s.length, id);
-    }
+    if (g.rdPos < 0) writeRedirectValue(buf, entryHead(buf, off, this.rd, redirectLength(id.length)), id);
   }
+}
+
+/** Writes an xattr entry's header and name suffix at `off`; returns where its value goes. */
+function entryHead(buf: Buffer, off: number, name: SplitName, valueLen: number): number {
+  const s = name.suffix;
+  buf[off] = s.length;
+  buf[off + 1] = name.index;
+  buf.writeUInt16LE(valueLen, off + 2);
+  buf.set(s, off + 4);
+  return off + 4 + s.length;
 }
 
 // ------------------------------------------------------------------------------------------

@@ -31,11 +31,10 @@ const hashOnce: OneShot = cryptoHash
  */
 export interface NativeHash {
   hashAvailable(): boolean;
-  /** fs-verity digest of a file into out; reads at most size + 1 bytes; returns the bytes read (≠ size: changed). */
-  verityFile(path: Uint8Array, alg: number, size: number, out: Uint8Array): number;
   /**
-   * verityFile on the libuv thread pool: the digest, or the bytes read when ≠ size. With an
-   * offset: the digest of the `size` bytes there (pread).
+   * fs-verity digest of a file, read and hashed on the libuv thread pool (at most size + 1
+   * bytes): the digest, or the bytes read when ≠ size. With an offset: the digest of the `size`
+   * bytes there (pread).
    */
   verityFileAsync(path: Uint8Array, alg: number, size: number, offset?: number): Promise<Buffer | number>;
   /** fs-verity digest of an in-memory buffer into out, in one call. */
@@ -66,7 +65,7 @@ export function nativeHash(): NativeHash | null {
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
     const m = mod.exports;
-    const fns = [m.hashAvailable, m.verityFile, m.verityFileAsync, m.verityBuffer, m.verityNew];
+    const fns = [m.hashAvailable, m.verityFileAsync, m.verityBuffer, m.verityNew];
     if (fns.every((f) => typeof f === 'function') && m.hashAvailable!()) {
       native = m as NativeHash;
     }

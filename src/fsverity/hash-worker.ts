@@ -4,17 +4,17 @@
  * round trip per read) and answers with one message per batch. The pool keeps more than one
  * batch queued per worker, so a worker never waits for the main thread between batches.
  *
- * Without `copyTo` and with the native addon, a whole file is read and hashed in C
- * (`verityFile`); otherwise the file is read in 1 MiB pieces and hashed by FsVerityHasher,
+ * A file is read in 1 MiB pieces and hashed by FsVerityHasher (native when the addon is there),
  * optionally copied into a temporary file as it goes (for the object store), so file data is
- * read exactly once.
+ * read exactly once. Pure digests without a copy do not come here when the addon is there: they
+ * run as native jobs on libuv's thread pool (src/cli/source.ts, HashPool.hashRange).
  *
  * This module is kept small: bundled builds embed it (with fsverity.ts) as a separate script
  * that starts in milliseconds instead of loading the whole CLI.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import fs from 'node:fs';
-import { ALG_NUMBER, FsVerityHasher, nativeHash, setNativeHashAddon } from './fsverity.js';
+import { ALG_NUMBER, FsVerityHasher, setNativeHashAddon } from './fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 
 /** A job sent to a worker. */
@@ -185,14 +185,6 @@ function hashRange(job: HashJob, offset: number): Uint8Array {
 function hashJob(job: HashJob): Uint8Array {
   const { size } = job;
   if (job.offset !== undefined) return hashRange(job, job.offset);
-  const nat = job.copyTo ? null : nativeHash();
-  if (nat) {
-    const out = new Uint8Array(ALG_NUMBER[job.alg] === 1 ? 32 : 64);
-    // Reads at most size + 1 bytes.
-    const total = nat.verityFile(job.path, ALG_NUMBER[job.alg], size, out);
-    if (total !== size) throw changed(size, total);
-    return out;
-  }
   buf ??= Buffer.allocUnsafe(READ_SIZE);
   const fd = fs.openSync(Buffer.from(job.path.buffer, job.path.byteOffset, job.path.byteLength), 'r');
   let out: number | undefined;

@@ -93,23 +93,24 @@ abstract class QueuedSource implements ByteSource {
     return out;
   }
 
+  /** The next piece of at most `left` bytes (what is buffered, or one fill). */
+  private async nextPiece(left: number): Promise<Buffer> {
+    if (this.queued === 0) await this.fill(1);
+    if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
+    return this.takeHead(Math.min(left, this.headLeft()));
+  }
+
   async *chunks(n: number): AsyncGenerator<Buffer> {
-    let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.fill(1);
-      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
-      const c = this.takeHead(Math.min(left, this.headLeft()));
+    for (let left = n; left > 0; ) {
+      const c = await this.nextPiece(left);
       left -= c.length;
       yield c;
     }
   }
 
   async each(n: number, fn: (chunk: Buffer) => void | Promise<void>): Promise<void> {
-    let left = n;
-    while (left > 0) {
-      if (this.queued === 0) await this.fill(1);
-      if (this.queued === 0) throw new ShortInputError(`unexpected end of input (${left} more bytes expected)`);
-      const c = this.takeHead(Math.min(left, this.headLeft()));
+    for (let left = n; left > 0; ) {
+      const c = await this.nextPiece(left);
       left -= c.length;
       const r = fn(c);
       if (r) await r;
