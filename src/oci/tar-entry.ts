@@ -751,10 +751,18 @@ export async function toTarEntry(
       uid: Number(raw.uid & 0xffffffffn),
       gid: Number(raw.gid & 0xffffffffn),
       mtimeSec: BigInt.asIntN(64, raw.mtime),
-      mtimeNsec: raw.pax === undefined ? 0 : paxMtimeNsec(raw.pax),
+      mtimeNsec: raw.pax === undefined ? 0 : mtimeNsec(raw.pax),
       xattrs,
     };
     return { path: makeAbsolutePath(raw.path), stat, item, name };
+  }
+
+  function mtimeNsec(pax: Buffer): number {
+    try {
+      return paxMtimeNsec(pax);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
   }
 }
 
