@@ -192,7 +192,7 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
         if (counters.layer === 0) return `reading ${spec}`;
         const pct = counters.size > 0 ? ` (${Math.floor((100 * counters.read()) / counters.size)}%)` : '';
         return (
-          `layer ${counters.layer}/${counters.layers} ${counters.label}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
+          `${counters.label} of ${counters.layers}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
           `${counters.entries} entries`
         );
       });

@@ -68,6 +68,7 @@ export interface LayerProgress {
   /** 1-based index of the layer being read (0 before the first). */
   layer: number;
   layers: number;
+  /** The layer as errors name it: "layer 2 (sha256:…)". */
   label: string;
   /** Size of the current layer's blob (compressed, as stored). */
   size: number;
