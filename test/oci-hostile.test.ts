@@ -134,6 +134,39 @@ test('zstd bomb from the zstd CLI: a 512 MiB member of zeros, bounded memory, sa
   }
 });
 
+/** Decodes `file` with `decompress` alone in a fresh node; returns its peak RSS (bytes) and the size. */
+function decodeInChild(file: string): { rss: number; size: number } {
+  const mod = pathToFileURL(path.join(ROOT, 'build/src/oci/decompress.js')).href;
+  const scriptFile = path.join(path.dirname(file), 'decode-in-child.mjs');
+  writeFileSync(
+    scriptFile,
+    `import { createReadStream } from 'node:fs';
+     const { decompress } = await import(${JSON.stringify(mod)});
+     let size = 0;
+     for await (const c of decompress(createReadStream(${JSON.stringify(file)}, { highWaterMark: 1 << 20 }), 'x')) size += c.length;
+     process.stdout.write(JSON.stringify({ rss: process.resourceUsage().maxRSS * 1024, size }));`,
+  );
+  const r = spawnSync(process.execPath, [scriptFile], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+test('zstd of incompressible data: the input is not retained while decoding (fzstd 0.1.1 carry-over list)', (t) => {
+  if (!requireTool(t, 'zstd')) return;
+  const { dir, cleanup } = tempDir('cfs-oci-hostile-');
+  try {
+    const f = path.join(dir, 'rnd.zst');
+    const n = 160 << 20;
+    execFileSync('sh', ['-c', `head -c ${n} /dev/urandom | zstd -q -1 -o "$1"`, 'sh', f]);
+    const r = decodeInChild(f);
+    assert.equal(r.size, n);
+    // without clearing fzstd's list of (empty) views of every piece, all 160 MiB stay referenced
+    assert.ok(r.rss < 200 << 20, `peak RSS ${r.rss >> 20} MiB decoding 160 MiB of incompressible zstd`);
+  } finally {
+    cleanup();
+  }
+});
+
 test('zstd frames asking for a window beyond libzstd\'s default limit are refused, naming the layer', async () => {
   // windowLog 31: fzstd would allocate (and on every block move) a 2 GiB window
   const err = await rejection(dumpOf([zstdRleFrame(4, 31)]));

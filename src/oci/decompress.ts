@@ -131,12 +131,17 @@ async function* unzstd(src: AsyncIterable<Buffer>, label: string): AsyncGenerato
     out.push(toBuffer(chunk));
     outBytes += chunk.length;
   });
+  // fzstd 0.1.1 keeps an (empty) view of every input piece in its carry-over list `c` while
+  // nothing is carried over (`l` = 0), which retains every input buffer until the end: a 230 MB
+  // layer held ~230 MB. Clear that list when it carries nothing.
+  const internals = d as unknown as { c?: unknown; l?: unknown };
   const push = (c: Uint8Array, final: boolean): void => {
     try {
       d.push(c, final);
     } catch (e) {
       fail((e as Error).message);
     }
+    if (internals.l === 0 && Array.isArray(internals.c) && internals.c.length > 0) internals.c = [];
   };
   const it = src[Symbol.asyncIterator]();
   let eof = false;
