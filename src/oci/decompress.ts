@@ -1,10 +1,14 @@
 /**
- * Layer decompression, chosen by magic bytes: gzip (1f 8b), zstd (28 b5 2f fd), otherwise the bytes
- * are taken as a plain tar. Node 20's zlib has no zstd, so zstd goes through `fzstd` (pure JS,
- * streaming). xz and bzip2 are recognised only to give a clear error (OCI layers never use them).
+ * Layer decompression, chosen by magic bytes: gzip (1f 8b), zstd (28 b5 2f fd, or a skippable
+ * frame 5X 2a 4d 18), otherwise the bytes are taken as a plain tar. Node 20's zlib has no zstd, so
+ * zstd goes through `fzstd` (pure JS, streaming). xz and bzip2 are recognised only to give a clear
+ * error (OCI layers never use them). Every gzip member and every zstd frame is decoded.
  *
- * Note: composefs-rs picks the decoder from the descriptor's media type instead; for well-formed
- * images the two agree. `mediaTypeCompression` lets callers cross-check.
+ * Note: composefs-rs picks the decoder from the descriptor's media type instead
+ * (crates/composefs-oci/src/layer.rs `decompress_async`); for well-formed images the two agree.
+ * Up to v0.9.0 its decoders stop after the first gzip member / zstd frame (async-compression
+ * defaults); PR #381 (in v0.9.2) sets `multiple_members(true)`, which is what we do.
+ * `mediaTypeCompression` lets callers cross-check.
  */
 import { Readable, pipeline } from 'node:stream';
 import zlib from 'node:zlib';
