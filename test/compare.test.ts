@@ -320,3 +320,23 @@ test('the view applies to directory sides only; to both when neither is one', ()
     cleanup();
   }
 });
+
+test('host xattrs, a file touched in whole seconds, a stub and the directory it was made in', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const { root, layers } = setup(dir);
+    utimesSync(path.join(root, 'usr/lib'), T, T);
+    utimesSync(path.join(root, 'etc/b'), T + 3, T + 3);
+    mkdirSync(path.join(root, 'etc/stub'));
+    execFileSync('setfattr', ['-n', 'user.host', '-v', 'x', path.join(root, 'usr/lib/a')]);
+    const j = report(['--xattrs', 'keep-user-xattrs', root, layers]);
+    assert.deepEqual(causes(j), {
+      '/etc mtime': 'mount-stub',
+      '/etc/b mtime': 'mtime-changed',
+      '/etc/stub presence': 'mount-stub',
+      '/usr/lib/a xattr user.host': 'host-xattr',
+    });
+  } finally {
+    cleanup();
+  }
+});
