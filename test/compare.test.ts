@@ -351,3 +351,19 @@ test('host xattrs, a file touched in whole seconds, a stub and the directory it 
     cleanup();
   }
 });
+
+test('files touched after the commit are not taken for clamping, even one at the layers\' latest mtime', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const { root, layers } = setup(dir);
+    utimesSync(path.join(root, 'usr/lib'), T, T);
+    // usr/lib/new has the layers' latest mtime (T + 5), etc/b an earlier one
+    for (const p of ['usr/lib/new', 'etc/b']) utimesSync(path.join(root, p), T + 1000, T + 1000);
+    assert.deepEqual(causes(report([root, layers])), { '/etc/b mtime': 'mtime-changed', '/usr/lib/new mtime': 'mtime-changed' });
+    // one clamped path alone is clamping
+    utimesSync(path.join(root, 'etc/b'), T, T);
+    assert.deepEqual(causes(report([root, layers])), { '/usr/lib/new mtime': 'clamped-mtime' });
+  } finally {
+    cleanup();
+  }
+});

@@ -140,6 +140,7 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
   const tSide = swap ? a : b;
   const viewM = swap ? opts.viewB : opts.viewA;
   const latestT = latestMtime(tSide.fs);
+  const clamped = clampEvidence(diffs, swap, latestT.at);
   const pathsWithContent = new Set<string>();
   const staleDirs = new Set<string>();
   const stubParents = new Set<string>();
@@ -168,7 +169,7 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
     } else if (d.field.startsWith('xattr ')) {
       e.cause = mv !== undefined && tv === undefined ? 'host-xattr' : 'other';
     } else if (d.field === 'mtime' && mInode && tInode) {
-      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, latestT, viewM, pathsWithContent, staleDirs, stubParents));
+      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, clamped ? latestT : undefined, viewM, pathsWithContent, staleDirs, stubParents));
     }
     return e;
   });
@@ -179,7 +180,7 @@ function mtimeCause(
   m: Inode,
   t: Inode,
   tSide: Side,
-  latestT: { at: bigint; sec: bigint },
+  latestT: { at: bigint; sec: bigint } | undefined,
   viewM: MtimeView | undefined,
   pathsWithContent: Set<string>,
   staleDirs: Set<string>,
@@ -199,13 +200,32 @@ function mtimeCause(
   if (m.kind === 'dir' && staleDirs.has(p)) return { cause: 'stale-mount' };
   if (m.kind === 'dir' && stubParents.has(p)) return { cause: 'mount-stub' };
   // Clamping leaves the epoch as the latest mtime of the layers; the mounted view is later.
-  if (ns(ts) === latestT.at && ns(ms) > latestT.at && ts.mtimeNsec === 0) return { cause: 'clamped-mtime', note: `epoch ${latestT.sec}` };
+  if (latestT && ns(ts) === latestT.at && ns(ms) > latestT.at && ts.mtimeNsec === 0) return { cause: 'clamped-mtime', note: `epoch ${latestT.sec}` };
   if (t.kind === 'dir' && tSide.provenance) {
     const layer = tSide.provenance.impliedIn(t as Directory);
     if (layer !== undefined) return { cause: 'implied-parent', note: tSide.provenance.labels[layer] ?? `layer ${layer + 1}` };
   }
   if (m.kind === 'dir') return { cause: 'dir-without-layer-entry' };
   return { cause: 'mtime-changed' };
+}
+
+/**
+ * Whether the layers look clamped: of the mtimes the mounted view has later than anything in
+ * the layers, most are exactly the layers' latest mtime (the epoch). A tree merely
+ * touched after the commit has those paths at their own earlier times instead.
+ */
+function clampEvidence(diffs: Difference[], swap: boolean, latest: bigint): boolean {
+  let atLatest = 0;
+  let other = 0;
+  for (const d of diffs) {
+    if (d.field !== 'mtime') continue;
+    const m = swap ? d.inodeB : d.inodeA;
+    const t = swap ? d.inodeA : d.inodeB;
+    if (!m || !t || ns(m.stat) <= latest) continue;
+    if (ns(t.stat) === latest) atLatest++;
+    else other++;
+  }
+  return atLatest > other;
 }
 
 /** An empty directory only in the mounted view. */
