@@ -55,12 +55,11 @@ export function applyMtimeView(fs: FileSystem, v: MtimeView): void {
   });
 }
 
-/** Number of distinct inodes with a sub-second mtime (the root excluded when `skipRoot`). */
-export function countSubsecond(fs: FileSystem, skipRoot = false): { subsecond: number; total: number } {
+/** Number of distinct inodes with a sub-second mtime, of how many. */
+export function countSubsecond(fs: FileSystem): { subsecond: number; total: number } {
   let subsecond = 0;
   let total = 0;
   forEachStat(fs, (s) => {
-    if (skipRoot && s === fs.root.stat) return;
     total++;
     if (s.mtimeNsec !== 0) subsecond++;
   });
