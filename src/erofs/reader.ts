@@ -71,6 +71,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
+import { MAX_INLINE_CONTENT } from '../dumpfile/parse.js';
 
 /** A corrupt, truncated or unsupported image. `offset` is the byte offset of the problem. */
 export { ImageError };
@@ -264,6 +265,9 @@ class Reader {
       throw new ImageError(`inode nid ${nid} has unsupported data layout ${layout}`, off);
     }
     const h = decodeInodeHeader(this.img, off, this.sb);
+    // Refused by the dumpfile parser (which the dump of this image must satisfy): one rule both ways.
+    if (h.mtimeNsec >= 1_000_000_000)
+      throw new ImageError(`inode nid ${nid} has mtime nanoseconds ${h.mtimeNsec} (must be < 1000000000)`, extended ? off + 40 : EROFS_SUPER_OFFSET + 32);
     const xsize = xattrBodySize(h.xattrIcount);
     const bodyOff = off + isize;
     this.need(bodyOff, xsize, `xattr body of inode nid ${nid}`, off + 2);
@@ -330,6 +334,8 @@ class Reader {
     if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + 1);
     const name = (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
     if (name.length === 0) throw new ImageError('xattr with an empty name', off);
+    // The dumpfile parser refuses these (as composefs-rs dumpfile_parse.rs does): one rule both ways.
+    if (name.includes('\0')) throw new ImageError('xattr name contains a NUL byte', off);
     return name;
   }
 
@@ -532,6 +538,10 @@ class Reader {
     if (id) return { type: 'external-no-verity', id, size };
     const layout = (this.img.readUInt16LE(raw.off) >> 1) & 0x7;
     if (layout === LAYOUT_CHUNK_BASED) return { type: 'sparse', size };
+    // Files stored in the image are at most what a dumpfile may carry inline (the dump of this
+    // image must parse); composefs writers store at most 64 bytes.
+    if (size > BigInt(MAX_INLINE_CONTENT))
+      throw new ImageError(`inode nid ${raw.nid}: a file of ${size} bytes stored in the image (at most ${MAX_INLINE_CONTENT})`, raw.off + 8);
     return { type: 'inline', data: this.readData(raw) };
   }
 }
