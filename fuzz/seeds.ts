@@ -90,6 +90,16 @@ put('decompress', 'zstd-check', zstd(text, '--check'));
 put('decompress', 'zstd-multi', Buffer.concat([zstd(text.subarray(0, 20)), zstd(text.subarray(20))]));
 put('decompress', 'zstd-skippable', Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), zstd(text)]));
 put('decompress', 'xz', execFileSync('xz', ['-c'], { input: text }));
+/** A zstd frame of RLE blocks (128 KiB each from 4 bytes): the expansion mutations can grow. */
+function zstdRle(blocks: number): Buffer {
+  const parts = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38])]; // no content size, 128 KiB window
+  for (let i = 0; i < blocks; i++) {
+    const h = (131072 << 3) | (1 << 1) | (i === blocks - 1 ? 1 : 0);
+    parts.push(Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff, 0x41]));
+  }
+  return Buffer.concat(parts);
+}
+put('decompress', 'zstd-rle', zstdRle(4));
 
 // --- OCI archives
 function blobs(...xs: Buffer[]): [string, Buffer][] {

@@ -29,3 +29,43 @@ export const TAR_DICTIONARY: (string | Uint8Array)[] = [
   '\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff', '30 path=', '\n',
   Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]),
 ];
+
+const BLOB_NAME = /^(?:\.\/)?blobs\/sha256\/([0-9a-f]{64})$/;
+
+/**
+ * Makes the `blobs/sha256/<hex>` members of an OCI archive match their names again after a
+ * mutation: each mismatching blob's hex is replaced everywhere in the archive (member names,
+ * descriptors in other JSON, diff_ids) by its actual sha256, repeated so that a changed config
+ * re-digests the manifest that names it, and so on. Same-length replacement keeps the layout, so
+ * mutants reach the manifest and config parsers behind the digest checks. Descriptor sizes are
+ * not adjusted: mutations that change a blob's length still stop at the size check.
+ */
+export function fixOciDigests(b: Buffer, sha256: (x: Buffer) => string): Buffer {
+  const out = Buffer.from(b);
+  const members: { hex: string; start: number; size: number }[] = [];
+  for (let off = 0; off + 512 <= out.length; ) {
+    const h = out.subarray(off, off + 512);
+    if (h.every((x) => x === 0)) break;
+    const nul = h.indexOf(0);
+    const name = h.subarray(0, nul === -1 || nul > 100 ? 100 : nul).toString('latin1');
+    const sizeField = h.subarray(124, 136).toString('latin1').replace(/[\0 ]+$/, '').replace(/^ +/, '');
+    if (!/^[0-7]{1,11}$/.test(sizeField)) break;
+    const size = parseInt(sizeField, 8);
+    const m = BLOB_NAME.exec(name);
+    if (m && off + 512 + size <= out.length) members.push({ hex: m[1], start: off + 512, size });
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  for (let round = 0; round < 4; round++) {
+    let changed = false;
+    for (const m of members) {
+      const actual = sha256(out.subarray(m.start, m.start + m.size));
+      if (actual === m.hex) continue;
+      const from = Buffer.from(m.hex, 'latin1');
+      for (let i = out.indexOf(from); i !== -1; i = out.indexOf(from, i + 64)) out.write(actual, i, 'latin1');
+      for (const o of members) if (o.hex === m.hex) o.hex = actual;
+      changed = true;
+    }
+    if (!changed) break;
+  }
+  return out;
+}

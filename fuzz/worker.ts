@@ -117,9 +117,10 @@ class Coverage {
 
 async function main(): Promise<void> {
   const init = workerData as WorkerInit;
+  // Coverage first: functions compiled before it is on would report no blocks.
+  const cov = new Coverage(init.known);
   const mod = (await import(pathToFileURL(init.targetFile).href)) as { target: FuzzTarget };
   const target = mod.target;
-  const cov = new Coverage(init.known);
   cov.take(); // module loading is not the input's doing
   parentPort!.on('message', (req: WorkerRequest) => {
     const t0 = performance.now();

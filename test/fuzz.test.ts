@@ -11,7 +11,7 @@ import { CORPUS_DIR, fuzz, readInputs, REGRESSIONS_DIR, replay, targetNames } fr
 import { Rng, mutate } from '../fuzz/mutate.js';
 
 /** Inputs per target in the short run: a few seconds each on a quiet machine. */
-const RUNS = Number(process.env.CFS_FUZZ_RUNS ?? 300);
+const RUNS = Number(process.env.CFS_FUZZ_RUNS ?? 200);
 /** Generous: CI machines are slow and shared; a real hang takes forever, not 20 s. */
 const LIMITS = { timeoutMs: 20_000, rssMb: 1024 };
 

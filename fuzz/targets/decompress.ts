@@ -28,13 +28,23 @@ function cut(input: Buffer): Buffer[] {
   return out;
 }
 
+/**
+ * Buffer memory the decoder may hold beyond the output we keep (a streaming decoder holds its
+ * window and a chunk or two). One that decodes a whole input chunk before yielding anything
+ * (a 32 KiB zstd input can expand to 1 GiB) shows up here before the RSS bound.
+ */
+const HELD_CAP = 256 << 20;
+
 async function inflate(parts: Buffer[]): Promise<{ out: Buffer; error?: string }> {
   const got: Buffer[] = [];
   let n = 0;
+  const base = process.memoryUsage().arrayBuffers;
   try {
     for await (const c of decompress(chunks(parts), 'layer 1')) {
       got.push(c);
       n += c.length;
+      const held = process.memoryUsage().arrayBuffers - base - n;
+      if (held > HELD_CAP) throw new Finding('memory', `decoder holds ${held >> 20} MiB beyond the ${n} bytes of output read so far`);
       if (n >= OUTPUT_CAP) break;
     }
   } catch (e) {

@@ -5,10 +5,11 @@
  * read by the same reader as layers. Invariants: a rejection is one of the typed one-line errors
  * of the OCI path; an accepted tree passes the round trips of fuzz/roundtrip.ts.
  *
- * Mutations rarely keep a blob's sha256 right, so digest-checked JSON (manifests, OCI configs) is
- * mostly reached through the seeds; index.json and docker-archive manifest.json / configs not named
- * by their digest are parsed without a digest check and are fuzzed directly.
+ * A mutated blob no longer matches its digest: `fixup` re-digests blobs/sha256/* members and
+ * rewrites the references (fuzz/tarfix.ts), so manifests and configs behind the digest checks are
+ * fuzzed too, as long as a mutation keeps a blob's length.
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,7 +21,7 @@ import { S_IFDIR } from '../../src/tree/tree.js';
 import { TransformError, transformForOci } from '../../src/transform/transform.js';
 import { checkRoundTrip, versionFor } from '../roundtrip.js';
 import { expectRejection, type FuzzTarget } from '../target.js';
-import { fixTarChecksums, TAR_DICTIONARY } from '../tarfix.js';
+import { fixOciDigests, fixTarChecksums, TAR_DICTIONARY } from '../tarfix.js';
 
 /** Contents go nowhere: with a sink, no hashing thread pool is started per input. */
 const nullSink: ObjectSink = {
@@ -42,7 +43,7 @@ export const target: FuzzTarget = {
     'application/vnd.docker.distribution.manifest.list.v2+json', 'null', 'true', '[]', '{}', '-1', '1e309',
     '9007199254740993', '"sha256:', '"sha512:',
   ],
-  fixup: (input) => fixTarChecksums(input),
+  fixup: (input) => fixTarChecksums(fixOciDigests(input, (x) => createHash('sha256').update(x).digest('hex'))),
   async run(input) {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfs-fuzz-oci-'));
     try {

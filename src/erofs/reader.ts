@@ -71,7 +71,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
-import { MAX_INLINE_CONTENT } from '../dumpfile/parse.js';
+import { MAX_INLINE_CONTENT, SYMLINK_MAX } from '../dumpfile/parse.js';
 
 /** A corrupt, truncated or unsupported image. `offset` is the byte offset of the problem. */
 export { ImageError };
@@ -507,7 +507,7 @@ class Reader {
         content = this.regularContent(raw);
         break;
       case S_IFLNK:
-        content = { type: 'symlink', target: this.readData(raw) };
+        content = { type: 'symlink', target: this.symlinkTarget(raw) };
         break;
       case S_IFCHR:
         content = { type: 'chardev', rdev: BigInt(h.u >>> 0) };
@@ -525,6 +525,16 @@ class Reader {
         throw new ImageError(`inode nid ${raw.nid} has unknown file type 0o${type.toString(8)}`, raw.off + 4);
     }
     return new Leaf(stat, content);
+  }
+
+  /** As the dumpfile parser requires (the dump of this image must parse): one rule both ways. */
+  private symlinkTarget(raw: RawInode): Buffer {
+    if (raw.h.size > BigInt(SYMLINK_MAX))
+      throw new ImageError(`inode nid ${raw.nid}: symlink target of ${raw.h.size} bytes (at most ${SYMLINK_MAX})`, raw.off + 8);
+    const t = this.readData(raw);
+    if (t.length === 0) throw new ImageError(`inode nid ${raw.nid}: empty symlink target`, raw.off + 8);
+    if (t.includes(0)) throw new ImageError(`inode nid ${raw.nid}: symlink target contains a NUL byte`, raw.off);
+    return t;
   }
 
   private regularContent(raw: RawInode): LeafContent {

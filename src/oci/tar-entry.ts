@@ -519,6 +519,7 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
   // A GNU long name or PAX path may carry NUL bytes, which no file name can hold; the dumpfile
   // parser and the EROFS writer refuse them, so refuse them here, naming the member.
   if (path.includes(0)) fail('entry path contains a NUL byte');
+  if (linkTarget?.includes(0)) fail('link target contains a NUL byte');
   if (sparse || ((h.isGnu || h.isUstar) && h.typeflag === T.GNU_SPARSE)) fail('sparse tar entries are not supported');
 
   let mode: number;
