@@ -527,11 +527,13 @@ class Reader {
   }
 
   /**
-   * No file system can hold a NUL in a symlink target, and the dumpfile parser refuses one (the
-   * dump of this image must parse). Over-long targets are kept: C mkcomposefs writes them.
+   * No file system can hold an empty symlink target or a NUL in one, and the dumpfile parser
+   * refuses both (the dump of this image must parse). Over-long targets are kept: C mkcomposefs
+   * writes them.
    */
   private symlinkTarget(raw: RawInode): Buffer {
     const t = this.readData(raw);
+    if (t.length === 0) throw new ImageError(`inode nid ${raw.nid}: empty symlink target`, raw.off + 8);
     if (t.includes(0)) throw new ImageError(`inode nid ${raw.nid}: symlink target contains a NUL byte`, raw.off);
     return t;
   }
