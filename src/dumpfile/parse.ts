@@ -43,8 +43,13 @@ export class DumpfileError extends Error {
     readonly line: number,
     readonly reason: string,
   ) {
-    super(line > 0 ? `dumpfile line ${line}: ${reason}` : `dumpfile: ${reason}`);
+    super(line > 0 ? `dumpfile line ${line}: ${oneLine(reason)}` : `dumpfile: ${oneLine(reason)}`);
   }
+}
+
+/** Reasons quote the offending bytes (paths, fields): control bytes as \xHH keep the message one line. */
+function oneLine(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 export interface ParseOptions {
