@@ -9,6 +9,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { CORPUS_DIR, fuzz, readInputs, REGRESSIONS_DIR, replay, targetNames } from '../fuzz/engine.js';
 import { Rng, mutate } from '../fuzz/mutate.js';
+import { fixOciDigests, fixTarChecksums } from '../fuzz/tarfix.js';
+import { loadOciSource } from '../src/oci/image.js';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tempDir } from './helpers.js';
 
 /** Inputs per target in the short run: a few seconds each on a quiet machine. */
 const RUNS = Number(process.env.CFS_FUZZ_RUNS ?? 200);
@@ -32,6 +37,25 @@ test('the mutator is deterministic for a seed', () => {
   };
   assert.deepEqual(run(7), run(7));
   assert.notDeepEqual(run(7), run(8));
+});
+
+test('the OCI fixup re-digests a mutated config and the manifest naming it', async () => {
+  const seed = readFileSync(path.join(CORPUS_DIR, 'oci/oci-archive.tar'));
+  const mutated = Buffer.from(seed);
+  const at = mutated.indexOf('"os":"linux"');
+  assert.ok(at > 0);
+  mutated.write('"os":"linuX"', at);
+  const { dir, cleanup } = tempDir('cfs-fuzz-test-');
+  try {
+    const load = (b: Buffer): Promise<unknown> => {
+      writeFileSync(path.join(dir, 'a.tar'), b);
+      return loadOciSource(`oci-archive:${path.join(dir, 'a.tar')}`, { hash: 'sha256', jobs: 1 });
+    };
+    await assert.rejects(load(mutated), /does not match its digest/);
+    await load(fixTarChecksums(fixOciDigests(mutated, (x) => createHash('sha256').update(x).digest('hex'))));
+  } finally {
+    cleanup();
+  }
 });
 
 for (const name of targetNames()) {
