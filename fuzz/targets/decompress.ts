@@ -44,7 +44,7 @@ async function inflate(parts: Buffer[]): Promise<{ out: Buffer; error?: string }
       got.push(c);
       n += c.length;
       const held = process.memoryUsage().arrayBuffers - base - n;
-      if (held > HELD_CAP) throw new Finding('memory', `decoder holds ${held >> 20} MiB beyond the ${n} bytes of output read so far`);
+      if (held > HELD_CAP) throw new Finding('memory', `decoder has allocated ${held >> 20} MiB of buffers beyond the ${n} bytes of output read so far`);
       if (n >= OUTPUT_CAP) break;
     }
   } catch (e) {
