@@ -47,9 +47,13 @@ export class DumpfileError extends Error {
   }
 }
 
-/** Reasons quote the offending bytes (paths, fields): control bytes as \xHH keep the message one line. */
+/**
+ * Reasons quote the offending bytes (paths, fields): control bytes as \xHH keep the message one
+ * line, and a long quote is cut in the middle (the start says what, the end often why).
+ */
 function oneLine(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const t = s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return t.length <= 300 ? t : `${t.slice(0, 220)}…${t.slice(-60)}`;
 }
 
 export interface ParseOptions {
