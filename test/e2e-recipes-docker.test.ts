@@ -109,12 +109,12 @@ test('BuildKit overlay2: --layer-mtimes seconds in the build gives the id of doc
   // without it: V1 stores nanoseconds, V2 does not
   assert.notEqual(inb.keep.get('V1-sha512'), outside.get('V1-sha512'), 'V1 differs without the recipe');
   assert.equal(inb.keep.get('V2-sha256'), outside.get('V2-sha256'), 'V2 stores whole seconds: equal anyway');
-  assert.match(inb.warningsKeep, /warning: \d+ .*sub-second.*--layer-mtimes seconds/, 'compute-id names the count and the fix');
+  assert.match(inb.warningsKeep, /warning: \d+ of \d+ paths have sub-second mtimes.*--layer-mtimes seconds/, 'compute-id names the count and the fix');
   const c = compare(inb.dump, source, path.join(work, 'cmp'));
   assert.equal(c.status, 1);
-  t.diagnostic(c.text.split('\n').slice(0, 12).join('\n'));
-  assert.match(c.text, /sub-second/i, 'compare names the dropped sub-second mtimes');
-  assert.doesNotMatch(c.text, /nlink/, 'no hardlink is lost on overlay2');
+  t.diagnostic(`compare causes: ${JSON.stringify([...c.causes])}`);
+  assert.ok(c.causes.has('subsecond-mtime'), 'compare names the dropped sub-second mtimes');
+  assert.ok(!c.causes.has('hardlinks-split'), 'no hardlink is lost on overlay2');
 });
 
 test('BuildKit overlay2: a base changed only in mtimes reruns the digest step FROM base; a digest stage FROM another image prints the old id', { timeout: 300_000 }, async (t) => {
@@ -157,8 +157,8 @@ COPY --from=stale /out/stale-id /
   assert.equal(second.stale, id1, 'the stage FROM tools came from the cache with the old id');
   const c = compare(first.inb.dump, second.source, path.join(work, 'cmp'));
   assert.equal(c.status, 1);
-  t.diagnostic(c.text.split('\n').slice(0, 8).join('\n'));
-  assert.doesNotMatch(c.text, /^[^ ].*: (size|digest|content|mode|presence):/m, 'old and new base differ only in mtimes');
+  t.diagnostic(`compare causes: ${JSON.stringify([...c.causes])}`);
+  assert.doesNotMatch(c.text, /^ *\/.*: (size|digest|content|mode|presence):/m, 'old and new base differ only in mtimes');
 });
 
 test('BuildKit 20.10 and SOURCE_DATE_EPOCH: no rewrite-timestamp (no image exporter for docker build --output); the build arg alone leaves the layers as without it', { timeout: 300_000 }, async (t) => {
@@ -203,7 +203,7 @@ test('BuildKit vfs: no in-build view is the shipped tree (hardlinks split, a re-
   for (const [v, h] of COMBOS) assert.notEqual(inb.seconds.get(`V${v}-${h}`), outside.get(`V${v}-${h}`), `V${v} ${h}: the in-build view is not the shipped tree`);
   const c = compare(inb.dump, source, path.join(work, 'cmp'));
   assert.equal(c.status, 1);
-  t.diagnostic(c.text.split('\n').slice(0, 14).join('\n'));
+  t.diagnostic(`compare causes: ${JSON.stringify([...c.causes])}`);
   assert.match(c.text, /nlink/, 'compare shows the split hardlinks');
-  assert.match(c.text, /hardlink/i, 'and names the cause');
+  assert.ok(c.causes.has('hardlinks-split'), 'and names the cause');
 });

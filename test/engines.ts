@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { IN_CI, ROOT, have, runCfs, tempDir } from './helpers.js';
 
@@ -21,7 +21,8 @@ export type Ids = Map<Combo, string>;
 
 /**
  * Appended to a recipe: computes, in the build, every id from the same bind mount the recipe's
- * uki stage measured, as it is (`keep`) and as the layers carry it (`seconds`), with compute-id's
+ * uki stage measured, as it is (`keep`: no option, so that compute-id's warning shows) and as the
+ * layers carry it (`--layer-mtimes seconds`), with compute-id's
  * warnings and the in-build dumpfile (what `cfs compare` is given), and copies the uki stage's
  * kernel argument. FROM uki, so that the uki image's layers are the base's plus two.
  */
@@ -33,7 +34,8 @@ RUN --mount=type=bind,source=cfs,target=/usr/local/bin/cfs \\
     export CFS_CACHE_DIR=/var/cache/cfs && mkdir -p /out \\
  && for m in keep seconds; do for v in 1 2; do for h in sha256 sha512; do \\
       printf '%s V%s-%s ' "$m" "$v" "$h"; \\
-      cfs --erofs-version "$v" --hash "$h" compute-id --layer-mtimes "$m" /mnt/base 2>>/out/warnings-$m || exit 1; \\
+      if [ "$m" = keep ]; then f=; else f="--layer-mtimes $m"; fi; \\
+      cfs --erofs-version "$v" --hash "$h" compute-id $f /mnt/base 2>>/out/warnings-$m || exit 1; \\
     done; done; done > /out/ids \\
  && cfs create-dumpfile /mnt/base > /out/inbuild.dump \\
  && cp /etc/kernel/cmdline /out/karg
@@ -112,15 +114,26 @@ export function outsideIds(source: string): Ids {
   return ids;
 }
 
-/** `cfs compare` of the in-build dumpfile with the shipped image: exit status, text and JSON. */
-export function compare(dump: string, source: string, work: string): { status: number; text: string; json: unknown } {
+/** One line of compare's summary (--json). */
+export interface CauseCount {
+  cause: string;
+  paths: number;
+  differences: number;
+}
+
+/**
+ * `cfs compare` of the in-build dumpfile with the shipped image: exit status, text, and the
+ * summary of --json as cause -> paths.
+ */
+export function compare(dump: string, source: string, work: string): { status: number; text: string; causes: Map<string, number> } {
   const file = path.join(work, `inbuild-${Math.random().toString(36).slice(2)}.dump`);
   writeFileSync(file, dump);
   const r = runCfs(['compare', `dumpfile:${file}`, source]);
   assert.notEqual(r.status, 2, r.stderr);
   const j = runCfs(['compare', '--json', `dumpfile:${file}`, source]);
   assert.equal(j.status, r.status, j.stderr);
-  return { status: r.status, text: r.stdout.toString(), json: JSON.parse(j.stdout.toString()) };
+  const json = JSON.parse(j.stdout.toString()) as { summary: CauseCount[] };
+  return { status: r.status, text: r.stdout.toString(), causes: new Map(json.summary.map((c) => [c.cause, c.paths])) };
 }
 
 /** Formats ids for the test's diagnostics (the lead's note takes them from there). */
@@ -203,8 +216,9 @@ export class Containers {
   build(tool: 'buildah' | 'podman', context: string, text: string, args: string[]): void {
     const file = path.join(this.dir, `Containerfile-${Math.random().toString(36).slice(2)}`);
     writeFileSync(file, text);
-    const common = ['--isolation', 'chroot', '--network', 'none', '-q', '-f', file, ...args, context];
-    if (tool === 'buildah') this.buildah(['bud', ...common]);
+    // OCI isolation (runc): chroot isolation has no network namespace, so it cannot take --network none
+    const common = ['--isolation', 'oci', '--network', 'none', '-q', '-f', file, ...args, context];
+    if (tool === 'buildah') this.buildah(['bud', '--runtime', 'runc', ...common]);
     else this.podman(['build', ...common]);
   }
 
@@ -278,7 +292,7 @@ export class Dockerd {
       '--iptables=false', '--ip6tables=false', '--bridge=none',
       '--storage-driver', this.driver,
     ];
-    const out = (await import('node:fs')).openSync(this.log, 'a');
+    const out = openSync(this.log, 'a');
     const child = spawn(Dockerd.DOCKERD, args, { stdio: ['ignore', out, out], detached: true });
     child.unref();
     const deadline = Date.now() + 60_000;
