@@ -372,10 +372,19 @@ export class Dockerd {
     const ctrPid = path.join(this.dir, 'exec/containerd/containerd.pid');
     if (existsSync(ctrPid)) {
       const p = Number(readFileSync(ctrPid, 'utf8').trim());
+      // only if that pid is still our containerd (a stale pidfile may name another process by now)
+      let cmdline = '';
       try {
-        if (p > 0) process.kill(p, 'SIGKILL');
+        cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
       } catch {
         /* gone */
+      }
+      if (p > 0 && cmdline.includes(path.join(this.dir, 'exec'))) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
       }
     }
     unmountAll(this.dir);
