@@ -72,7 +72,7 @@ const CAUSES: Record<CauseId, { title: string; fix?: string }> = {
     fix: 'make the digest step mount the committed image (or compute the id outside the build from the exported image)',
   },
   'mount-stub': {
-    title: 'mount-target stub: an empty directory no layer has, as RUN --mount creates for its target',
+    title: 'mount-target stub: an empty directory no layer has, as RUN --mount creates for its target (and the mtime of the directory it was made in)',
     fix: 'mount outside the tree, or exclude the stub',
   },
   'host-xattr': {
@@ -144,7 +144,9 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
   const latestT = latestMtime(tSide.fs);
   const pathsWithContent = new Set<string>();
   const staleDirs = new Set<string>();
+  const stubParents = new Set<string>();
   for (const d of diffs) {
+    if (isStub(d, swap)) stubParents.add(parentOf(d.path.toString('latin1')));
     if (!CONTENT_FIELDS.has(d.field) || isStub(d, swap)) continue;
     const p = d.path.toString('latin1');
     pathsWithContent.add(p);
@@ -168,7 +170,7 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
     } else if (d.field.startsWith('xattr ')) {
       e.cause = mv !== undefined && tv === undefined ? 'host-xattr' : 'other';
     } else if (d.field === 'mtime' && mInode && tInode) {
-      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, latestT, viewM, pathsWithContent, staleDirs));
+      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, latestT, viewM, pathsWithContent, staleDirs, stubParents));
     }
     return e;
   });
@@ -183,6 +185,7 @@ function mtimeCause(
   viewM: MtimeView | undefined,
   pathsWithContent: Set<string>,
   staleDirs: Set<string>,
+  stubParents: Set<string>,
 ): { cause: CauseId; note?: string } {
   const ms = m.stat;
   const ts = t.stat;
@@ -199,7 +202,12 @@ function mtimeCause(
     const layer = tSide.provenance.impliedIn(t as Directory);
     if (layer !== undefined) return { cause: 'implied-parent', note: tSide.provenance.labels[layer] ?? `layer ${layer + 1}` };
   }
-  if (m.kind === 'dir') return { cause: staleDirs.has(p) ? 'stale-mount' : 'dir-without-layer-entry' };
+  if (m.kind === 'dir') {
+    if (staleDirs.has(p)) return { cause: 'stale-mount' };
+    // creating the stub changed its directory
+    if (stubParents.has(p)) return { cause: 'mount-stub' };
+    return { cause: 'dir-without-layer-entry' };
+  }
   return { cause: 'mtime-changed' };
 }
 
@@ -273,17 +281,28 @@ export function formatReport(diffs: Explained[], summary: CauseSummary[], o: { a
  * layer tarball an engine writes carries. The root is skipped when it takes /usr's metadata.
  */
 export function subsecondHint(fs: FileSystem, rootFromUsr: boolean): string | undefined {
+  // Counting allocates nothing per entry (trees of millions of paths); paths are only made for
+  // the examples, lazily, in dumpfile order.
   let n = 0;
   let total = 0;
-  const examples: string[] = [];
-  for (const e of traverse(fs)) {
-    if (rootFromUsr && e.inode === fs.root) continue;
+  const stack: Directory[] = [fs.root];
+  if (!rootFromUsr) {
     total++;
-    if (e.inode.stat.mtimeNsec === 0) continue;
-    n++;
-    if (examples.length < 3) examples.push(e.path.toString('utf8'));
+    if (fs.root.stat.mtimeNsec !== 0) n++;
+  }
+  while (stack.length > 0) {
+    for (const v of stack.pop()!.entries.values()) {
+      total++;
+      if (v.stat.mtimeNsec !== 0) n++;
+      if (v.kind === 'dir') stack.push(v);
+    }
   }
   if (n === 0) return undefined;
+  const examples: string[] = [];
+  for (const e of traverse(fs)) {
+    if (examples.length === 3) break;
+    if (e.inode.stat.mtimeNsec !== 0 && !(rootFromUsr && e.inode === fs.root)) examples.push(e.path.toString('utf8'));
+  }
   return (
     `${n} of ${total} paths have sub-second mtimes (${examples.join(', ')}${n > examples.length ? ', …' : ''}), which the layer tarballs ` +
     `container engines write do not carry: the shipped image will likely have another id. For the id of the shipped layers use ` +
