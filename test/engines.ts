@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { IN_CI, ROOT, have, runCfs, tempDir } from './helpers.js';
 
@@ -278,8 +278,12 @@ export class Dockerd {
     return '';
   }
 
+  /** Host directories dockerd creates whatever its roots (plugin discovery), if they were absent before. */
+  private created: string[] = [];
+
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
+    this.created = ['/run/docker', '/run/docker/plugins'].filter((d) => !existsSync(d));
     // an empty configuration file, so that no /etc/docker/daemon.json of the host applies
     writeFileSync(path.join(this.dir, 'daemon.json'), '{}\n');
     this.log = path.join(this.dir, 'dockerd.log');
@@ -388,6 +392,14 @@ export class Dockerd {
       }
     }
     unmountAll(this.dir);
+    // deepest first; only while empty (another daemon may use them by now)
+    for (const d of [...this.created].reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        /* not empty, or gone */
+      }
+    }
   }
 }
 
