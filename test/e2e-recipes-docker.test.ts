@@ -15,7 +15,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   COMBOS,
@@ -143,9 +143,13 @@ COPY --from=stale /out/stale-id /
     const source = saveBase(d, text, tag);
     return { inb: readOut(out), stale: readFileSync(path.join(out, 'stale-id'), 'utf8').trim(), source };
   };
-  const first = buildTwice(1700000000, 'base-mtimes-1');
-  const second = buildTwice(1700000777, 'base-mtimes-2');
-  makePayload(context); // back to the default for the other rows
+  let first, second;
+  try {
+    first = buildTwice(1700000000, 'base-mtimes-1');
+    second = buildTwice(1700000777, 'base-mtimes-2');
+  } finally {
+    makePayload(context); // back to the default for the other rows
+  }
   const id1 = cfs(['compute-id', first.source]);
   const id2 = cfs(['compute-id', second.source]);
   t.diagnostic(`shipped before: ${id1}\nshipped after:  ${id2}\nstale stage printed: ${second.stale}`);
@@ -166,7 +170,9 @@ test('BuildKit 20.10 and SOURCE_DATE_EPOCH: no rewrite-timestamp (no image expor
   if (!proceed(t, why)) return;
   const d = await overlayDaemon();
   const text = recipe('Dockerfile.buildkit');
-  const r2 = d.tryDocker(['build', '--network=none', '--target', 'base', '--output', 'type=image,name=sde,rewrite-timestamp=true', context]);
+  const file = path.join(d.dir, 'Dockerfile.sde');
+  writeFileSync(file, text);
+  const r2 = d.tryDocker(['build', '--network=none', '-f', file, '--target', 'base', '--output', 'type=image,name=sde,rewrite-timestamp=true', context]);
   t.diagnostic(`docker build --output type=image,rewrite-timestamp=true: ${r2.output.trim().split('\n').pop()}`);
   assert.notEqual(r2.status, 0, 'dockerd 20.10 has no image exporter for --output (rewrite-timestamp needs buildx and BuildKit >= 0.13)');
   assert.match(r2.output, /exporter "image" could not be found/);
@@ -174,10 +180,14 @@ test('BuildKit 20.10 and SOURCE_DATE_EPOCH: no rewrite-timestamp (no image expor
   // holds. (A payload with other mtimes makes the base new, so that `--target base` can only be
   // this build's snapshot; --no-cache would leave two snapshots under the same cache keys.)
   const epoch = '1600000000';
+  let inb, source;
   makePayload(context, 1700000333);
-  const inb = buildOut(d, text, ['--build-arg', `SOURCE_DATE_EPOCH=${epoch}`]);
-  const source = saveBase(d, text, 'base-sde');
-  makePayload(context);
+  try {
+    inb = buildOut(d, text, ['--build-arg', `SOURCE_DATE_EPOCH=${epoch}`]);
+    source = saveBase(d, text, 'base-sde');
+  } finally {
+    makePayload(context);
+  }
   const outside = outsideIds(source);
   for (const l of idLines('SOURCE_DATE_EPOCH outside', outside)) t.diagnostic(l);
   assertIds(inb.seconds, outside, 'with SOURCE_DATE_EPOCH, --layer-mtimes seconds = docker save');
