@@ -300,7 +300,7 @@ test('a stale mount (not the committed image): contents differ, named as such; c
   }
 });
 
-test('the view applies to directory sides only; to both when neither is one', () => {
+test('the view applies to the sides that are not layer sources; to both when both are', () => {
   const { dir, cleanup } = tempDir();
   try {
     const { root, layers } = setup(dir);
@@ -311,9 +311,20 @@ test('the view applies to directory sides only; to both when neither is one', ()
     const j = report(['--layer-mtimes', 'seconds', layers, root]);
     assert.equal(j.equal, true);
     assert.deepEqual(j.mtimes, { a: { layerMtimes: 'keep', clampMtime: null }, b: { layerMtimes: 'seconds', clampMtime: null } });
+    // a dumpfile of the directory (e.g. written in the build) is the in-build view too
     const dump = path.join(dir, 'a.dump');
     writeFileSync(dump, runCfs(['create-dumpfile', '--layer-mtimes', 'keep', root]).stdout);
-    const both = report(['--layer-mtimes', 'seconds', `dumpfile:${dump}`, layers]);
+    assert.deepEqual(causes(report([`dumpfile:${dump}`, layers])), { '/etc/b mtime': 'subsecond-mtime' });
+    const d = report(['--layer-mtimes', 'seconds', `dumpfile:${dump}`, layers]);
+    assert.equal(d.equal, true);
+    assert.deepEqual(d.mtimes, { a: { layerMtimes: 'seconds', clampMtime: null }, b: { layerMtimes: 'keep', clampMtime: null } });
+    // two layer sources: both
+    const pax = path.join(dir, 'pax.tar');
+    writeFileSync(pax, new TarBuilder().dir('usr/', { mtime: T, pax: [['mtime', `${T}.5`]] }).build());
+    const plain = path.join(dir, 'plain.tar');
+    writeFileSync(plain, new TarBuilder().dir('usr/', { mtime: T }).build());
+    assert.equal(report([`layers:${pax}`, `layers:${plain}`]).equal, false);
+    const both = report(['--layer-mtimes', 'seconds', `layers:${pax}`, `layers:${plain}`]);
     assert.equal(both.equal, true);
     assert.deepEqual(both.mtimes.a, both.mtimes.b);
   } finally {
@@ -336,6 +347,22 @@ test('host xattrs, a file touched in whole seconds, a stub and the directory it 
       '/etc/stub presence': 'mount-stub',
       '/usr/lib/a xattr user.host': 'host-xattr',
     });
+  } finally {
+    cleanup();
+  }
+});
+
+test('files touched after the commit are not taken for clamping, even one at the layers\' latest mtime', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const { root, layers } = setup(dir);
+    utimesSync(path.join(root, 'usr/lib'), T, T);
+    // usr/lib/new has the layers' latest mtime (T + 5), etc/b an earlier one
+    for (const p of ['usr/lib/new', 'etc/b']) utimesSync(path.join(root, p), T + 1000, T + 1000);
+    assert.deepEqual(causes(report([root, layers])), { '/etc/b mtime': 'mtime-changed', '/usr/lib/new mtime': 'mtime-changed' });
+    // one clamped path alone is clamping
+    utimesSync(path.join(root, 'etc/b'), T, T);
+    assert.deepEqual(causes(report([root, layers])), { '/usr/lib/new mtime': 'clamped-mtime' });
   } finally {
     cleanup();
   }

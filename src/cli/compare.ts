@@ -115,21 +115,19 @@ function ns(s: Stat): bigint {
   return s.mtimeSec * 1_000_000_000n + BigInt(s.mtimeNsec);
 }
 
-/** The latest mtime of a tree and how many inodes carry it. */
-function latestMtime(fs: FileSystem): { at: bigint; sec: bigint; count: number } {
+/** The latest mtime of a tree (the root, which takes /usr's, aside). */
+function latestMtime(fs: FileSystem): { at: bigint; sec: bigint } {
   let at = -(1n << 127n);
   let sec = 0n;
-  let count = 0;
   forEachStat(fs, (s) => {
     if (s === fs.root.stat) return;
     const v = ns(s);
     if (v > at) {
       at = v;
       sec = s.mtimeSec;
-      count = 1;
-    } else if (v === at) count++;
+    }
   });
-  return { at, sec, count };
+  return { at, sec };
 }
 
 /**
@@ -142,6 +140,7 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
   const tSide = swap ? a : b;
   const viewM = swap ? opts.viewB : opts.viewA;
   const latestT = latestMtime(tSide.fs);
+  const clamped = clampEvidence(diffs, swap, latestT.at);
   const pathsWithContent = new Set<string>();
   const staleDirs = new Set<string>();
   const stubParents = new Set<string>();
@@ -170,7 +169,7 @@ export function explain(diffs: Difference[], a: Side, b: Side, opts: ExplainOpti
     } else if (d.field.startsWith('xattr ')) {
       e.cause = mv !== undefined && tv === undefined ? 'host-xattr' : 'other';
     } else if (d.field === 'mtime' && mInode && tInode) {
-      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, latestT, viewM, pathsWithContent, staleDirs, stubParents));
+      Object.assign(e, mtimeCause(p, mInode, tInode, tSide, clamped ? latestT : undefined, viewM, pathsWithContent, staleDirs, stubParents));
     }
     return e;
   });
@@ -181,7 +180,7 @@ function mtimeCause(
   m: Inode,
   t: Inode,
   tSide: Side,
-  latestT: { at: bigint; sec: bigint; count: number },
+  latestT: { at: bigint; sec: bigint } | undefined,
   viewM: MtimeView | undefined,
   pathsWithContent: Set<string>,
   staleDirs: Set<string>,
@@ -196,19 +195,37 @@ function mtimeCause(
   }
   const clamp = viewM?.clampMtime;
   if (clamp !== undefined && ms.mtimeSec === clamp && ms.mtimeNsec === 0 && ns(ts) > clamp * 1_000_000_000n) return { cause: 'layer-not-clamped' };
+  // A directory whose entries differ: that is what changed it (concrete evidence, before the
+  // tree-wide guesses below).
+  if (m.kind === 'dir' && staleDirs.has(p)) return { cause: 'stale-mount' };
+  if (m.kind === 'dir' && stubParents.has(p)) return { cause: 'mount-stub' };
   // Clamping leaves the epoch as the latest mtime of the layers; the mounted view is later.
-  if (ns(ts) === latestT.at && ns(ms) > latestT.at && ts.mtimeNsec === 0) return { cause: 'clamped-mtime', note: `epoch ${latestT.sec}` };
+  if (latestT && ns(ts) === latestT.at && ns(ms) > latestT.at && ts.mtimeNsec === 0) return { cause: 'clamped-mtime', note: `epoch ${latestT.sec}` };
   if (t.kind === 'dir' && tSide.provenance) {
     const layer = tSide.provenance.impliedIn(t as Directory);
     if (layer !== undefined) return { cause: 'implied-parent', note: tSide.provenance.labels[layer] ?? `layer ${layer + 1}` };
   }
-  if (m.kind === 'dir') {
-    if (staleDirs.has(p)) return { cause: 'stale-mount' };
-    // creating the stub changed its directory
-    if (stubParents.has(p)) return { cause: 'mount-stub' };
-    return { cause: 'dir-without-layer-entry' };
-  }
+  if (m.kind === 'dir') return { cause: 'dir-without-layer-entry' };
   return { cause: 'mtime-changed' };
+}
+
+/**
+ * Whether the layers look clamped: of the mtimes the mounted view has later than anything in
+ * the layers, most are exactly the layers' latest mtime (the epoch). A tree merely
+ * touched after the commit has those paths at their own earlier times instead.
+ */
+function clampEvidence(diffs: Difference[], swap: boolean, latest: bigint): boolean {
+  let atLatest = 0;
+  let other = 0;
+  for (const d of diffs) {
+    if (d.field !== 'mtime') continue;
+    const m = swap ? d.inodeB : d.inodeA;
+    const t = swap ? d.inodeA : d.inodeB;
+    if (!m || !t || ns(m.stat) <= latest) continue;
+    if (ns(t.stat) === latest) atLatest++;
+    else other++;
+  }
+  return atLatest > other;
 }
 
 /** An empty directory only in the mounted view. */

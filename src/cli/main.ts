@@ -355,9 +355,10 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .addHelpText(
         'after',
         `
---layer-mtimes and --clamp-mtime apply to the directory side(s) only (to both sides when
-neither is a directory): the layers of an exported image are what the engine shipped, and bootc
-reads them as they are. So 'cfs compare --layer-mtimes seconds MOUNT oci:DIR:REF' checks
+--layer-mtimes and --clamp-mtime apply to the side(s) that are not layer sources (oci:,
+oci-archive:, docker-archive:, layers:), i.e. to a directory or a dumpfile of one; to both sides
+when both are layer sources. The layers of an exported image are what the engine shipped, and
+bootc reads them as they are: so 'cfs compare --layer-mtimes seconds MOUNT oci:DIR:REF' checks
 exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped id.`,
       ),
   ).action(async (a: string, b: string, opts0: TreeOpts & { all?: boolean }, cmd: Command) => {
@@ -367,9 +368,9 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
     const lb = await loadRawSource(b, base);
     const view = mtimeView(o);
     const keep = mtimeView({ propagateUsrToRoot: true, xattrs: DEFAULT_XATTR_FILTER_MODE });
-    const someDir = la.kind === 'dir' || lb.kind === 'dir';
-    const viewA = !someDir || la.kind === 'dir' ? view : keep;
-    const viewB = !someDir || lb.kind === 'dir' ? view : keep;
+    const bothLayers = la.kind === 'oci' && lb.kind === 'oci';
+    const viewA = bothLayers || la.kind !== 'oci' ? view : keep;
+    const viewB = bothLayers || lb.kind !== 'oci' ? view : keep;
     await applyRules(la, { ...base, mtimes: viewA });
     await applyRules(lb, { ...base, mtimes: viewB });
     const found = diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 });

@@ -5,7 +5,10 @@
  *
  * - `seconds`: every layer writer tried (buildah/podman, Docker BuildKit on overlay2, vfs and
  *   the containerd store) stores whole-second mtimes: the sub-second part is dropped (rounded
- *   down, never to nearest).
+ *   down, never to nearest). BuildKit's differs write headers with `hdr.ModTime =
+ *   hdr.ModTime.Truncate(time.Second)` (moby/buildkit at 73ed6825c4b7569379ef89df0aedcdbe64473d31:
+ *   vendor/github.com/containerd/containerd/v2/pkg/archive/tar.go, after clamping to its
+ *   modTimeUpperBound; vendor/github.com/moby/go-archive/archive.go, the classic store).
  * - `clampMtime`: BuildKit's exporter with `rewrite-timestamp=true` and SOURCE_DATE_EPOCH
  *   rewrites every tar header of the layers it rewrites: `if hdr.ModTime.After(epoch) {
  *   hdr.ModTime = epoch }` (moby/buildkit util/converter/converter.go,
@@ -52,12 +55,11 @@ export function applyMtimeView(fs: FileSystem, v: MtimeView): void {
   });
 }
 
-/** Number of distinct inodes with a sub-second mtime (the root excluded when `skipRoot`). */
-export function countSubsecond(fs: FileSystem, skipRoot = false): { subsecond: number; total: number } {
+/** Number of distinct inodes with a sub-second mtime, of how many. */
+export function countSubsecond(fs: FileSystem): { subsecond: number; total: number } {
   let subsecond = 0;
   let total = 0;
   forEachStat(fs, (s) => {
-    if (skipRoot && s === fs.root.stat) return;
     total++;
     if (s.mtimeNsec !== 0) subsecond++;
   });
