@@ -43,22 +43,37 @@ function kindOf(st: Stats): string {
   return 'not a regular file';
 }
 
-/** Writes an output argument by the rule at the top of this file. */
-export async function writeOutput(target: string, chunks: Chunks): Promise<void> {
-  if (isStdout(target)) return writeStdout(chunks);
+type Plan = { how: 'stdout' } | { how: 'file' } | { how: 'through'; st: Stats };
+
+/** How an output argument is written (see the top of this file), or why it is refused. */
+async function plan(target: string): Promise<Plan> {
+  if (isStdout(target)) return { how: 'stdout' };
   const st = await lstat(target).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
-    throw e;
+    throw nameError(e, target);
   });
-  if (!st || st.isFile()) return writeFileAtomic(target, chunks);
+  if (!st || st.isFile()) return { how: 'file' };
   const through = st.isSymbolicLink() ? await stat(target).catch(() => undefined) : st;
-  if (through && (through.isCharacterDevice() || through.isFIFO())) return writeThrough(target, through, chunks);
+  if (through && (through.isCharacterDevice() || through.isFIFO())) return { how: 'through', st: through };
   if (st.isSymbolicLink()) {
     throw new Error(`${target}: is a symbolic link; cfs does not replace or write through symbolic links (give the path it points to)`);
   }
   throw new Error(
     `${target}: is ${kindOf(st)}; cfs writes only to a new path, a regular file (replaced atomically), a character device or a FIFO`,
   );
+}
+
+/** Refuses an output argument that would be refused when written: call before the work. */
+export async function checkOutput(target: string): Promise<void> {
+  await plan(target);
+}
+
+/** Writes an output argument by the rule at the top of this file. */
+export async function writeOutput(target: string, chunks: Chunks): Promise<void> {
+  const p = await plan(target);
+  if (p.how === 'stdout') return writeStdout(chunks);
+  if (p.how === 'through') return writeThrough(target, p.st, chunks);
+  return writeFileAtomic(target, chunks);
 }
 
 /** Writes into an existing character device or FIFO, without creating or truncating anything. */

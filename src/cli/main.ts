@@ -16,7 +16,7 @@ import { ErofsVersion, writeErofs } from '../erofs/writer.js';
 import { dumpfileChunks } from '../dumpfile/write.js';
 import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
-import { isStdout, writeOutput, writeStdout } from './atomic.js';
+import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
 import { loadRawSource, loadSource, sourceDirectory, type LoadedSource, type SourceOptions } from './source.js';
@@ -228,6 +228,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .option('--json', 'print a JSON object with the id and every parameter that determined it'),
   ).action(async (source: string, opts: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    if (o.writeDumpfileTo) await checkOutput(o.writeDumpfileTo);
     const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs);
     if (o.writeDumpfileTo) await writeOutput(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
@@ -274,9 +275,10 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     if (name !== undefined && !o.repo) throw new UsageError('an image NAME needs --repo');
     // Everything that can be refused is refused before any work is done.
     if (name !== undefined) checkImageName(name);
+    if (o.output) await checkOutput(o.output);
     const srcDir = sourceDirectory(source);
     if (o.repo && srcDir !== undefined && (await isInside(o.repo, srcDir))) {
-      throw new UsageError(
+      throw new Error(
         `--repo ${o.repo} is inside the source directory ${srcDir}: the repository's own files would be part of the image (and change it on every run); put the repository outside the source`,
       );
     }
@@ -296,6 +298,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
   ).action(async (source: string, opts: TreeOpts & { output?: string }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    if (o.output) await checkOutput(o.output);
     const { fs } = await loadSource(source, sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs));
     if (o.output) await writeOutput(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));
