@@ -495,6 +495,9 @@ test('a read-only or unwritable repository: the real cause, naming the repositor
       assertCleanError(r, /ro: read-only file system/);
       assert.doesNotMatch(r.stderr, /usr\/f\d|no such file/, r.stderr);
     }
+    // a new repository below a read-only directory
+    const deep = runCfs(['create-image', '--repo', path.join(ro, 'a/b'), src]);
+    assertCleanError(deep, /ro\/a\/b: read-only file system \(mkdir .*ro\/a\)/);
     execFileSync('umount', [ro]);
     mounted = false;
     // an existing repository, read-only

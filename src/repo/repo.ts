@@ -298,6 +298,9 @@ export class Repository implements ObjectSink {
   async commitTemp(tmp: string, id: Buffer, size: number | bigint, content?: Uint8Array): Promise<void> {
     const dest = this.objectPath(id);
     try {
+      // Whatever went wrong before (a short copy), a file of the wrong size never gets the name.
+      const have = (await lstat(tmp, { bigint: true })).size;
+      if (have !== BigInt(size)) throw new RepoError(`repository ${this.shown}: internal error: ${path.basename(tmp)} has ${have} bytes, expected ${size}; not stored`);
       await this.ensureFanout(path.dirname(dest));
       try {
         await link(tmp, dest);
@@ -428,8 +431,8 @@ async function resolveRepoDir(dir: string): Promise<string> {
     throw fail(`${errnoReason(e)} (lstat)`);
   });
   if (!lst) {
-    await mkdir(dir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
-      throw fail(`${errnoReason(e)} (mkdir)`);
+    await mkdirs(dir, 0o700).catch((e: NodeJS.ErrnoException) => {
+      throw fail(`${errnoReason(e)} (mkdir ${e.path ?? dir})`);
     });
   }
   const real = await realpath(dir).catch((e: unknown) => {
@@ -451,6 +454,25 @@ async function resolveRepoDir(dir: string): Promise<string> {
     }
   }
   return real;
+}
+
+/**
+ * `mkdir -p`, one component at a time: a recursive mkdir reports ENOENT for every failure (on a
+ * read-only filesystem too), this one the real cause (EROFS, EACCES) of the component that failed.
+ */
+async function mkdirs(dir: string, mode: number): Promise<void> {
+  try {
+    await mkdir(dir, { mode });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    const parent = path.dirname(dir);
+    if (code !== 'ENOENT' || parent === dir) throw e;
+    await mkdirs(parent, 0o755);
+    await mkdir(dir, { mode }).catch((e2: NodeJS.ErrnoException) => {
+      if (e2.code !== 'EEXIST') throw e2;
+    });
+  }
 }
 
 /**
