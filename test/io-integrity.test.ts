@@ -172,6 +172,13 @@ test('an object left truncated or replaced by an earlier run is detected and rew
       assert.ok(lstatSync(victim).isFile(), 'the planted symlink was replaced by the object');
       assert.equal(readFileSync(planted, 'utf8'), 'x', 'the planted file was not written through');
       assert.equal(fsverityDigest(readFileSync(path.join(repo, 'images', hex)), 'sha512').toString('hex'), hex);
+      // the image object, same size but other bytes: compared, and replaced
+      const imageObj = path.join(repo, 'objects', hex.slice(0, 2), hex.slice(2));
+      const bad = readFileSync(imageObj);
+      bad[bad.length - 1] ^= 0xff;
+      writeFileSync(imageObj, bad);
+      assert.equal(runCfs(['create-image', '--repo', repo, source, 'img']).status, 0);
+      assert.equal(fsverityDigest(readFileSync(imageObj), 'sha512').toString('hex'), hex);
     }
   } finally {
     cleanup();
