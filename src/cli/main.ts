@@ -82,7 +82,6 @@ function parseHex(v: string): string {
   return v.toLowerCase();
 }
 
-
 /** Adds the options shared by every command that builds a tree. */
 function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean } = {}): Command {
   if (opts.bootable !== false) {
