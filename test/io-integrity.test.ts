@@ -352,6 +352,10 @@ test('--repo refuses a symlink to a non-repository, a non-empty directory, and s
     execFileSync('mv', [path.join(r4, 'meta.json'), path.join(dir, 'meta-elsewhere.json')]);
     symlinkSync(path.join(dir, 'meta-elsewhere.json'), path.join(r4, 'meta.json'));
     assertCleanError(runCfs(['create-image', '--repo', r4, src]), /meta\.json.*symbolic link/);
+    // meta.json that is a FIFO: refused, no hang
+    execFileSync('rm', [path.join(r4, 'meta.json')]);
+    execFileSync('mkfifo', [path.join(r4, 'meta.json')]);
+    assertCleanError(runCfs(['create-image', '--repo', r4, src]), /meta\.json is not a regular file/);
   } finally {
     cleanup();
   }
@@ -389,22 +393,33 @@ test('standard output that is full or closed: exit 2, no stack trace', async () 
 
 // ---- item 13: signals and stale temporary files ------------------------------------------
 
-async function interrupted(signal: 'SIGINT' | 'SIGTERM', source: string, repo: string): Promise<{ status: number | null; signal: string | null; stderr: string }> {
+/** Runs create-image --repo and sends `signal` once it is mid-work; undefined if it finished first. */
+async function interrupted(
+  signal: 'SIGINT' | 'SIGTERM',
+  source: string,
+  repo: string,
+): Promise<{ status: number | null; signal: string | null; stderr: string } | undefined> {
   const p = spawn(process.execPath, [CLI, 'create-image', '--repo', repo, source]);
   let stderr = '';
+  let exited = false;
   p.stderr.on('data', (d) => (stderr += d));
   const done = new Promise<{ status: number | null; signal: string | null; stderr: string }>((resolve) =>
-    p.on('close', (status, sig) => resolve({ status, signal: sig, stderr })),
+    p.on('close', (status, sig) => {
+      exited = true;
+      resolve({ status, signal: sig, stderr });
+    }),
   );
   // Wait until it is mid-work: a temporary object file exists.
   const objects = path.join(repo, 'objects');
-  for (let i = 0; i < 3000; i++) {
-    if (existsSync(objects) && readdirSync(objects).some((f) => f.startsWith('.tmp-'))) break;
-    await new Promise((r) => setTimeout(r, 5));
+  while (!exited) {
+    if (existsSync(objects) && readdirSync(objects).some((f) => f.startsWith('.tmp-'))) {
+      p.kill(signal);
+      return done;
+    }
+    await new Promise((r) => setTimeout(r, 2));
   }
-  assert.ok(readdirSync(objects).some((f) => f.startsWith('.tmp-')), 'the run was caught mid-work');
-  p.kill(signal);
-  return done;
+  await done;
+  return undefined;
 }
 
 test('SIGINT / SIGTERM during create-image --repo remove the temporary files; exit 130 / 143', async () => {
@@ -415,8 +430,13 @@ test('SIGINT / SIGTERM during create-image --repo remove the temporary files; ex
     const tar = path.join(dir, 'layer.tar');
     execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
     for (const [sig, code, source] of [['SIGINT', 130, src], ['SIGTERM', 143, `layers:${tar}`], ['SIGINT', 130, `layers:${tar}`]] as const) {
-      const repo = path.join(dir, `repo-${sig}-${source.length}`);
-      const r = await interrupted(sig, source, repo);
+      let r;
+      let repo = '';
+      for (let attempt = 0; attempt < 5 && !r; attempt++) {
+        repo = path.join(dir, `repo-${sig}-${source.length}-${attempt}`);
+        r = await interrupted(sig, source, repo);
+      }
+      assert.ok(r, 'caught the run mid-work');
       assert.equal(r.signal, null, `${sig}: exits by itself`);
       assert.equal(r.status, code, r.stderr);
       assert.deepEqual(allFiles(repo).filter((f) => f.includes('tmp')), [], `${sig} ${source}: no temporary file left`);

@@ -17,7 +17,7 @@ import { constants, type Stats } from 'node:fs';
 import { lstat, open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { nameError, trackTemp, untrackTemp, writeAll } from '../repo/files.js';
+import { nameError, openTemp, untrackTemp, writeAll } from '../repo/files.js';
 
 type Chunks = Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>;
 
@@ -104,9 +104,8 @@ async function writeThrough(target: string, st: Stats, chunks: Chunks): Promise<
 export async function writeFileAtomic(target: string, chunks: Chunks): Promise<void> {
   const dir = path.dirname(target);
   const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-  trackTemp(tmp);
   try {
-    const fh = await open(tmp, 'wx', 0o644);
+    const fh = await openTemp(tmp);
     try {
       for await (const c of chunks) await writeAll(fh, bytes(c));
       await fh.sync();

@@ -17,7 +17,7 @@ import { dumpfileChunks } from '../dumpfile/write.js';
 import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
-import { abandonTemps, errnoReason } from '../repo/files.js';
+import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
 import { loadRawSource, loadSource, sourceDirectory, type LoadedSource, type SourceOptions } from './source.js';
 import { describeAttempt, digestHash, identify, parseDigestArg, type Attempt } from './identify.js';
@@ -457,15 +457,11 @@ function keepYoungGenerationSmall(): void {
 function exitCleanlyOnInterrupts(): void {
   const signals: [NodeJS.Signals, number][] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
   for (const [sig, code] of signals) {
-    process.on(sig, () => {
-      abandonTemps();
-      process.exit(code);
-    });
+    process.on(sig, () => exitRemovingTemps(code));
   }
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    abandonTemps();
     if (e.code !== 'EPIPE') process.stderr.write(`cfs: standard output: ${errnoReason(e)} (${e.syscall ?? 'write'})\n`);
-    process.exit(EXIT_ERROR);
+    exitRemovingTemps(EXIT_ERROR);
   });
   // Nothing sensible is left to do when stderr itself fails; never a crash about it.
   process.stderr.on('error', () => {});

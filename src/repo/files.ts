@@ -5,7 +5,7 @@
  * interrupted run (SIGINT/SIGTERM, a closed standard output) removes them before it exits.
  */
 import { unlinkSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 
 /**
  * Writes all of `data` at the file position, looping over short writes. With `retryAgain`, an
@@ -55,8 +55,40 @@ export function nameError(e: unknown, file: string): unknown {
 }
 
 const temps = new Set<string>();
+/** Set once the process is ending on an interrupt: no new temporary file may appear. */
+let ending = false;
+/** Creations of temporary files under way (open/symlink queued on libuv's thread pool). */
+let creating = 0;
+let whenIdle: (() => void) | undefined;
 
-/** Registers a temporary file to remove if the process is interrupted before it is renamed. */
+/**
+ * Creates temporary file `file` with `create` and registers it, so that an interrupt removes
+ * it. Creations are counted: a creation still queued on the thread pool when a signal arrives
+ * would otherwise make its file after the cleanup ran. Once the process is ending, a new
+ * creation never starts (and never settles: the process exits).
+ */
+export async function createTemp<T>(file: string, create: () => Promise<T>): Promise<T> {
+  if (ending) return new Promise<T>(() => {});
+  temps.add(file);
+  creating++;
+  try {
+    return await create();
+  } catch (e) {
+    // not created (EEXIST: someone else's): not ours to remove
+    temps.delete(file);
+    throw e;
+  } finally {
+    creating--;
+    if (creating === 0) whenIdle?.();
+  }
+}
+
+/** Creates (O_EXCL) and opens a registered temporary file. */
+export function openTemp(file: string): Promise<FileHandle> {
+  return createTemp(file, () => open(file, 'wx', 0o644));
+}
+
+/** Registers a temporary file that already exists. */
 export function trackTemp(file: string): void {
   temps.add(file);
 }
@@ -69,6 +101,21 @@ export function untrackTemp(file: string): void {
 /** The temporary files currently registered. */
 export function trackedTemps(): ReadonlySet<string> {
   return temps;
+}
+
+/**
+ * Ends the process with `code` once no temporary file is being created, removing every one we
+ * made. A second call (a second Ctrl-C), or 2 s without the creations settling, ends it at once.
+ */
+export function exitRemovingTemps(code: number): void {
+  const finish = () => {
+    abandonTemps();
+    process.exit(code);
+  };
+  if (ending || creating === 0) return finish();
+  ending = true;
+  whenIdle = finish;
+  setTimeout(finish, 2000).unref();
 }
 
 /**

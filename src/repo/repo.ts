@@ -38,7 +38,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, readFile, readdir, readlink, realpath, rename, stat, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { errnoReason, trackTemp, untrackTemp, writeAll } from './files.js';
+import { createTemp, errnoReason, openTemp, untrackTemp, writeAll } from './files.js';
 import type { ErofsVersion } from '../erofs/writer.js';
 import type { HashAlg } from '../tree/tree.js';
 
@@ -164,13 +164,19 @@ export class Repository implements ObjectSink {
     const metaPath = path.join(resolved, 'meta.json');
     let text: string | undefined;
     try {
-      const fh = await open(metaPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // O_NONBLOCK: a FIFO planted as meta.json must not hang the open.
+      const fh = await open(metaPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
+        const st = await fh.stat();
+        if (!st.isFile()) throw new RepoError(`repository ${dir}: meta.json is not a regular file`);
+        // cfsctl writes a few hundred bytes
+        if (st.size > 65536) throw new RepoError(`repository ${dir}: meta.json is ${st.size} bytes; not a repository's meta.json`);
         text = await fh.readFile('utf8');
       } finally {
         await fh.close();
       }
     } catch (e) {
+      if (e instanceof RepoError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ELOOP') throw new RepoError(`repository ${dir}: meta.json is a symbolic link; refusing to follow it`);
       if (code !== 'ENOENT') throw fail(e, metaPath);
@@ -195,6 +201,7 @@ export class Repository implements ObjectSink {
     }
     if (meta === null || typeof meta !== 'object') throw new RepoError(`${path.join(dir, 'meta.json')}: not a JSON object`);
     if (meta.version !== 1) throw new RepoError(`${path.join(dir, 'meta.json')}: unsupported repository version ${meta.version}`);
+    if (!Array.isArray(meta.features?.incompatible ?? [])) throw new RepoError(`${path.join(dir, 'meta.json')}: features.incompatible is not a list`);
     if ((meta.features?.incompatible ?? []).length > 0) {
       throw new RepoError(`${path.join(dir, 'meta.json')}: unknown incompatible features ${meta.features!.incompatible!.join(', ')}`);
     }
@@ -274,11 +281,9 @@ export class Repository implements ObjectSink {
    */
   async createTemp(): Promise<string> {
     const tmp = this.tempPath();
-    trackTemp(tmp);
     try {
-      await (await open(tmp, 'wx', 0o644)).close();
+      await (await openTemp(tmp)).close();
     } catch (e) {
-      untrackTemp(tmp);
       throw this.error(e, tmp);
     }
     return tmp;
@@ -329,9 +334,7 @@ export class Repository implements ObjectSink {
   /** A writer for one object whose id is known only at the end (streamed content). */
   async objectWriter(): Promise<ObjectWriter> {
     const tmp = this.tempPath();
-    trackTemp(tmp);
-    const fh = await open(tmp, 'wx', 0o644).catch((e: unknown) => {
-      untrackTemp(tmp);
+    const fh = await openTemp(tmp).catch((e: unknown) => {
       throw this.error(e, tmp);
     });
     let size = 0;
@@ -373,9 +376,8 @@ export class Repository implements ObjectSink {
   /** Stores bytes as object `id` (idempotent); `verify` compares an existing copy byte for byte. */
   async storeBytes(id: Buffer, data: Buffer, verify = false): Promise<void> {
     const tmp = this.tempPath();
-    trackTemp(tmp);
     try {
-      const fh = await open(tmp, 'wx', 0o644);
+      const fh = await openTemp(tmp);
       try {
         await writeAll(fh, data);
         await fh.sync();
@@ -482,9 +484,8 @@ async function mkdirs(dir: string, mode: number): Promise<void> {
  */
 async function writeNew(file: string, data: Buffer): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  trackTemp(tmp);
   try {
-    const fh = await open(tmp, 'wx', 0o644);
+    const fh = await openTemp(tmp);
     try {
       await writeAll(fh, data);
       await fh.sync();
@@ -506,9 +507,8 @@ async function replaceSymlink(target: string, linkPath: string): Promise<void> {
     /* absent, or not a symlink: replaced below */
   }
   const tmp = `${linkPath}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  trackTemp(tmp);
   try {
-    await symlink(target, tmp);
+    await createTemp(tmp, () => symlink(target, tmp));
     await rename(tmp, linkPath);
   } catch (e) {
     await unlink(tmp).catch(() => {});
