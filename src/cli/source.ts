@@ -7,10 +7,10 @@
  *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
  *                   OCI layer tarballs (the same image outside the build)
  */
-import { readFile, stat, unlink } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
-import { HashPool } from '../fsverity/pool.js';
+import { HashError, HashPool } from '../fsverity/pool.js';
 import { type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
@@ -88,6 +88,12 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   return { kind: '', rest: spec };
 }
 
+/** The directory a SOURCE argument scans, if it is a directory source. */
+export function sourceDirectory(spec: string): string | undefined {
+  const { kind, rest } = splitSpec(spec);
+  return (kind === '' || kind === 'dir') && rest !== '' ? rest : undefined;
+}
+
 /**
  * Largest file hashed by the thread that reads its directory (with the directory's other
  * entries, one after another). Larger files are separate jobs, so that one directory of big
@@ -127,15 +133,17 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       }
       pool ??= new HashPool(opts.jobs);
       if (!repo) return pool.hash(p, size, opts.hash);
-      const tmp = repo.tempPath();
+      const tmp = await repo.createTemp();
+      let id: Buffer;
       try {
-        const id = await pool.hash(p, size, opts.hash, tmp);
-        await repo.commitTemp(tmp, id);
-        return id;
+        id = await pool.hash(p, size, opts.hash, tmp);
       } catch (e) {
-        await unlink(tmp).catch(() => {});
-        throw e;
+        await repo.discardTemp(tmp);
+        // A failed copy is the repository's problem, not the source file's.
+        throw e instanceof HashError && e.inCopy ? repo.error(Object.assign(new Error(e.reason), { code: e.code, syscall: 'write' }), tmp) : e;
       }
+      await repo.commitTemp(tmp, id, size);
+      return id;
     };
     return await scanDirectory(dir, {
       hashFile,
