@@ -71,6 +71,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
+import { childPath, entryNameProblem, showPath, statXattrsProblem } from '../tree/validate.js';
 
 /** A corrupt, truncated or unsupported image. `offset` is the byte offset of the problem. */
 export { ImageError };
@@ -121,6 +122,8 @@ interface RawInode {
 }
 
 interface DirJob {
+  /** Latin1 key form, "" for the root: for messages. */
+  path: string;
   nid: number;
   parentNid: number;
   dir: Directory;
@@ -163,7 +166,7 @@ class Reader {
     }
     const root = new Directory(this.baseStat(rootRaw.h));
     this.dirNids.add(this.rootNid);
-    const stack: DirJob[] = [{ nid: this.rootNid, parentNid: this.rootNid, dir: root, raw: rootRaw }];
+    const stack: DirJob[] = [{ path: '', nid: this.rootNid, parentNid: this.rootNid, dir: root, raw: rootRaw }];
     while (stack.length > 0) this.readDirectory(stack.pop()!, stack);
     return { fs: new FileSystem(root), version: this.version };
   }
@@ -328,9 +331,16 @@ class Reader {
 
   private xattrName(index: number, suffix: Buffer, off: number): string {
     if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + 1);
-    const name = (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
-    if (name.length === 0) throw new ImageError('xattr with an empty name', off);
-    return name;
+    return (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
+  }
+
+  /**
+   * The rules every tree obeys (../tree/validate.ts, shared with the writer and the dumpfile
+   * parser), on the xattrs as the tree has them: what we accept here, we can write and print.
+   */
+  private checkStat(stat: Stat, path: string, raw: RawInode): void {
+    const bad = statXattrsProblem(stat);
+    if (bad !== null) throw new ImageError(`${showPath(path)}: ${bad}`, raw.off + 2);
   }
 
   private baseStat(h: InodeHeader): Stat {
@@ -430,12 +440,11 @@ class Reader {
         sawDotDot = true;
         continue;
       }
-      if (nameLen === 0) throw new ImageError('dirent with an empty name', e.off + 8);
-      if (e.name.includes(0x2f) || e.name.includes(0)) {
-        throw new ImageError('dirent name contains "/" or NUL', e.off + 8);
-      }
+      const badName = entryNameProblem(e.name);
+      if (badName !== null) throw new ImageError(`${showPath(job.path)}: ${badName}`, e.off + 8);
       const key = nameKey(e.name);
-      if (dir.entries.has(key)) throw new ImageError(`duplicate directory entry ${JSON.stringify(key)}`, e.off);
+      const path = childPath(job.path, key);
+      if (dir.entries.has(key)) throw new ImageError(`${showPath(path)}: duplicate directory entry`, e.off);
       if (e.nid > BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 32))) {
         throw new ImageError(`dirent points to inode nid ${e.nid}, which lies outside the image`, e.off);
       }
@@ -455,12 +464,13 @@ class Reader {
         this.dirNids.add(nid);
         const sub = new Directory(this.baseStat(child.h));
         dir.entries.set(key, sub);
-        stack.push({ nid, parentNid: job.nid, dir: sub, raw: child });
+        stack.push({ path, nid, parentNid: job.nid, dir: sub, raw: child });
         continue;
       }
       // V0/V1 root whiteout stubs: native chardev 0/0 named 00..ff (user whiteouts are escaped).
       if (v01 && isRoot && type === S_IFCHR && child.h.u === 0 && STUB_NAME.test(key)) continue;
       const leaf = this.makeLeaf(child);
+      this.checkStat(leaf.stat, path, child);
       this.leafByNid.set(nid, leaf);
       if (this.escapedWhiteouts.has(leaf)) hasEscapedWhiteout = true;
       dir.entries.set(key, leaf);
@@ -472,6 +482,7 @@ class Reader {
       markers = this.version === 1 ? [...WHITEOUTS_PARENT_MARKERS, ...OPAQUE_PARENT_MARKERS_V1] : WHITEOUTS_PARENT_MARKERS;
     }
     dir.stat.xattrs = this.treeXattrs(raw.xattrs, markers);
+    this.checkStat(dir.stat, job.path, raw);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -266,6 +266,11 @@ export interface IdGroup {
   rdPos: number;
 }
 
+/** (prefix index, suffix) as one string: the second-level key of the sharing pass. */
+function nameKeyOf(x: XattrItem): string {
+  return String.fromCharCode(x.index) + x.suffix.toString('latin1');
+}
+
 interface ValueGroup {
   item: XattrItem;
   count: number;
@@ -314,7 +319,10 @@ export function shareXattrsFast(
     groups.push(g);
     return g;
   };
-  const byValue = new Map<string, ValueGroup | ValueGroup[]>();
+  // Keyed by value first: the common repeated xattr (one SELinux label on many files) costs one
+  // lookup. Values carried under several names get a second level keyed by (index, suffix):
+  // a list searched linearly here made 40,000 names with one value quadratic.
+  const byValue = new Map<string, ValueGroup | Map<string, ValueGroup>>();
   const groupOf: (ValueGroup | IdGroup)[] = [];
   for (let i = 0; i < n; i++) {
     const x = generic[i];
@@ -343,14 +351,15 @@ export function shareXattrsFast(
       if (bucket === undefined) {
         g = { item, count: 0, position: -1 };
         byValue.set(vk, g);
-      } else if (Array.isArray(bucket)) {
-        g = bucket.find((b) => b.item.index === item.index && b.item.suffix.equals(item.suffix));
-        if (!g) bucket.push((g = { item, count: 0, position: -1 }));
+      } else if (bucket instanceof Map) {
+        const nk = nameKeyOf(item);
+        g = bucket.get(nk);
+        if (!g) bucket.set(nk, (g = { item, count: 0, position: -1 }));
       } else if (bucket.item.index === item.index && bucket.item.suffix.equals(item.suffix)) {
         g = bucket;
       } else {
         g = { item, count: 0, position: -1 };
-        byValue.set(vk, [bucket, g]);
+        byValue.set(vk, new Map([[nameKeyOf(bucket.item), bucket], [nameKeyOf(item), g]]));
       }
       g.count++;
       groupOf.push(g);
@@ -360,7 +369,7 @@ export function shareXattrsFast(
   // Every (prefix, suffix, value) seen more than once, with a setter for its position.
   const multi: { item: XattrItem; set: (pos: number) => void }[] = [];
   for (const v of byValue.values()) {
-    for (const g of Array.isArray(v) ? v : [v]) {
+    for (const g of v instanceof Map ? v.values() : [v]) {
       if (g.count > 1) multi.push({ item: g.item, set: (p) => (g.position = p) });
     }
   }
