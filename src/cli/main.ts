@@ -6,7 +6,8 @@
  * (set CFS_DEBUG=1 to get one).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { readImageFile } from '../erofs/image-file.js';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { runHashWorker } from '../fsverity/hash-worker.js';
@@ -360,9 +361,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
   program
     .command('dump')
     .description('print the dumpfile of an existing composefs image (any format: V0, V1, V2, C mkcomposefs)')
-    .argument('<image>', 'composefs EROFS image file')
+    .argument('<image>', 'composefs EROFS image: a file or a block device')
     .action(async (imagePath: string) => {
-      const image = await readFile(imagePath);
+      const image = await readImageFile(imagePath);
       let fs;
       try {
         ({ fs } = readErofs(image));
@@ -381,8 +382,13 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       const explicit = cmd.parent!.getOptionValueSource('hash') === 'cli';
       const algs: HashAlg[] = explicit ? [globals(cmd).hash] : ['sha256', 'sha512'];
       for (const f of files) {
+        // fs-verity measures a regular file's content. `fsverity digest` would take a device or
+        // FIFO for its st_size (0) and print the empty file's digest; reading one instead never
+        // ends (/dev/zero). Neither is a measurement: refuse. The size also bounds the read.
+        const st = await stat(f, { bigint: true });
+        if (!st.isFile()) throw new Error(`${f}: not a regular file (fs-verity digests are of regular files)`);
         for (const alg of algs) {
-          const d = await fsverityDigestFile(f, alg);
+          const d = await fsverityDigestFile(f, alg, st.size);
           process.stdout.write(`${alg}:${d.toString('hex')} ${f}\n`);
         }
       }

@@ -138,6 +138,42 @@ export function readErofs(image: Buffer): { fs: FileSystem; version: 0 | 1 | 2 }
   return new Reader(image).read();
 }
 
+/** Bytes an image starts with: the composefs header area and the EROFS superblock. */
+export const IMAGE_HEAD_SIZE = EROFS_SUPER_OFFSET + SUPERBLOCK_SIZE;
+
+/**
+ * Checks the start of an image (at least {@link IMAGE_HEAD_SIZE} bytes, or all there is): the
+ * composefs header, the EROFS magic, block size and features. The image is `sb.blocks` blocks
+ * long; nothing else needs to be read to know that.
+ */
+export function decodeImageHead(img: Buffer): { version: 0 | 1 | 2; sb: Superblock } {
+  if (img.length < 32) throw new ImageError(`image too short for the composefs header (${img.length} bytes)`, 0);
+  const hdr = decodeComposefsHeader(img, 0);
+  if (hdr.magic !== COMPOSEFS_MAGIC) {
+    throw new ImageError(`not a composefs image: bad composefs magic 0x${hdr.magic.toString(16)} (expected 0x${COMPOSEFS_MAGIC.toString(16)})`, 0);
+  }
+  if (hdr.version !== COMPOSEFS_HEADER_VERSION) {
+    throw new ImageError(`unsupported composefs header version ${hdr.version}`, 4);
+  }
+  if (hdr.composefsVersion > 2) {
+    throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, 12);
+  }
+  if (img.length < IMAGE_HEAD_SIZE) {
+    throw new ImageError(`image too short for the EROFS superblock (${img.length} bytes)`, EROFS_SUPER_OFFSET);
+  }
+  const sb = decodeSuperblock(img, EROFS_SUPER_OFFSET);
+  if (sb.magic !== EROFS_SUPER_MAGIC) {
+    throw new ImageError(`bad EROFS magic 0x${sb.magic.toString(16)}`, EROFS_SUPER_OFFSET);
+  }
+  if (sb.blkszbits !== BLOCK_BITS) {
+    throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + 12);
+  }
+  if ((sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
+    throw new ImageError(`unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`, EROFS_SUPER_OFFSET + 80);
+  }
+  return { version: hdr.composefsVersion as 0 | 1 | 2, sb };
+}
+
 class Reader {
   private readonly img: Buffer;
   private sb!: Superblock;
@@ -176,34 +212,8 @@ class Reader {
 
   private readHeaders(): void {
     const img = this.img;
-    if (img.length < 32) throw new ImageError(`image too short for the composefs header (${img.length} bytes)`, 0);
-    const hdr = decodeComposefsHeader(img, 0);
-    if (hdr.magic !== COMPOSEFS_MAGIC) {
-      throw new ImageError(`bad composefs magic 0x${hdr.magic.toString(16)} (expected 0x${COMPOSEFS_MAGIC.toString(16)})`, 0);
-    }
-    if (hdr.version !== COMPOSEFS_HEADER_VERSION) {
-      throw new ImageError(`unsupported composefs header version ${hdr.version}`, 4);
-    }
-    if (hdr.composefsVersion > 2) {
-      throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, 12);
-    }
-    this.version = hdr.composefsVersion as 0 | 1 | 2;
-    if (img.length < EROFS_SUPER_OFFSET + SUPERBLOCK_SIZE) {
-      throw new ImageError(`image too short for the EROFS superblock (${img.length} bytes)`, EROFS_SUPER_OFFSET);
-    }
-    const sb = decodeSuperblock(img, EROFS_SUPER_OFFSET);
-    if (sb.magic !== EROFS_SUPER_MAGIC) {
-      throw new ImageError(`bad EROFS magic 0x${sb.magic.toString(16)}`, EROFS_SUPER_OFFSET);
-    }
-    if (sb.blkszbits !== BLOCK_BITS) {
-      throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + 12);
-    }
-    if ((sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
-      throw new ImageError(
-        `unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`,
-        EROFS_SUPER_OFFSET + 80,
-      );
-    }
+    const { version, sb } = decodeImageHead(img);
+    this.version = version;
     if (sb.blocks * BLOCK_SIZE > img.length) {
       throw new ImageError(
         `image is truncated: the superblock says ${sb.blocks} blocks (${sb.blocks * BLOCK_SIZE} bytes) but there are only ${img.length} bytes`,
