@@ -141,3 +141,27 @@ test('a SHA-512 dumpfile whose first external file is an object path without DIG
   const mixed = onlyPaths + `/b 1 100644 1 0 0 0 0.0 ab/${'c'.repeat(62)} - -\n`;
   assertCleanError(runCfs(['compute-id', 'dumpfile:-'], mixed), /dumpfile line 3: object path .* is a sha256 object id, but this dumpfile's object ids are sha512 \(line 2\)/);
 });
+
+test('messages that help: --expect of the other hash, a tree without /usr, sub-command help', () => {
+  const dump = readGolden('simple.dump');
+  const sha256 = readGolden('simple.v1.sha256').toString().trim();
+  const r = runCfs(['compute-id', '--expect', sha256, 'dumpfile:-'], dump);
+  assertCleanError(r, /^cfs: --expect is a sha256 digest \(64 hex digits\) but the id is sha512 \(128\); add --hash sha256 to compute a sha256 id\n$/);
+  assert.equal(runCfs(['--hash', 'sha256', 'compute-id', '--expect', sha256, 'dumpfile:-'], dump).status, 0);
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFileSync(path.join(dir, 'f'), 'x');
+    const noUsr = runCfs(['compute-id', dir]);
+    assertCleanError(noUsr, new RegExp(`^cfs: directory ${dir}: Directory entry "usr" does not exist \\(the image root takes /usr's metadata \\(cfsctl's transform_for_oci\\); --no-propagate-usr-to-root keeps the tree as it is\\)\\n$`));
+    assert.equal(runCfs(['compute-id', '--no-propagate-usr-to-root', dir]).status, 0);
+  } finally {
+    cleanup();
+  }
+  for (const cmd of ['compute-id', 'compute-karg', 'create-image', 'create-dumpfile', 'compare', 'dump', 'measure']) {
+    const help = runCfs([cmd, '--help']).stdout.toString();
+    // Every "see X below" has its X below.
+    assert.doesNotMatch(help, /Profiles below/, `${cmd} --help`);
+    if (/see SOURCE below/.test(help)) assert.match(help, /\nSOURCE is one of:/, `${cmd} --help`);
+  }
+  assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):/);
+});

@@ -62,8 +62,8 @@ A directory becomes a tree exactly as cfsctl/bootc read it: hardlinks kept, file
 64 bytes inline, larger ones by fs-verity digest (--hash); OCI layers are merged as
 composefs-rs merges them (whiteouts, opaque directories, hardlinks), blob digests verified. Then
 the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattrs).
-The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
-hash of the image id.
+The object hash of a dumpfile source is taken from its DIGEST fields and object paths (64 or
+128 hex digits; one dumpfile uses one); --hash selects the hash of the image id.
 `;
 
 function parseErofsVersion(v: string): ErofsVersion {
@@ -189,7 +189,7 @@ export function makeProgram(): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--hash <alg>', 'hash of the image id and of file object ids').choices(['sha256', 'sha512']).default('sha512'))
     .addOption(new Option('--erofs-version <n>', 'EROFS format: 0 and 1 are the C mkcomposefs layouts, 2 the older composefs-rs layout').argParser(parseErofsVersion).default(1))
-    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (see Profiles below)')
+    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (the list: cfs --help)')
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
@@ -239,7 +239,14 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
     if (o.json) process.stdout.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}\n`);
     else process.stdout.write(o.annotation ? `${ann}\n` : `${hex}\n`);
-    if (o.expect !== undefined && o.expect !== hex) {
+    if (o.expect !== undefined && o.expect.length !== hex.length) {
+      // Not a different image: a digest of another hash, which can never match.
+      const algOf = (h: string) => (h.length === 64 ? 'sha256' : 'sha512');
+      process.stderr.write(
+        `cfs: --expect is a ${algOf(o.expect)} digest (${o.expect.length} hex digits) but the id is ${g.hash} (${hex.length}); add --hash ${algOf(o.expect)} to compute a ${algOf(o.expect)} id\n`,
+      );
+      process.exitCode = EXIT_ERROR;
+    } else if (o.expect !== undefined && o.expect !== hex) {
       process.stderr.write(`cfs: digest mismatch\n  expected: ${o.expect}\n  computed: ${hex}\n`);
       process.exitCode = EXIT_DIFFERENT;
     }
