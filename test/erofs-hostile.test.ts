@@ -54,18 +54,20 @@ test('xattr sharing is near-linear: 40,000 files with distinct names and one val
     out = String(writeErofs(new FileSystem(root), 1).length);
   `);
   assert.match(r.out, /^\d+$/, r.out);
-  assert.ok(r.ms < 15_000, `took ${r.ms.toFixed(0)} ms`);
+  // Before: ~45 s on an idle 2-core machine (81 s reported); now ~2 s. The bound leaves room for a loaded machine.
+  assert.ok(r.ms < 20_000, `took ${r.ms.toFixed(0)} ms`);
 });
 
-test('xattr sharing is near-linear: 16,000 xattrs with one value on one inode (was 14-24 s)', () => {
-  // 4-byte names: 16,000 of them stay within the 65,535 bytes of names an inode may have.
+test('xattr sharing is near-linear: 21,000 xattrs with one value on one inode (16k took 14-24 s)', () => {
+  // 3-byte names: 21,000 of them stay within the 65,535 bytes of names an inode may have.
   const r = timedWrite(`
     const x = [];
-    for (let i = 0; i < 16000; i++) x.push(['x' + i.toString(36).padStart(3, '0'), Buffer.from('v')]);
+    for (let i = 0; i < 21000; i++) x.push([i.toString(36).padStart(3, '0'), Buffer.from('v')]);
     root.entries.set('f', new Leaf(st(x), { type: 'inline', data: Buffer.alloc(0) }));
     out = String(writeErofs(new FileSystem(root), 1).length) + ' ' + String(writeErofs(new FileSystem(root), 2).length);
   `);
   assert.match(r.out, /^\d+ \d+$/, r.out);
+  // Before: ~20 s per image on an idle machine; now well under 1 s.
   assert.ok(r.ms < 10_000, `took ${r.ms.toFixed(0)} ms`);
 });
 
