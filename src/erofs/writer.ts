@@ -19,6 +19,7 @@
  * xattr ids), so one layout pass followed by one writing pass is enough.
  */
 
+import { constants as bufferConstants } from 'node:buffer';
 import {
   BLOCK_BITS,
   BLOCK_SIZE,
@@ -737,6 +738,9 @@ function minMtime(inos: Inodes): [bigint, number] {
   return sec < 0n ? [0n, 0] : [sec, nsec];
 }
 
+/** The largest Buffer this Node allows (4 GiB on Node 20): the image is built in one. */
+const MAX_IMAGE_BYTES = bufferConstants.MAX_LENGTH;
+
 /** Largest xattr body `i_xattr_icount` (a u16) can describe: 12 + 4 * (65535 - 1) bytes. */
 const MAX_XATTR_BODY = XATTR_IBODY_HEADER_SIZE + 4 * (0xffff - 1);
 /** `h_shared_count` is a u8. */
@@ -1232,6 +1236,9 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   const layout = layOut(inos, xsize, shared, ctx);
 
   // Step 4: write.
+  if (layout.end > MAX_IMAGE_BYTES) {
+    throw new Error(`the image would be ${layout.end} bytes; at most ${MAX_IMAGE_BYTES} can be built in memory`);
+  }
   const buf = Buffer.alloc(layout.end);
   encodeComposefsHeader({ magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags, composefsVersion: version }).copy(buf, 0);
   encodeSuperblock({
