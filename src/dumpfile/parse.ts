@@ -199,8 +199,11 @@ class Parser {
   /**
    * composefs-rs `from_object_pathname` (crates/composefs/src/fsverity/hashvalue.rs, v0.9.0):
    * the trailing `xx/yyyy…` of a payload, anything before it ignored. composefs-rs knows the
-   * length from its ObjectID type (cfsctl: `--hash`); here the path itself says it, since the
-   * two forms cannot be confused: a 64-digit path has a '/' where a 128-digit path has a digit.
+   * length from its ObjectID type: cfsctl instantiates it from `--hash`, default sha512
+   * (crates/composefs-ctl/src/lib.rs, `run_cmd_without_repo::<Sha512HashValue>`), its
+   * mkcomposefs always uses sha256 (mkcomposefs.rs `read_dumpfile`). Our `--hash` is the image
+   * id's hash only (a sha256-object dumpfile has sha512 ids too), so the path itself says it:
+   * the two forms cannot be confused, a 64-digit path has a '/' where a 128-digit one has a digit.
    */
   private idFromObjectPath(payload: Buffer, line: number): Buffer {
     const s = payload.toString('latin1');
