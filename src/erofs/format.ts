@@ -140,35 +140,6 @@ export function inodeHeaderSize(extended: boolean): number {
   return extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE;
 }
 
-export function encodeInodeHeader(h: InodeHeader): Buffer {
-  if (h.extended) {
-    const b = Buffer.alloc(EXTENDED_INODE_SIZE);
-    b.writeUInt16LE(((h.layout << 1) | 1) & 0xffff, 0);
-    b.writeUInt16LE(h.xattrIcount, 2);
-    b.writeUInt16LE(h.mode & 0xffff, 4);
-    b.writeBigUInt64LE(BigInt.asUintN(64, h.size), 8);
-    b.writeUInt32LE(h.u >>> 0, 16);
-    b.writeUInt32LE(h.ino >>> 0, 20);
-    b.writeUInt32LE(h.uid >>> 0, 24);
-    b.writeUInt32LE(h.gid >>> 0, 28);
-    b.writeBigUInt64LE(BigInt.asUintN(64, h.mtimeSec), 32);
-    b.writeUInt32LE(h.mtimeNsec >>> 0, 40);
-    b.writeUInt32LE(h.nlink >>> 0, 44);
-    return b;
-  }
-  const b = Buffer.alloc(COMPACT_INODE_SIZE);
-  b.writeUInt16LE((h.layout << 1) & 0xffff, 0);
-  b.writeUInt16LE(h.xattrIcount, 2);
-  b.writeUInt16LE(h.mode & 0xffff, 4);
-  b.writeUInt16LE(h.nlink & 0xffff, 6);
-  b.writeUInt32LE(Number(BigInt.asUintN(32, h.size)), 8);
-  b.writeUInt32LE(h.u >>> 0, 16);
-  b.writeUInt32LE(h.ino >>> 0, 20);
-  b.writeUInt16LE(h.uid & 0xffff, 24);
-  b.writeUInt16LE(h.gid & 0xffff, 26);
-  return b;
-}
-
 /**
  * Decodes the inode header at `off`. Compact inodes get `mtimeSec`/`mtimeNsec` from the
  * superblock's build time, as the kernel does.
@@ -237,22 +208,6 @@ export interface XattrEntry {
   value: Buffer;
 }
 
-/** Encoded size of an xattr entry, padded to 4 bytes. */
-export function xattrEntrySize(e: XattrEntry): number {
-  return (4 + e.suffix.length + e.value.length + 3) & ~3;
-}
-
-/** Encodes an xattr entry (header, suffix, value) padded to 4 bytes. */
-export function encodeXattrEntry(e: XattrEntry): Buffer {
-  const b = Buffer.alloc(xattrEntrySize(e));
-  b.writeUInt8(e.suffix.length & 0xff, 0);
-  b.writeUInt8(e.index, 1);
-  b.writeUInt16LE(e.value.length & 0xffff, 2);
-  e.suffix.copy(b, 4);
-  e.value.copy(b, 4 + e.suffix.length);
-  return b;
-}
-
 /** Decodes an xattr entry at `off`; returns it with its padded length. */
 export function decodeXattrEntry(b: Buffer, off: number): { entry: XattrEntry; size: number } {
   const nameLen = b.readUInt8(off);
@@ -270,23 +225,6 @@ export interface Dirent {
   nid: bigint;
   name: Buffer;
   fileType: number;
-}
-
-/** Encodes a group of dirents (one block or the inline tail): all headers, then all names. */
-export function encodeDirents(entries: Dirent[]): Buffer {
-  let total = DIRENT_SIZE * entries.length;
-  for (const e of entries) total += e.name.length;
-  const b = Buffer.alloc(total);
-  let nameoff = DIRENT_SIZE * entries.length;
-  entries.forEach((e, i) => {
-    const h = i * DIRENT_SIZE;
-    b.writeBigUInt64LE(e.nid, h);
-    b.writeUInt16LE(nameoff, h + 8);
-    b.writeUInt8(e.fileType, h + 10);
-    e.name.copy(b, nameoff);
-    nameoff += e.name.length;
-  });
-  return b;
 }
 
 /** A malformed image: the reason and the byte offset where it was found. */

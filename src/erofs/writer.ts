@@ -63,6 +63,7 @@ import {
   S_IFLNK,
   S_IFREG,
   S_IFSOCK,
+  XATTR_SECURITY_SELINUX,
   keyBytes,
   type LeafContent,
 } from '../tree/tree.js';
@@ -76,7 +77,6 @@ import {
   XATTR_OVERLAY_REDIRECT,
   XATTR_OVERLAY_WHITEOUT,
   XATTR_OVERLAY_WHITEOUTS,
-  XATTR_SECURITY_SELINUX,
   XATTR_USER_OPAQUE,
   XATTR_USER_WHITEOUT,
   XATTR_USER_WHITEOUTS,
@@ -1056,7 +1056,10 @@ function inodeU(inos: Inodes, i: number, blockOffset: number, epoch1: boolean): 
   }
 }
 
-/** Writes the dirents `from`..`to` of a directory at `off` (as format.ts `encodeDirents`). */
+/**
+ * Writes the dirents `from`..`to` of a directory at `off`: all 12-byte headers (nid, nameoff,
+ * file type), then all names (the layout format.ts `decodeDirents` reads).
+ */
 function writeDirents(buf: Buffer, off: number, d: DirContent, from: number, to: number, layout: Layout): void {
   let nameoff = DIRENT_SIZE * (to - from);
   const { names, targets, types } = d;
@@ -1090,8 +1093,8 @@ function writeU64(buf: Buffer, off: number, v: bigint | number): void {
 }
 
 /**
- * Writes an inode at its offset into the zero-filled image: the header (the layout of format.ts
- * `encodeInodeHeader`, written in place), the xattr body, the inline data.
+ * Writes an inode at its offset into the zero-filled image: the header (the layout format.ts
+ * `decodeInodeHeader` reads, written in place), the xattr body, the inline data.
  */
 function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fastGroup: (IdGroup | null)[], fast: FastXattrs, layout: Layout, ctx: Context, sharedRef: (k: number) => number): void {
   let off = layout.offset[i];

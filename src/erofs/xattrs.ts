@@ -24,7 +24,6 @@ export const XATTR_OVERLAY_WHITEOUTS = Buffer.from('trusted.overlay.overlay.whit
 export const XATTR_USER_WHITEOUTS = Buffer.from('user.overlay.whiteouts');
 export const XATTR_OVERLAY_OPAQUE = Buffer.from('trusted.overlay.overlay.opaque');
 export const XATTR_USER_OPAQUE = Buffer.from('user.overlay.opaque');
-export const XATTR_SECURITY_SELINUX = 'security.selinux';
 
 /** Prefix indices of the POSIX ACL names (they set the V0/V1 header's HAS_ACL flag). */
 export const XATTR_INDEX_POSIX_ACL_ACCESS = 2;

@@ -56,11 +56,6 @@ export interface HashBatchResult {
   errors: { index: number; message: string; code?: string; copy?: boolean }[];
 }
 
-/** A worker's answer to one job. */
-export type HashResult =
-  | { id: number; digest: Uint8Array }
-  | { id: number; error: { message: string; code?: string } };
-
 /** Packs jobs into one batch message. */
 export function packBatch(jobs: HashJob[]): HashBatch {
   let total = 0;

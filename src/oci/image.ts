@@ -801,11 +801,6 @@ async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
   }
 }
 
-/** True if `spec` names one of the sources this module loads. */
-export function isOciSourceSpec(spec: string): boolean {
-  return /^(oci|oci-archive|docker-archive|layers):/.test(spec);
-}
-
 /**
  * Loads an OCI source into the merged tree (composefs-rs `create_filesystem`; with
  * `opts.transform`, including `transform_for_oci`).

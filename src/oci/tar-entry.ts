@@ -26,7 +26,7 @@
 import { FsVerityHasher, fsverityDigest } from '../fsverity/fsverity.js';
 import type { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
-import { INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
+import { DIGEST_SIZE, INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
 import { type ByteSource, ShortInputError, fileBacked } from './bytes.js';
 
 export const BLOCK = 512;
@@ -622,7 +622,7 @@ export interface ParallelHashing {
  * ArrayBuffer of its own per file costs more than the 32 or 64 bytes it holds).
  */
 function newId(hash: HashAlg): Buffer {
-  return Buffer.allocUnsafe(hash === 'sha256' ? 32 : 64).fill(0);
+  return Buffer.allocUnsafe(DIGEST_SIZE[hash]).fill(0);
 }
 
 /** Members at least this large of a tar *file* are read and hashed by a worker on its own. */

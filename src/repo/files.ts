@@ -88,11 +88,6 @@ export function openTemp(file: string): Promise<FileHandle> {
   return createTemp(file, () => open(file, 'wx', 0o644));
 }
 
-/** Registers a temporary file that already exists. */
-export function trackTemp(file: string): void {
-  temps.add(file);
-}
-
 /** The temporary file is gone (renamed into place or removed): forget it. */
 export function untrackTemp(file: string): void {
   temps.delete(file);

@@ -34,9 +34,7 @@
  * at its match limit and report "no match"; we cannot bound that).
  */
 import v8 from 'node:v8';
-import { type Directory, type FileSystem, Leaf, type Stat, cloneStat, keyBytes, nameKey } from '../tree/tree.js';
-
-export const XATTR_SECURITY_SELINUX = 'security.selinux';
+import { type Directory, type FileSystem, Leaf, type Stat, XATTR_SECURITY_SELINUX, cloneStat, keyBytes, nameKey } from '../tree/tree.js';
 
 /** Errors of policy loading (composefs-rs fails the transform in the same situations). */
 export class SelabelError extends Error {

@@ -31,11 +31,6 @@ export const XATTR_FILTER_MODES = ['allowlist-only', 'keep-user-xattrs'] as cons
 export type XattrFilterMode = (typeof XATTR_FILTER_MODES)[number];
 /** The default mode (`XattrFiltering::default()`, used by bootc and `oci pull`). */
 export const DEFAULT_XATTR_FILTER_MODE: XattrFilterMode = 'allowlist-only';
-/** composefs-rs varlink spellings (serde variant names) of the modes. */
-export const XATTR_FILTER_VARLINK_NAMES: Record<XattrFilterMode, string> = {
-  'allowlist-only': 'AllowlistOnly',
-  'keep-user-xattrs': 'KeepUserXattrs',
-};
 
 /** xattrs kept by every mode (composefs-rs CONTAINER_XATTR_ALLOWLIST). */
 export const CONTAINER_XATTR_ALLOWLIST: readonly string[] = ['security.capability'];

@@ -1,9 +1,5 @@
 /** Deep copies of trees, so several transforms can start from one scanned tree. */
-import { Directory, FileSystem, Leaf, type Inode, type LeafContent, type Stat } from './tree.js';
-
-function cloneStat(s: Stat): Stat {
-  return { ...s, xattrs: new Map(s.xattrs) };
-}
+import { Directory, FileSystem, Leaf, cloneStat, type Inode, type LeafContent } from './tree.js';
 
 /**
  * Copies a tree: every directory, leaf and stat is new (hardlinks stay shared within the copy),

@@ -17,6 +17,9 @@ export type HashAlg = 'sha256' | 'sha512';
 /** Byte length of a digest for each algorithm. */
 export const DIGEST_SIZE: Record<HashAlg, number> = { sha256: 32, sha512: 64 };
 
+/** The xattr holding a path's SELinux label (relabelled by the boot transform; the V1 writer copies the root's to /). */
+export const XATTR_SECURITY_SELINUX = 'security.selinux';
+
 /** Regular files of at most this many bytes are stored inline in the image (composefs-rs INLINE_CONTENT_MAX_V0). */
 export const INLINE_CONTENT_MAX = 64;
 
@@ -52,8 +55,6 @@ export type LeafContent =
   | { type: 'blockdev'; rdev: bigint }
   | { type: 'fifo' }
   | { type: 'socket' };
-
-export type LeafType = LeafContent['type'];
 
 /** A non-directory inode. Sharing one `Leaf` object between entries makes them hardlinks. */
 export class Leaf {
@@ -154,16 +155,6 @@ export function typeBits(inode: Inode): number {
     case 'socket':
       return S_IFSOCK;
   }
-}
-
-/** True for regular-file leaves. */
-export function isRegular(c: LeafContent): boolean {
-  return c.type === 'inline' || c.type === 'external' || c.type === 'external-no-verity' || c.type === 'sparse';
-}
-
-/** A character device 0:0: an overlayfs whiteout. */
-export function isWhiteout(c: LeafContent): boolean {
-  return c.type === 'chardev' && c.rdev === 0n;
 }
 
 /** One step of a {@link traverse}: absolute path bytes ("/" for the root), the inode, its parent and name key. */
