@@ -59,6 +59,31 @@ export interface OciSourceOptions {
   kept?: KeptContent;
   /** Hashing threads for tar member contents (default: one per core). */
   jobs?: number;
+  /** Filled with the image's manifest annotations and config labels (where the source has them). */
+  metadata?: ImageMetadata;
+}
+
+/**
+ * What an image says about itself besides its layers: the digest of a sealed image may travel
+ * here (composefs-rs sealing keys, crates/composefs-oci/src/sealing_spec.rs v0.9.0).
+ */
+export interface ImageMetadata {
+  /** Top-level annotations of the image manifest (OCI layouts; docker archives have none). */
+  annotations: Record<string, string>;
+  /** `config.Labels` of the image configuration. */
+  labels: Record<string, string>;
+}
+
+/** String-valued entries of a JSON object (anything else is not an annotation/label). */
+function stringMap(x: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return out;
+  for (const [k, v] of Object.entries(x)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+function labelsOf(config: unknown): Record<string, string> {
+  return stringMap((config as { config?: { Labels?: unknown } } | null)?.config?.Labels);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +463,7 @@ function manifestsOf(x: unknown, what: string): Descriptor[] {
 
 interface ResolvedImage {
   manifestDigest: string;
-  manifest: { config: Descriptor; layers: Descriptor[] };
+  manifest: { config: Descriptor; layers: Descriptor[]; annotations: Record<string, string> };
 }
 
 /** Follows indexes down to one image manifest. */
@@ -456,7 +481,7 @@ async function resolveDescriptor(store: Store, desc: Descriptor, want: Platform,
   if (!Array.isArray(json.layers)) throw new OciSourceError(`manifest ${desc.digest}: "layers" is not a list`);
   const config = asDescriptor(json.config, `manifest ${desc.digest} config`);
   const layers = (json.layers as unknown[]).map((l, i) => asDescriptor(l, `manifest ${desc.digest} layers[${i}]`));
-  return { manifestDigest: desc.digest, manifest: { config, layers } };
+  return { manifestDigest: desc.digest, manifest: { config, layers, annotations: stringMap(json.annotations) } };
 }
 
 function diffIdsOf(config: unknown, what: string): string[] {
@@ -465,7 +490,7 @@ function diffIdsOf(config: unknown, what: string): string[] {
   return ids.map((d, i) => checkDigest(d, `${what} rootfs.diff_ids[${i}]`));
 }
 
-async function layoutLayers(store: Store, ref: string | undefined, want: Platform): Promise<LayerSpec[]> {
+async function layoutLayers(store: Store, ref: string | undefined, want: Platform, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const layoutFile = await store.get('oci-layout');
   if (!layoutFile) throw new OciSourceError(`${store.describe}: not an OCI image layout (no oci-layout file)`);
   const index = await readJsonMember(store, 'index.json');
@@ -490,6 +515,7 @@ async function layoutLayers(store: Store, ref: string | undefined, want: Platfor
   }
   const img = await resolveDescriptor(store, desc, want);
   const config = await readJsonBlob(store, img.manifest.config, 'config');
+  if (meta) Object.assign(meta, { annotations: img.manifest.annotations, labels: labelsOf(config) });
   const diffIds = diffIdsOf(config, `config ${img.manifest.config.digest}`);
   if (diffIds.length !== img.manifest.layers.length)
     throw new OciSourceError(
@@ -506,7 +532,7 @@ async function layoutLayers(store: Store, ref: string | undefined, want: Platfor
   return out;
 }
 
-async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined): Promise<LayerSpec[]> {
+async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const m = await readJsonMember(store, 'manifest.json');
   if (!Array.isArray(m) || m.length === 0) throw new OciSourceError(`${store.describe}: manifest.json lists no images`);
   type Entry = { Config?: unknown; RepoTags?: unknown; Layers?: unknown };
@@ -540,7 +566,9 @@ async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined)
     if (actual !== hexName)
       throw new OciSourceError(`${store.describe}: config ${configName} does not match its digest (content is sha256:${actual})`);
   }
-  const diffIds = diffIdsOf(parseJson(data, `config ${configName}`), `config ${configName}`);
+  const configJson = parseJson(data, `config ${configName}`);
+  if (meta) Object.assign(meta, { annotations: {}, labels: labelsOf(configJson) });
+  const diffIds = diffIdsOf(configJson, `config ${configName}`);
   const layers = entry.Layers as unknown[];
   if (diffIds.length !== layers.length)
     throw new OciSourceError(`${store.describe}: ${layers.length} layers but config lists ${diffIds.length} diff_ids`);
@@ -585,7 +613,7 @@ async function splitFileRef(s: string): Promise<[string, string | undefined]> {
 }
 
 /** The layers of a source spec, bottom first, each with what to verify. */
-async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
+async function layerSpecs(spec: string, want: Platform, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const colon = spec.indexOf(':');
   const kind = colon === -1 ? '' : spec.slice(0, colon);
   const rest = spec.slice(colon + 1);
@@ -595,15 +623,15 @@ async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
       const [dir, ref] = splitLayoutRef(rest);
       const st = await stat(dir).catch(() => undefined);
       if (!st?.isDirectory()) throw new OciSourceError(`OCI layout ${dir} is not a directory`);
-      return layoutLayers(new DirStore(dir), ref || undefined, want);
+      return layoutLayers(new DirStore(dir), ref || undefined, want, meta);
     }
     case 'oci-archive': {
       const [file, ref] = await splitFileRef(rest);
-      return layoutLayers(await ArchiveStore.open(file, 'oci-archive'), ref, want);
+      return layoutLayers(await ArchiveStore.open(file, 'oci-archive'), ref, want, meta);
     }
     case 'docker-archive': {
       const [file, ref] = await splitFileRef(rest);
-      return dockerArchiveLayers(await ArchiveStore.open(file, 'docker-archive'), ref);
+      return dockerArchiveLayers(await ArchiveStore.open(file, 'docker-archive'), ref, meta);
     }
     case 'layers': {
       const files = rest.split(',').filter((f) => f !== '');
@@ -631,7 +659,7 @@ export function isOciSourceSpec(spec: string): boolean {
  */
 export async function loadOciSource(spec: string, opts: OciSourceOptions): Promise<FileSystem> {
   const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
-  const layers = await layerSpecs(spec, want);
+  const layers = await layerSpecs(spec, want, opts.metadata);
   const fs = newOciFileSystem();
   // Without a sink, file contents are hashed by worker threads while the main thread parses.
   // One thread fewer than cores: the main thread is busy too (reading, parsing, copying).
