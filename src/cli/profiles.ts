@@ -45,6 +45,8 @@ export interface Profile {
   kargs: KargSpec[];
   /** The newest of its kind (composefs-rs; bootc), marked in --help and the README. */
   newest?: boolean;
+  /** In no release: named after released ones when both give the same digest. */
+  unreleased?: boolean;
   /** Upstream files and revisions this profile was checked against. */
   checked: string;
 }
@@ -67,6 +69,7 @@ export const PROFILES: readonly Profile[] = [
     bootMtimeNsec: true,
     kargs: [cfsctlKarg(1)],
     newest: true,
+    unreleased: true,
     checked:
       'composefs-rs crates/composefs-boot/src/lib.rs empty_toplevel_dirs at 235f25b9 (after #396); karg: crates/composefs-boot/src/cmdline.rs v0.9.0',
   },

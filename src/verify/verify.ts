@@ -217,7 +217,9 @@ function orderCandidates(
   for (const rules of ruleSets(kind, [bootable])) {
     for (const erofsVersion of versions) {
       const ps = profilesFor({ erofsVersion, hash, rules }, form, kind);
-      const rank = ps.length ? Math.min(...ps.map((p) => PROFILES.indexOf(p))) : PROFILES.length + all.length;
+      // released profiles first: when an unreleased rule gives the same digest, name the release
+      const rankOf = (p: Profile) => PROFILES.indexOf(p) + (p.unreleased ? PROFILES.length : 0);
+      const rank = ps.length ? Math.min(...ps.map(rankOf)) : 2 * PROFILES.length + all.length;
       all.push({ rules, erofsVersion, profiles: ps.map((p) => p.name), rank });
     }
   }
