@@ -298,3 +298,29 @@ test('OCI: the UKI from a later layer, and the sealing annotation/label checked 
     cleanup();
   }
 });
+
+test('OCI: a UKI larger than 64 MiB is read from its kept start; a .cmdline beyond it is reported', () => {
+  const { dir, cleanup } = tempDir('cfs-verify-');
+  try {
+    const t0 = { mtime: 1700000000 };
+    const base = new TarBuilder().dir('usr/', t0).file('usr/tool', 'x'.repeat(100), t0).dir('boot/', t0).dir('sysroot/', t0).build();
+    const baseTar = path.join(dir, 'base.tar');
+    writeFileSync(baseTar, base);
+    const karg = cfs(['compute-karg', `layers:${baseTar}`]);
+    const kernel = Buffer.alloc(70 << 20, 0x90);
+    const layer = (sections: { name: string; data: Buffer | string }[]) => {
+      const f = path.join(dir, `top-${sections.map((s) => s.name).join('')}.tar`);
+      writeFileSync(f, new TarBuilder().dir('boot/EFI/', t0).dir('boot/EFI/Linux/', t0).file('boot/EFI/Linux/big.efi', buildPe({ sections }), t0).build());
+      return f;
+    };
+    const good = layer([{ name: '.osrel', data: 'ID=x' }, { name: '.cmdline', data: karg }, { name: '.linux', data: kernel }]);
+    let v = verify([`layers:${baseTar},${good}`]);
+    assert.equal(v.status, 0, v.out + v.err);
+    const late = layer([{ name: '.osrel', data: 'ID=x' }, { name: '.linux', data: kernel }, { name: '.cmdline', data: karg }]);
+    v = verify([`layers:${baseTar},${late}`]);
+    assert.equal(v.status, 2, v.out);
+    assert.match(v.err, /^cfs: \/boot\/EFI\/Linux\/big\.efi: offset 0x[0-9a-f]+: \d+ bytes here lie beyond the first 16777216 bytes of the file kept from its layer\n$/);
+  } finally {
+    cleanup();
+  }
+});

@@ -23,7 +23,7 @@ import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import { KeptContent } from '../oci/layers.js';
 import type { ImageMetadata } from '../oci/image.js';
-import { bufferReader, readCmdlines, readPe, withFileReader, type ByteReader, type PeCmdline } from '../pe/pe.js';
+import { PeError, bufferReader, readCmdlines, readPe, withFileReader, type ByteReader, type PeCmdline } from '../pe/pe.js';
 import { cloneTree } from '../tree/clone.js';
 import { keyBytes, type Directory, type FileSystem, type HashAlg, type Leaf } from '../tree/tree.js';
 import { PROFILES, type KargForm, type Profile } from '../cli/profiles.js';
@@ -103,14 +103,33 @@ export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'pr
 /** The verification failed to run (bad input); the message names the file and the reason. */
 export class VerifyError extends Error {}
 
-/** Keeps the SELinux policy (as always) and the PE files composefs-boot would read. */
+/**
+ * How much of a PE file in a layer is kept: its headers and the sections before the kernel and
+ * initrd (ukify and objcopy put .osrel and .cmdline first); a .cmdline beyond it is reported.
+ */
+export const UKI_KEEP = 16 << 20;
+
+/** Keeps the SELinux policy (as always) and the start of the PE files composefs-boot would read. */
 class UkiKept extends KeptContent {
-  override wants(p: Buffer): boolean {
-    if (super.wants(p)) return true;
+  override wants(p: Buffer): boolean | number {
+    const base = super.wants(p);
+    if (base !== false) return base;
     if (p.length < 5 || p.subarray(p.length - 4).toString('latin1') !== '.efi') return false;
     const s = '/' + p.toString('latin1').split('/').filter((c) => c !== '' && c !== '.').join('/');
-    return PE_DIRS.some((d) => s.startsWith(d.dir + '/'));
+    return PE_DIRS.some((d) => s.startsWith(d.dir + '/')) ? UKI_KEEP : false;
   }
+}
+
+/** A reader over the kept start of a file of `size` bytes. */
+function prefixReader(name: string, kept: Buffer, size: number): ByteReader {
+  return {
+    name,
+    size,
+    read: async (o, n) => {
+      if (o + n > kept.length) throw new PeError(o, `${n} bytes here lie beyond the first ${kept.length} bytes of the file kept from its layer`);
+      return kept.subarray(o, o + n);
+    },
+  };
 }
 
 function child(d: Directory, name: string): Directory | undefined {
@@ -388,8 +407,9 @@ export async function verifyImage(spec: string, opts: VerifySourceOptions): Prom
       });
     } else {
       const c = kept.byLeaf.get(f.leaf);
-      if (!c) throw new VerifyError(`${f.path}: its content was not kept while reading the layers (files over 64 MiB are not)`);
-      await check(bufferReader(f.path, c));
+      if (!c) throw new VerifyError(`${f.path}: its content was not kept while reading the layers`);
+      const size = f.leaf.content.type === 'external' ? Number(f.leaf.content.size) : c.length;
+      await check(prefixReader(f.path, c, size));
     }
   }
   const labels = await checkLabels(d, raw.kind, metadata);
