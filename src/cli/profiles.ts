@@ -171,5 +171,7 @@ export function formatKarg(form: KargForm, erofsVersion: ErofsVersion, hash: Has
 
 /** One line per profile, for --help. */
 export function profilesHelp(): string {
-  return PROFILES.map((p) => `  ${p.name.padEnd(18)} ${p.newest ? '[newest] ' : ''}${p.summary}`).join('\n');
+  const lines = PROFILES.map((p) => `  ${p.name.padEnd(18)} ${p.newest ? '[newest] ' : ''}${p.summary}`);
+  lines.push(`  ${'bootc'.padEnd(18)} = bootc-1.16.4 (the newest bootc release whose tag was read)`);
+  return lines.join('\n');
 }
