@@ -127,7 +127,7 @@ export const PROFILES: readonly Profile[] = [
     bootMtimeNsec: false,
     kargs: [cfsctlKarg(1)],
     checked:
-      'composefs-rs v0.9.0 crates/composefs-ctl/src/lib.rs (ComputeKarg), crates/composefs-boot/src/{lib,cmdline}.rs; 0.9.1/0.9.2 (#381, #390) changed layer decompression only, per their release PRs #387/#392',
+      'composefs-rs v0.9.0 crates/composefs-ctl/src/lib.rs (ComputeKarg), crates/composefs-boot/src/{lib,cmdline}.rs; 0.9.1/0.9.2 not read (not in the sources available): 0.9.2 carries #381 (layer decompression, per the #383 thread); what #390, the change in 0.9.2, does was not found',
   },
   {
     name: 'cfsctl-0.7',
