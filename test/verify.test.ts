@@ -74,6 +74,14 @@ test('a UKI carrying the image digest in each release spelling verifies; the rep
       ['composefs', 'match', 2],
     ]);
     assert.match(verify([root]).out, /OK: every composefs karg and sealing label matches this image/);
+    // names are bytes: a UTF-8 name is read from disk and shown as such
+    writeFileSync(path.join(root, 'boot/EFI/Linux/sealed.efi'), uki('rw'));
+    writeFileSync(Buffer.from(path.join(root, 'boot/EFI/Linux/scellé.efi')), uki(cfs(['compute-karg', root])));
+    const u = verify(['--json', root]);
+    assert.deepEqual(u.json.files.map((f: any) => [f.path, f.kargs.length]), [
+      ['/boot/EFI/Linux/scellé.efi', 1],
+      ['/boot/EFI/Linux/sealed.efi', 0],
+    ]);
   } finally {
     cleanup();
   }
@@ -134,11 +142,12 @@ test('addons, /usr/lib/modules UKIs, the insecure marker, and an image without U
     const root = makeRoot(dir);
     // A UKI in /usr is part of the image: it cannot carry the digest itself; an addon in /boot can.
     writeFileSync(path.join(root, 'usr/lib/modules/6.1.0-test/6.1.0-test.efi'), uki('rw'));
+    // /boot's own entries first: up to composefs-rs 0.9.2 /boot keeps its mtime nanoseconds
+    mkdirSync(path.join(root, 'boot/loader/addons'), { recursive: true });
     const karg = cfs(['compute-karg', '--insecure', root]);
     writeFileSync(path.join(root, 'boot/EFI/Linux/sealed.efi'), uki('rw'));
     mkdirSync(path.join(root, 'boot/EFI/Linux/sealed.efi.extra.d'));
     writeFileSync(path.join(root, 'boot/EFI/Linux/sealed.efi.extra.d/cfs.addon.efi'), buildPe({ sections: [{ name: '.cmdline', data: karg }] }));
-    mkdirSync(path.join(root, 'boot/loader/addons'), { recursive: true });
     writeFileSync(path.join(root, 'boot/loader/addons/global.addon.efi'), buildPe({ sections: [{ name: '.cmdline', data: `console=ttyS0 ${karg}` }] }));
     let v = verify(['--json', root]);
     assert.equal(v.status, 0, v.out);

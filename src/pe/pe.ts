@@ -23,13 +23,13 @@ export function bufferReader(name: string, buf: Buffer): ByteReader {
   return { name, size: buf.length, read: async (o, n) => buf.subarray(o, o + n) };
 }
 
-/** Runs `f` with a reader over a file, closing it afterwards. */
-export async function withFileReader<T>(path: string, f: (r: ByteReader) => Promise<T>): Promise<T> {
+/** Runs `f` with a reader over a file (a Buffer path: names are bytes), closing it afterwards. */
+export async function withFileReader<T>(path: string | Buffer, f: (r: ByteReader) => Promise<T>): Promise<T> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
     const r: ByteReader = {
-      name: path,
+      name: path.toString(),
       size,
       read: async (offset, length) => {
         const buf = Buffer.alloc(length);

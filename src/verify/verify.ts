@@ -398,18 +398,20 @@ export async function verifyImage(spec: string, opts: VerifySourceOptions): Prom
   const notes: string[] = [];
   const files: PeCheck[] = [];
   for (const f of findPeFiles(raw.fs)) {
-    const check = async (r: ByteReader) => files.push(await checkPe(d, raw.kind, f, r, notes));
-    if (f.leaf.content.type === 'inline') await check(bufferReader(f.path, f.leaf.content.data));
+    // tree names are latin1 keys of the raw bytes; the report shows them as UTF-8
+    const shown = { path: keyBytes(f.path).toString('utf8'), kind: f.kind };
+    const check = async (r: ByteReader) => files.push(await checkPe(d, raw.kind, shown, r, notes));
+    if (f.leaf.content.type === 'inline') await check(bufferReader(shown.path, f.leaf.content.data));
     else if (raw.dirPath !== undefined) {
-      const onDisk = Buffer.concat([Buffer.from(raw.dirPath), keyBytes(f.path)]).toString('latin1');
+      const onDisk = Buffer.concat([Buffer.from(raw.dirPath), keyBytes(f.path)]);
       await withFileReader(onDisk, check).catch((e: Error) => {
-        throw e instanceof VerifyError ? e : new VerifyError(`${f.path}: ${e.message}`);
+        throw e instanceof VerifyError ? e : new VerifyError(`${shown.path}: ${e.message}`);
       });
     } else {
       const c = kept.byLeaf.get(f.leaf);
-      if (!c) throw new VerifyError(`${f.path}: its content was not kept while reading the layers`);
+      if (!c) throw new VerifyError(`${shown.path}: its content was not kept while reading the layers`);
       const size = f.leaf.content.type === 'external' ? Number(f.leaf.content.size) : c.length;
-      await check(prefixReader(f.path, c, size));
+      await check(prefixReader(shown.path, c, size));
     }
   }
   const labels = await checkLabels(d, raw.kind, metadata);
