@@ -7,11 +7,11 @@
  *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
  *                   OCI layer tarballs (the same image outside the build)
  */
-import { readFile, stat, unlink } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
-import { HashPool } from '../fsverity/pool.js';
-import { loadOciSource, type ImageMetadata } from '../oci/image.js';
+import { HashError, HashPool } from '../fsverity/pool.js';
+import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
@@ -73,6 +73,16 @@ export interface SourceOptions extends Rules {
   metadata?: ImageMetadata;
 }
 
+/** Reads a dumpfile, naming it in errors (a directory gives EISDIR from read(), without a path). */
+async function readDumpfile(file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new Error(`dumpfile ${file} is a directory, not a dumpfile`);
+    throw e; // errors of open() carry the path
+  }
+}
+
 /** Reads all of standard input. */
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -84,6 +94,12 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   const m = /^([a-z][a-z-]*):(.*)$/s.exec(spec);
   if (m) return { kind: m[1], rest: m[2] };
   return { kind: '', rest: spec };
+}
+
+/** The directory a SOURCE argument scans, if it is a directory source. */
+export function sourceDirectory(spec: string): string | undefined {
+  const { kind, rest } = splitSpec(spec);
+  return (kind === '' || kind === 'dir') && rest !== '' ? rest : undefined;
 }
 
 /**
@@ -125,15 +141,17 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       }
       pool ??= new HashPool(opts.jobs);
       if (!repo) return pool.hash(p, size, opts.hash);
-      const tmp = repo.tempPath();
+      const tmp = await repo.createTemp();
+      let id: Buffer;
       try {
-        const id = await pool.hash(p, size, opts.hash, tmp);
-        await repo.commitTemp(tmp, id);
-        return id;
+        id = await pool.hash(p, size, opts.hash, tmp);
       } catch (e) {
-        await unlink(tmp).catch(() => {});
-        throw e;
+        await repo.discardTemp(tmp);
+        // A failed copy is the repository's problem, not the source file's.
+        throw e instanceof HashError && e.inCopy ? repo.error(Object.assign(new Error(e.reason), { code: e.code, syscall: 'write' }), tmp) : e;
       }
+      await repo.commitTemp(tmp, id, size);
+      return id;
     };
     return await scanDirectory(dir, {
       hashFile,
@@ -185,7 +203,7 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
   switch (kind) {
     case 'dumpfile': {
       if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
-      const text = rest === '-' ? await readStdin() : await readFile(rest);
+      const text = rest === '-' ? await readStdin() : await readDumpfile(rest);
       const { fs, objectHash } = parseDumpfile(text);
       const read: ContentReader = async () => {
         throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
@@ -207,15 +225,31 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
       const kept = opts.kept ?? new KeptContent();
-      const fs = await loadOciSource(spec, {
-        metadata: opts.metadata,
-        hash: opts.hash,
-        platform: opts.platform,
-        provenance,
-        sink: opts.repo,
-        kept,
-        jobs: opts.jobsGiven ? opts.jobs : undefined,
+      const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
+      const progress = new Progress(opts.progress, () => {
+        if (counters.layer === 0) return `reading ${spec}`;
+        const pct = counters.size > 0 ? ` (${Math.floor((100 * counters.read()) / counters.size)}%)` : '';
+        return (
+          `${counters.label} of ${counters.layers}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
+          `${counters.entries} entries`
+        );
       });
+      progress.start();
+      let fs: FileSystem;
+      try {
+        fs = await loadOciSource(spec, {
+          metadata: opts.metadata,
+          hash: opts.hash,
+          platform: opts.platform,
+          provenance,
+          sink: opts.repo,
+          kept,
+          jobs: opts.jobsGiven ? opts.jobs : undefined,
+          progress: opts.progress ? counters : undefined,
+        });
+      } finally {
+        progress.stop();
+      }
       const read: ContentReader = async (p, leaf) => {
         const c = kept.byLeaf.get(leaf);
         if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);
