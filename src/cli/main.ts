@@ -6,7 +6,8 @@
  * (set CFS_DEBUG=1 to get one).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { readImageFile } from '../erofs/image-file.js';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { runHashWorker } from '../fsverity/hash-worker.js';
@@ -76,8 +77,8 @@ the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattr
 Container engines write layer tarballs with whole-second mtimes (BuildKit's rewrite-timestamp
 also clamps them to SOURCE_DATE_EPOCH): --layer-mtimes seconds and --clamp-mtime EPOCH give any
 source that view first, so that a mounted build stage gives the id of the shipped layers.
-The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
-hash of the image id.
+The object hash of a dumpfile source is taken from its DIGEST fields and object paths (64 or
+128 hex digits; one dumpfile uses one); --hash selects the hash of the image id.
 `;
 
 function parseErofsVersion(v: string): ErofsVersion {
@@ -233,7 +234,7 @@ export function makeProgram(): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--hash <alg>', 'hash of the image id and of file object ids').choices(['sha256', 'sha512']).default('sha512'))
     .addOption(new Option('--erofs-version <n>', 'EROFS format: 0 and 1 are the C mkcomposefs layouts, 2 the older composefs-rs layout').argParser(parseErofsVersion).default(1))
-    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (see Profiles below)')
+    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (the list: cfs --help)')
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
@@ -287,9 +288,20 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
     // With the dumpfile on standard output, the id goes to stderr (not into the dumpfile).
     const say = o.writeDumpfileTo && isStdout(o.writeDumpfileTo) ? process.stderr : process.stdout;
-    if (o.json) say.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}\n`);
-    else say.write(o.annotation ? `${ann}\n` : `${hex}\n`);
-    if (o.expect !== undefined && o.expect !== hex) {
+    if (o.json) say.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}
+`);
+    else say.write(o.annotation ? `${ann}
+` : `${hex}
+`);
+    if (o.expect !== undefined && o.expect.length !== hex.length) {
+      // Not a different image: a digest of another hash, which can never match.
+      const algOf = (h: string) => (h.length === 64 ? 'sha256' : 'sha512');
+      process.stderr.write(
+        `cfs: --expect is a ${algOf(o.expect)} digest (${o.expect.length} hex digits) but the id is ${g.hash} (${hex.length}); add --hash ${algOf(o.expect)} to compute a ${algOf(o.expect)} id
+`,
+      );
+      process.exitCode = EXIT_ERROR;
+    } else if (o.expect !== undefined && o.expect !== hex) {
       process.stderr.write(`cfs: digest mismatch\n  expected: ${o.expect}\n  computed: ${hex}\n`);
       process.exitCode = EXIT_DIFFERENT;
     }
@@ -502,9 +514,9 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
   program
     .command('dump')
     .description('print the dumpfile of an existing composefs image (any format: V0, V1, V2, C mkcomposefs)')
-    .argument('<image>', 'composefs EROFS image file')
+    .argument('<image>', 'composefs EROFS image: a file or a block device')
     .action(async (imagePath: string) => {
-      const image = await readFile(imagePath);
+      const image = await readImageFile(imagePath);
       let fs;
       try {
         ({ fs } = readErofs(image));
@@ -523,8 +535,13 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       const explicit = cmd.parent!.getOptionValueSource('hash') === 'cli';
       const algs: HashAlg[] = explicit ? [globals(cmd).hash] : ['sha256', 'sha512'];
       for (const f of files) {
+        // fs-verity measures a regular file's content. `fsverity digest` would take a device or
+        // FIFO for its st_size (0) and print the empty file's digest; reading one instead never
+        // ends (/dev/zero). Neither is a measurement: refuse. The size also bounds the read.
+        const st = await stat(f, { bigint: true });
+        if (!st.isFile()) throw new Error(`${f}: not a regular file (fs-verity digests are of regular files)`);
         for (const alg of algs) {
-          const d = await fsverityDigestFile(f, alg);
+          const d = await fsverityDigestFile(f, alg, st.size);
           process.stdout.write(`${alg}:${d.toString('hex')} ${f}\n`);
         }
       }

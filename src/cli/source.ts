@@ -16,7 +16,7 @@ import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
-import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
+import { TransformError, canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import { applyMtimeView, type MtimeView } from '../transform/mtimes.js';
 import type { FileSystem, HashAlg, Inode } from '../tree/tree.js';
 import { UsageError } from './errors.js';
@@ -267,6 +267,11 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
 /** Loads a SOURCE argument into its final tree. */
 export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
   const loaded = await loadRawSource(spec, opts);
-  await applyRules(loaded, opts);
+  try {
+    await applyRules(loaded, opts);
+  } catch (e) {
+    if (e instanceof TransformError) throw new Error(`${loaded.description}: ${e.message} (${e.hint})`);
+    throw e;
+  }
   return loaded;
 }
