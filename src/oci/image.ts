@@ -234,11 +234,22 @@ async function getBlob(store: Store, desc: Descriptor, what: string): Promise<Bl
   return b;
 }
 
-const MAX_JSON = 64 << 20;
+/**
+ * Largest JSON document read (index.json, manifest.json, manifests, configs): 4 MiB, as
+ * containers/image allows for manifests and configs (internal/iolimits MaxManifestBodySize,
+ * MaxConfigBodySize; vendored in containers/buildah 5b1b18ee); real ones are KBs. Larger ones
+ * are refused before they are read: JSON.parse of tens of MB of small values thrashes V8's
+ * young generation, which cfs keeps small (src/cli/main.ts): minutes at 60 MB.
+ */
+export const MAX_JSON = 4 << 20;
+
+function jsonTooLarge(what: string, size: number): OciSourceError {
+  return new OciSourceError(`${what} is ${size} bytes, more than the ${MAX_JSON >> 20} MiB allowed for a JSON document`);
+}
 
 /** Reads a small JSON blob, verifying size and digest. */
 async function readJsonBlob(store: Store, desc: Descriptor, what: string): Promise<unknown> {
-  if (desc.size > MAX_JSON) throw new OciSourceError(`${store.describe}: ${what} blob ${desc.digest} is too large (${desc.size} bytes)`);
+  if (desc.size > MAX_JSON) throw jsonTooLarge(`${store.describe}: ${what} blob ${desc.digest}`, desc.size);
   const b = await getBlob(store, desc, what);
   const chunks: Buffer[] = [];
   for await (const c of b.stream()) chunks.push(c);
@@ -261,7 +272,7 @@ function parseJson(data: Buffer, what: string): unknown {
 async function readJsonMember(store: Store, name: string): Promise<unknown> {
   const b = await store.get(name);
   if (!b) throw new OciSourceError(`${store.describe}: ${name} is missing`);
-  if (b.size > MAX_JSON) throw new OciSourceError(`${store.describe}: ${name} is too large`);
+  if (b.size > MAX_JSON) throw jsonTooLarge(`${store.describe}: ${name}`, b.size);
   const chunks: Buffer[] = [];
   for await (const c of b.stream()) chunks.push(c);
   return parseJson(Buffer.concat(chunks), `${store.describe}: ${name}`);
