@@ -263,6 +263,10 @@ ${extra}
     assert.match(r.stderr, /\/var\/tmp: read-only file system/);
     assert.match(r.stderr, /\/dev\/shm: .*noexec/);
     assert.match(r.stderr, /CFS_CACHE_DIR/);
+    // It is loaded through /proc/self/fd: without /proc, that is what the message says.
+    const noProc = run('umount -l /proc', { CFS_CACHE_DIR: dir }, 'compute-id', tree);
+    assert.equal(noProc.status, 2, noProc.stderr);
+    assert.match(noProc.stderr, /^cfs: cannot load the native addon embedded in .*: \/proc\/self\/fd .*is \/proc mounted\?\)\n$/);
     // Commands that need no addon run: a dumpfile, and a tar (hashed in JavaScript).
     const d = run('', {}, 'compute-id', `dumpfile:${path.join(ROOT, 'examples/rootfs.dump')}`);
     assert.equal(d.status, 0, d.stderr);

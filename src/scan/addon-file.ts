@@ -44,13 +44,21 @@ export function embeddedAddonDirs(env: NodeJS.ProcessEnv = process.env): AddonDi
   return out;
 }
 
-/** No directory could take the addon; `message` names each with the reason. */
+/**
+ * The addon could not be loaded: no directory took it (`message` names each with the reason), or
+ * `noProc`: /proc/self/fd, through which it is loaded, does not lead to the file.
+ */
 export class AddonUnavailableError extends Error {
-  constructor(readonly failures: { dir: AddonDir; reason: string }[]) {
+  constructor(
+    readonly failures: { dir: AddonDir; reason: string }[],
+    readonly noProc = false,
+  ) {
     super(
-      failures.length === 0
-        ? 'no directory to write it to'
-        : failures.map((f) => `${f.dir.dir}${f.dir.from ? ` (${f.dir.from})` : ''}: ${f.reason}`).join('; '),
+      noProc
+        ? '/proc/self/fd does not lead to the file written (is /proc mounted?)'
+        : failures.length === 0
+          ? 'no directory to write it to'
+          : failures.map((f) => `${f.dir.dir}${f.dir.from ? ` (${f.dir.from})` : ''}: ${f.reason}`).join('; '),
     );
     this.name = 'AddonUnavailableError';
   }
@@ -161,8 +169,7 @@ export function materializeAddon(
     if (file === undefined) {
       closeSync(fd);
       // The same for every directory: no point in trying the others.
-      failures.push({ dir, reason: '/proc/self/fd is not available (is /proc mounted?)' });
-      break;
+      throw new AddonUnavailableError(failures, true);
     }
     const mod = { exports: {} };
     try {

@@ -64,9 +64,10 @@ function loadEmbedded(hook: EmbeddedHook): { file: string } | { error: string } 
   } catch (e) {
     if (!(e instanceof AddonUnavailableError)) throw e;
     embeddedResult = {
-      error:
-        `the native addon embedded in ${process.execPath} could not be written to any directory ` +
-        `(${e.message}); set CFS_CACHE_DIR to a writable directory that allows executables`,
+      error: e.noProc
+        ? `cannot load the native addon embedded in ${process.execPath}: ${e.message}`
+        : `cannot load the native addon embedded in ${process.execPath}: no directory took it: ${e.message} ` +
+          '(set CFS_CACHE_DIR to a writable directory that allows executables)',
     };
   }
   return embeddedResult;
