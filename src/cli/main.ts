@@ -437,7 +437,7 @@ function selfFile(): string {
  * here, it holds.) What it makes slow is JSON.parse of millions of values, superlinearly (10 MB
  * of `{}`: 7.9 s of CPU instead of 1.7 s; 60 MB: minutes), apparently because every scavenge of
  * the small young generation revisits all the values parsed so far. Hence the 4 MiB limit on
- * OCI JSON documents (src/oci/image.ts MAX_JSON), where the worst case costs a second or two.
+ * OCI JSON documents (src/oci/image.ts MAX_JSON), where the worst case costs about 2 s of CPU.
  */
 function keepYoungGenerationSmall(): void {
   if (process.versions.node.split('.')[0] === '20') v8.setFlagsFromString('--semi-space-growth-factor=1');
