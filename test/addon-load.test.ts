@@ -263,10 +263,19 @@ ${extra}
     assert.match(r.stderr, /\/var\/tmp: read-only file system/);
     assert.match(r.stderr, /\/dev\/shm: .*noexec/);
     assert.match(r.stderr, /CFS_CACHE_DIR/);
-    // It is loaded through /proc/self/fd: without /proc, that is what the message says.
-    const noProc = run('umount -l /proc', { CFS_CACHE_DIR: dir }, 'compute-id', tree);
-    assert.equal(noProc.status, 2, noProc.stderr);
-    assert.match(noProc.stderr, /^cfs: cannot load the native addon embedded in .*: \/proc\/self\/fd .*is \/proc mounted\?\)\n$/);
+    // Without /proc (a bare chroot) it is loaded by name, so only from a directory where no other
+    // user can rename anything on the way: not from a world-writable directory without the
+    // sticky bit, even when it is the only one left.
+    const shared = path.join(dir, 'np-shared');
+    const priv = path.join(dir, 'np-private');
+    mkdirSync(shared);
+    mkdirSync(priv);
+    const noProcShared = run(`mount -t tmpfs -o size=1m,mode=0777 tmpfs ${shared}\numount -l /proc`, { CFS_CACHE_DIR: shared }, 'compute-id', tree);
+    assert.equal(noProcShared.status, 2, noProcShared.stderr);
+    assert.match(noProcShared.stderr, /np-shared \(CFS_CACHE_DIR\): not safe to load from without \/proc: others may write to .*np-shared, and it is not sticky/);
+    const noProc = run(`mount -t tmpfs -o size=1m,mode=0700 tmpfs ${priv}\numount -l /proc`, { CFS_CACHE_DIR: priv }, 'compute-id', tree);
+    assert.equal(noProc.status, 0, noProc.stderr);
+    assert.equal(noProc.stdout.trim(), want);
     // Commands that need no addon run: a dumpfile, and a tar (hashed in JavaScript).
     const d = run('', {}, 'compute-id', `dumpfile:${path.join(ROOT, 'examples/rootfs.dump')}`);
     assert.equal(d.status, 0, d.stderr);
@@ -285,7 +294,7 @@ ${extra}
   }
 });
 
-test('materializeAddon: an unnamed file (O_TMPFILE) or, without it, a private directory removed at once', () => {
+test('materializeAddon: an unnamed file (O_TMPFILE), else a private directory removed at once, else (no /proc) a checked name', () => {
   const bytes = readFileSync(ADDON);
   const { dir, cleanup } = scratch();
   try {
@@ -299,6 +308,20 @@ test('materializeAddon: an unnamed file (O_TMPFILE) or, without it, a private di
       const mod = r.exports as { hashAvailable?: () => boolean };
       assert.equal(typeof mod.hashAvailable, 'function');
     }
+    // As without /proc: by name, removed once loaded; refused where others could rename things.
+    const d = path.join(dir, 'm-name');
+    mkdirSync(d, { mode: 0o700 });
+    const r = materializeAddon(bytes, [{ dir: d, from: 'TEST' }], { byName: true });
+    assert.equal(typeof (r.exports as { hashAvailable?: unknown }).hashAvailable, 'function');
+    assert.deepEqual(readdirSync(d), [], 'removed once loaded');
+    const open = path.join(dir, 'm-open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    assert.throws(
+      () => materializeAddon(bytes, [{ dir: open, from: 'TEST' }], { byName: true }),
+      /m-open \(TEST\): not safe to load from without \/proc: others may write to .*m-open, and it is not sticky/,
+    );
+    assert.deepEqual(readdirSync(open), []);
     assert.throws(
       () => materializeAddon(bytes, [{ dir: path.join(dir, 'none'), from: 'CFS_CACHE_DIR' }]),
       /none \(CFS_CACHE_DIR\): no such file or directory/,

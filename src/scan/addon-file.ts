@@ -12,10 +12,31 @@
  * the descriptor reaches it, even if another user renamed the directory meanwhile.
  *
  * The descriptor stays open for the life of the process (it is close-on-exec), so worker threads
- * load the same path. A directory that refuses (missing, read-only, full, mounted noexec) is
- * skipped; when all do, the error names each one and why.
+ * load the same path. A directory that refuses (missing, read-only, full, mounted noexec, FUSE)
+ * is skipped; when all do, the error names each one and why.
+ *
+ * Without /proc (a bare chroot) there is no descriptor path: the file is then created the same
+ * way in a private directory but loaded by its name, and only where no other user can rename
+ * anything on the way to it (every directory from / down belongs to root or us and, if others
+ * may write to it, is sticky with the next entry belonging to root or us); the name is removed
+ * right after loading (later loads of the same name, by worker threads, are answered by the
+ * dynamic loader from the library already loaded).
  */
-import { closeSync, constants, fstatSync, mkdtempSync, openSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  realpathSync,
+  rmdirSync,
+  statfsSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import path from 'node:path';
 
 /** A directory the addon may be written to, and the variable that named it ('' for a default). */
@@ -44,21 +65,13 @@ export function embeddedAddonDirs(env: NodeJS.ProcessEnv = process.env): AddonDi
   return out;
 }
 
-/**
- * The addon could not be loaded: no directory took it (`message` names each with the reason), or
- * `noProc`: /proc/self/fd, through which it is loaded, does not lead to the file.
- */
+/** No directory could take the addon; `message` names each with the reason. */
 export class AddonUnavailableError extends Error {
-  constructor(
-    readonly failures: { dir: AddonDir; reason: string }[],
-    readonly noProc = false,
-  ) {
+  constructor(readonly failures: { dir: AddonDir; reason: string }[]) {
     super(
-      noProc
-        ? '/proc/self/fd does not lead to the file written (is /proc mounted?)'
-        : failures.length === 0
-          ? 'no directory to write it to'
-          : failures.map((f) => `${f.dir.dir}${f.dir.from ? ` (${f.dir.from})` : ''}: ${f.reason}`).join('; '),
+      failures.length === 0
+        ? 'no directory to write it to'
+        : failures.map((f) => `${f.dir.dir}${f.dir.from ? ` (${f.dir.from})` : ''}: ${f.reason}`).join('; '),
     );
     this.name = 'AddonUnavailableError';
   }
@@ -146,6 +159,113 @@ function fdPath(fd: number): string | undefined {
   }
 }
 
+/** Whether /proc/self/fd leads to this process's descriptors. */
+function procWorks(): boolean {
+  const fd = openSync('/', 'r');
+  try {
+    return fdPath(fd) !== undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const euid = (): number => process.geteuid?.() ?? -1;
+const trusted = (st: Stats): boolean => st.uid === euid() || st.uid === 0;
+
+/**
+ * Why another user could rename something on the path from / to `priv` (a real path, no
+ * symlinks), or undefined when no one but root and us can.
+ */
+function renameRisk(priv: string): string | undefined {
+  let child: Stats | undefined;
+  let childPath = '';
+  for (let d = priv; ; d = path.dirname(d)) {
+    const st = lstatSync(d);
+    if (!st.isDirectory()) return `${d} is not a directory`;
+    if (!trusted(st)) return `${d} belongs to uid ${st.uid}`;
+    if (child !== undefined && (st.mode & 0o022) !== 0) {
+      if ((st.mode & 0o1000) === 0) return `others may write to ${d}, and it is not sticky`;
+      if (!trusted(child)) return `${childPath} belongs to uid ${child.uid}`;
+    }
+    if (d === '/') return undefined;
+    child = st;
+    childPath = d;
+  }
+}
+
+/**
+ * Without /proc: the addon as a named file in a fresh private directory of `dir`, loaded by that
+ * name where no other user can rename anything on the way, then removed. Throws a short reason.
+ */
+function loadByName(dir: string, bytes: Uint8Array): { file: string; exports: object } {
+  let priv: string;
+  try {
+    priv = mkdtempSync(path.join(realpathSync(dir), '.cfs-addon-'));
+  } catch (e) {
+    throw new Error(errnoReason(e));
+  }
+  const file = path.join(priv, 'xattr.node');
+  try {
+    const risk = renameRisk(priv);
+    if (risk !== undefined) throw new Error(`not safe to load from without /proc: ${risk}`);
+    let fd: number;
+    try {
+      fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o500);
+    } catch (e) {
+      throw new Error(errnoReason(e));
+    }
+    try {
+      writeAll(fd, bytes);
+      const a = fstatSync(fd);
+      const b = lstatSync(file);
+      if (a.dev !== b.dev || a.ino !== b.ino || a.size !== bytes.length || a.nlink !== 1)
+        throw new Error('the written file changed under us');
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code ? new Error(errnoReason(e)) : e;
+    } finally {
+      closeSync(fd);
+    }
+    if (onFuse(file)) throw new Error('a FUSE filesystem (its server could change what is loaded)');
+    const mod = { exports: {} };
+    try {
+      process.dlopen(mod, file);
+    } catch (e) {
+      throw new Error(dlopenReason(e, file));
+    }
+    return { file, exports: mod.exports };
+  } finally {
+    try {
+      unlinkSync(file);
+    } catch {
+      /* not created */
+    }
+    try {
+      rmdirSync(priv);
+    } catch {
+      /* nothing to do */
+    }
+  }
+}
+
+function dlopenReason(e: unknown, file: string): string {
+  const msg = (e as Error).message.replace(`${file}: `, '');
+  return /failed to map segment|operation not permitted/i.test(msg)
+    ? `cannot run code from it (mounted noexec?): ${msg}`
+    : `cannot load the addon from it: ${msg}`;
+}
+
+/** FUSE_SUPER_MAGIC (linux/magic.h). */
+const FUSE_MAGIC = 0x65735546;
+
+/** Whether the file (by its /proc/self/fd path: the filesystem it is really on) is on FUSE. */
+function onFuse(file: string): boolean {
+  try {
+    return statfsSync(file).type === FUSE_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Writes the addon `bytes` into an unnamed file in the first of `dirs` that takes one and loads
  * it. Returns the path to load it by again (`/proc/self/fd/N`, valid for the process's life) and
@@ -154,9 +274,19 @@ function fdPath(fd: number): string | undefined {
 export function materializeAddon(
   bytes: Uint8Array,
   dirs: AddonDir[],
-  options: { tmpfile?: boolean } = {},
+  options: { tmpfile?: boolean; byName?: boolean } = {},
 ): { file: string; exports: object } {
   const failures: { dir: AddonDir; reason: string }[] = [];
+  if (options.byName ?? !procWorks()) {
+    for (const dir of dirs) {
+      try {
+        return loadByName(dir.dir, bytes);
+      } catch (e) {
+        failures.push({ dir, reason: (e as Error).message });
+      }
+    }
+    throw new AddonUnavailableError(failures);
+  }
   for (const dir of dirs) {
     let fd: number;
     try {
@@ -168,21 +298,21 @@ export function materializeAddon(
     const file = fdPath(fd);
     if (file === undefined) {
       closeSync(fd);
-      // The same for every directory: no point in trying the others.
-      throw new AddonUnavailableError(failures, true);
+      failures.push({ dir, reason: '/proc/self/fd does not lead to the file written' });
+      continue;
+    }
+    if (onFuse(file)) {
+      closeSync(fd);
+      // Its server, possibly another user's (allow_other), answers the reads dlopen makes.
+      failures.push({ dir, reason: 'a FUSE filesystem (its server could change what is loaded)' });
+      continue;
     }
     const mod = { exports: {} };
     try {
       process.dlopen(mod, file);
     } catch (e) {
       closeSync(fd);
-      const msg = (e as Error).message.replace(`${file}: `, '');
-      failures.push({
-        dir,
-        reason: /failed to map segment|operation not permitted/i.test(msg)
-          ? `cannot run code from it (mounted noexec?): ${msg}`
-          : `cannot load the addon from it: ${msg}`,
-      });
+      failures.push({ dir, reason: dlopenReason(e, file) });
       continue;
     }
     return { file, exports: mod.exports };

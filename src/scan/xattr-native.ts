@@ -64,10 +64,9 @@ function loadEmbedded(hook: EmbeddedHook): { file: string } | { error: string } 
   } catch (e) {
     if (!(e instanceof AddonUnavailableError)) throw e;
     embeddedResult = {
-      error: e.noProc
-        ? `cannot load the native addon embedded in ${process.execPath}: ${e.message}`
-        : `cannot load the native addon embedded in ${process.execPath}: no directory took it: ${e.message} ` +
-          '(set CFS_CACHE_DIR to a writable directory that allows executables)',
+      error:
+        `cannot load the native addon embedded in ${process.execPath}: no directory took it: ${e.message} ` +
+        '(set CFS_CACHE_DIR to a writable directory that allows executables)',
     };
   }
   return embeddedResult;
