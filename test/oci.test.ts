@@ -11,12 +11,12 @@ import { gzipSync } from 'node:zlib';
 import { writeDumpfile } from '../src/dumpfile/write.js';
 import { fsverityDigest } from '../src/fsverity/fsverity.js';
 import { applyLayer, buildFromLayers, newOciFileSystem } from '../src/oci/layers.js';
-import { loadOciSource, splitLayoutRef } from '../src/oci/image.js';
+import { loadOciSource, resolveLayoutRef, splitLayoutRef } from '../src/oci/image.js';
 import { makeAbsolutePath, makedev, paxMtimeNsec } from '../src/oci/tar-entry.js';
 import { transformForOci } from '../src/transform/transform.js';
 import type { FileSystem } from '../src/tree/tree.js';
 import { header, paxRecord, TarBuilder } from './tar-builder.js';
-import { tempDir } from './helpers.js';
+import { runCfs, tempDir } from './helpers.js';
 
 async function* once(b: Buffer, chunk = 0): AsyncGenerator<Buffer> {
   if (chunk <= 0) {
@@ -539,6 +539,36 @@ test('image index with platforms; parse_oci_layout_ref', async () => {
     }
     await rejectsWith(loadOciSource(`oci:${layout.dir}`, { hash: 'sha256', platform: 'linux/s390x' }), 'blob', 'missing');
     await rejectsWith(loadOciSource(`oci:${layout.dir}`, { hash: 'sha256', platform: 'linux/riscv64' }), 'no image for platform linux/riscv64', 'linux/amd64');
+  } finally {
+    cleanup();
+  }
+});
+
+test('oci:DIR:REF with refs holding \':\' and \'/\' (BuildKit names its image docker.io/library/base:latest)', async () => {
+  const { dir, cleanup } = tempDir('cfs-oci-');
+  try {
+    const l1 = L1();
+    const ref = 'docker.io/library/base:latest';
+    const layout = writeLayout(path.join(dir, 'img'), [{ blob: l1, plain: l1, mediaType: 'application/vnd.oci.image.layer.v1.tar' }], ref);
+    const expected = await dump([l1]);
+    // composefs-rs's split at the last ':' cannot name it
+    assert.deepEqual(splitLayoutRef(`${layout.dir}:${ref}`), [`${layout.dir}:docker.io/library/base`, 'latest']);
+    assert.deepEqual(await resolveLayoutRef(`${layout.dir}:${ref}`), [layout.dir, ref]);
+    const fs = await loadOciSource(`oci:${layout.dir}:${ref}`, { hash: 'sha256' });
+    assert.equal(writeDumpfile(fs).toString('latin1'), expected);
+    // a layout whose own path holds ':' (the whole remainder is a layout: no REF), and with a REF
+    const colon = writeLayout(path.join(dir, 'a:b'), [{ blob: l1, plain: l1, mediaType: 'application/vnd.oci.image.layer.v1.tar' }], 'x:y');
+    assert.deepEqual(await resolveLayoutRef(colon.dir), [colon.dir, undefined]);
+    assert.deepEqual(await resolveLayoutRef(`${colon.dir}:x:y`), [colon.dir, 'x:y']);
+    assert.equal(writeDumpfile(await loadOciSource(`oci:${colon.dir}:x:y`, { hash: 'sha256' })).toString('latin1'), expected);
+    // a plain tag, and no layout anywhere: composefs-rs's split, so the error names its DIR
+    assert.deepEqual(await resolveLayoutRef(`${layout.dir}:latest`), [layout.dir, 'latest']);
+    assert.deepEqual(await resolveLayoutRef(`${dir}/none:tag`), [`${dir}/none`, 'tag']);
+    await rejectsWith(loadOciSource(`oci:${layout.dir}:docker.io/library/other:latest`, { hash: 'sha256' }), 'no image named "docker.io/library/other:latest"', ref);
+    // the CLI, as the BuildKit recipe names it
+    const r = runCfs(['compute-id', `oci:${layout.dir}:${ref}`]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.toString(), runCfs(['compute-id', `layers:${path.join(layout.dir, 'blobs/sha256', sha256(l1))}`]).stdout.toString());
   } finally {
     cleanup();
   }

@@ -9,6 +9,7 @@ import { cloneTree } from '../tree/clone.js';
 import type { HashAlg } from '../tree/tree.js';
 import type { XattrFilterMode } from '../transform/transform.js';
 import { applyRules, type LoadedSource, type Rules } from './source.js';
+import { countSubsecond, type MtimeView } from '../transform/mtimes.js';
 
 /** One combination tried. */
 export interface Attempt {
@@ -42,10 +43,17 @@ function ruleSets(kind: LoadedSource['kind']): Rules[] {
  * length fixes the hash, and cfsctl uses one hash for objects and image, so the raw tree was
  * read with that hash once. Stops at the first match unless `all`.
  */
-export async function identify(want: string, raw: LoadedSource, onAttempt: (a: Attempt) => void, all = false): Promise<Attempt[]> {
+export async function identify(
+  want: string,
+  raw: LoadedSource,
+  onAttempt: (a: Attempt) => void,
+  all = false,
+  views: MtimeView[] = [{ layerMtimes: 'keep' }],
+): Promise<Attempt[]> {
   const hash = digestHash(want);
   const matches: Attempt[] = [];
-  for (const rules of ruleSets(raw.kind)) {
+  const combos = views.flatMap((mtimes) => ruleSets(raw.kind).map((r): Rules => ({ ...r, mtimes })));
+  for (const rules of combos) {
     let fs;
     let error: string | undefined;
     try {
@@ -73,6 +81,17 @@ export async function identify(want: string, raw: LoadedSource, onAttempt: (a: A
   return matches;
 }
 
+/**
+ * The mtime views worth trying: the one asked for, else as read, then (when some mtime has a
+ * fraction of a second, i.e. when it changes anything) with whole seconds as layers carry them.
+ */
+export function mtimeViews(raw: LoadedSource, asked: MtimeView | undefined, clampMtime: bigint | undefined): MtimeView[] {
+  if (asked) return [{ ...asked, clampMtime }];
+  const out: MtimeView[] = [{ layerMtimes: 'keep', clampMtime }];
+  if (countSubsecond(raw.fs).subsecond > 0) out.push({ layerMtimes: 'seconds', clampMtime });
+  return out;
+}
+
 /** The hash a digest of this length was made with. */
 export function digestHash(hex: string): HashAlg {
   return hex.length === 64 ? 'sha256' : 'sha512';
@@ -87,5 +106,8 @@ export function describeAttempt(a: Attempt, kind: LoadedSource['kind']): string 
     else if (a.rules.tarKeepsAllXattrs) parts.push('(tar xattrs unfiltered: composefs-rs < 0.8, e.g. --profile bootc-1.13)');
     else parts.push(`--xattrs ${a.rules.xattrs}`);
   }
+  const m = a.rules.mtimes;
+  if (m && m.layerMtimes !== 'keep') parts.push(`--layer-mtimes ${m.layerMtimes}`);
+  if (m?.clampMtime !== undefined) parts.push(`--clamp-mtime ${m.clampMtime}`);
   return parts.join(' ');
 }

@@ -18,9 +18,9 @@ import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { writeFileAtomic } from './atomic.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadRawSource, loadSource, type LoadedSource, type SourceOptions } from './source.js';
-import { describeAttempt, digestHash, identify, parseDigestArg, type Attempt } from './identify.js';
-import { explain, formatDifferences, liveMtimeHint } from './compare.js';
+import { applyRules, loadRawSource, loadSource, type LoadedSource, type SourceOptions } from './source.js';
+import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from './identify.js';
+import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
 import v8 from 'node:v8';
@@ -28,6 +28,7 @@ import { Repository } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
 import { PROFILES, findProfile, profilesHelp } from './profiles.js';
+import { LAYER_MTIMES, parseEpoch, type LayerMtimes, type MtimeView } from '../transform/mtimes.js';
 
 export const VERSION = '0.1.0';
 
@@ -45,6 +46,10 @@ interface TreeOpts {
   progress?: boolean;
   json?: boolean;
   platform?: string;
+  layerMtimes?: LayerMtimes;
+  clampMtime?: bigint;
+  /** --layer-mtimes was given on the command line (silences the sub-second warning). */
+  layerMtimesExplicit?: boolean;
 }
 
 const SOURCE_HELP = `
@@ -52,7 +57,10 @@ SOURCE is one of:
   PATH, dir:PATH   a directory: a container root filesystem, e.g. the bind mount of an earlier
                    build stage (RUN --mount=type=bind,from=base,target=/mnt/base)
   dumpfile:PATH    a composefs dumpfile (PATH '-' reads standard input)
-  oci:DIR[:REF]    an OCI image layout (REF: org.opencontainers.image.ref.name, or the only image)
+  oci:DIR[:REF]    an OCI image layout (REF: org.opencontainers.image.ref.name, or the only image).
+                   REF may hold ':' and '/' (oci:out:docker.io/library/base:latest): DIR is the
+                   whole text if it is a layout (has an oci-layout file), else the shortest
+                   prefix before a ':' that is one, and REF all the rest
   oci-archive:FILE[:REF]     the same, as a tar file
   docker-archive:FILE[:REF]  docker save / podman save output
   layers:A.tar,B.tar.gz,...  plain layer tarballs in order (gzip, zstd or none)
@@ -61,6 +69,9 @@ A directory becomes a tree exactly as cfsctl/bootc read it: hardlinks kept, file
 64 bytes inline, larger ones by fs-verity digest (--hash); OCI layers are merged as
 composefs-rs merges them (whiteouts, opaque directories, hardlinks), blob digests verified. Then
 the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattrs).
+Container engines write layer tarballs with whole-second mtimes (BuildKit's rewrite-timestamp
+also clamps them to SOURCE_DATE_EPOCH): --layer-mtimes seconds and --clamp-mtime EPOCH give any
+source that view first, so that a mounted build stage gives the id of the shipped layers.
 The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
 hash of the image id.
 `;
@@ -74,6 +85,37 @@ function parseJobs(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 1024) throw new InvalidArgumentError('must be a whole number from 1 to 1024');
   return n;
+}
+
+function parseClampMtime(v: string): bigint {
+  const e = parseEpoch(v);
+  if (e === undefined) throw new InvalidArgumentError('must be whole seconds since 1970 (SOURCE_DATE_EPOCH), e.g. 1700000000');
+  return e;
+}
+
+/** The engine-faithful view the options ask for. */
+function mtimeView(t: TreeOpts): MtimeView {
+  return { layerMtimes: t.layerMtimes ?? 'keep', clampMtime: t.clampMtime };
+}
+
+/** The view as --json reports it. */
+function describeMtimes(v: MtimeView): Record<string, unknown> {
+  return { layerMtimes: v.layerMtimes, clampMtime: v.clampMtime === undefined ? null : Number(v.clampMtime) };
+}
+
+/** Adds --layer-mtimes and --clamp-mtime. */
+function mtimeOptions(cmd: Command, defaultKeep = true): Command {
+  const lm = new Option(
+    '--layer-mtimes <mode>',
+    "engine-faithful view: 'seconds' drops the sub-second part of every mtime, as every container engine's layer writer does (buildah, podman, Docker BuildKit); 'keep' reads them as they are (cfsctl, bootc on a directory)",
+  ).choices([...LAYER_MTIMES]);
+  cmd.addOption(defaultKeep ? lm.default('keep') : lm);
+  cmd.option(
+    '--clamp-mtime <epoch>',
+    'engine-faithful view: mtimes later than EPOCH (seconds) become EPOCH, as BuildKit exports with rewrite-timestamp=true and SOURCE_DATE_EPOCH',
+    parseClampMtime,
+  );
+  return cmd;
 }
 
 function parseHex(v: string): string {
@@ -100,6 +142,7 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
         .default(DEFAULT_XATTR_FILTER_MODE),
     );
   }
+  mtimeOptions(cmd);
   cmd
     .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
     .option('-j, --jobs <n>', 'parallel hashing: threads, and files and directories read at once (default: one per core)', parseJobs)
@@ -126,20 +169,24 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
     platform: t.platform,
+    mtimes: mtimeView(t),
   };
 }
 
 /** Builds the tree and image of a source: the shared core of the image commands. */
 async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false): Promise<Built> {
   const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs));
-  if (loaded.kind === 'dir') warnDivergence(loaded.fs);
+  if (loaded.kind === 'dir' && !t.layerMtimesExplicit) warnSubsecond(loaded.fs, t.propagateUsrToRoot);
   const image = writeErofs(loaded.fs, g.erofsVersion);
   return { loaded, image, id: fsverityDigest(image, g.hash) };
 }
 
-/** Warns (stderr) when a directory tree looks like it will not match its tarball view. */
-function warnDivergence(fs: LoadedSource['fs']): void {
-  const hint = liveMtimeHint(fs);
+/**
+ * Warns (stderr, one line) when a directory tree has mtimes that no layer tarball an engine
+ * writes will carry: then the shipped image's id differs from this one.
+ */
+function warnSubsecond(fs: LoadedSource['fs'], propagated: boolean): void {
+  const hint = subsecondHint(fs, propagated);
   if (hint) process.stderr.write(`cfs: warning: ${hint}\n`);
 }
 
@@ -167,6 +214,7 @@ function describeBuild(b: Built, g: GlobalOpts, t: TreeOpts, bootable: boolean):
     erofsVersion: g.erofsVersion,
     objectHash: b.loaded.objectHash ?? null,
     source: b.loaded.description,
+    mtimes: describeMtimes(mtimeView(t)),
     rules:
       b.loaded.kind === 'dir'
         ? { propagateUsrToRoot: t.propagateUsrToRoot, xattrs: t.propagateUsrToRoot ? t.xattrs : 'all (raw tree)', bootable }
@@ -208,7 +256,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
    */
   const resolve = <T extends TreeOpts>(cmd: Command, o: T): { g: GlobalOpts; t: T; bootable: boolean; tarKeepsAllXattrs: boolean } => {
     const g = { ...globals(cmd) };
-    const t = { ...o };
+    const t = { ...o, layerMtimesExplicit: cmd.getOptionValueSource('layerMtimes') === 'cli' };
     const name = (program.opts() as { profile?: string }).profile;
     if (!name) return { g, t, bootable: o.bootable === true, tarKeepsAllXattrs: false };
     const p = findProfile(name);
@@ -298,36 +346,63 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     program
       .command('compare')
       .description(
-        'build two trees with the same options and show, per differing path, the field, both values and a likely cause (exit 0 equal, 1 different)',
+        'build two trees with the same options and show why their ids differ: a summary of counts per cause, then the differing paths (field, both values) grouped by cause (exit 0 equal, 1 different)',
       )
       .argument('<source-a>', 'first SOURCE, e.g. the mounted root (a directory)')
       .argument('<source-b>', 'second SOURCE, e.g. the same image as oci:DIR:REF')
-      .option('--json', 'print the result as JSON'),
-  ).action(async (a: string, b: string, opts0: TreeOpts, cmd: Command) => {
+      .option('--all', `list every differing path (default: ${PATHS_PER_CAUSE} per cause)`)
+      .option('--json', 'print the result as JSON (summary and every difference)')
+      .addHelpText(
+        'after',
+        `
+--layer-mtimes and --clamp-mtime apply to the side(s) that are not layer sources (oci:,
+oci-archive:, docker-archive:, layers:), i.e. to a directory or a dumpfile of one; to both sides
+when both are layer sources. The layers of an exported image are what the engine shipped, and
+bootc reads them as they are: so 'cfs compare --layer-mtimes seconds MOUNT oci:DIR:REF' checks
+exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped id.`,
+      ),
+  ).action(async (a: string, b: string, opts0: TreeOpts & { all?: boolean }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts0);
-    const opts = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs), provenance: true };
-    const la = await loadSource(a, opts);
-    const lb = await loadSource(b, opts);
-    const diffs = explain(diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 }), la, lb);
+    const base = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs), provenance: true };
+    const la = await loadRawSource(a, base);
+    const lb = await loadRawSource(b, base);
+    const view = mtimeView(o);
+    const keep = mtimeView({ propagateUsrToRoot: true, xattrs: DEFAULT_XATTR_FILTER_MODE });
+    const bothLayers = la.kind === 'oci' && lb.kind === 'oci';
+    const viewA = bothLayers || la.kind !== 'oci' ? view : keep;
+    const viewB = bothLayers || lb.kind !== 'oci' ? view : keep;
+    await applyRules(la, { ...base, mtimes: viewA });
+    await applyRules(lb, { ...base, mtimes: viewB });
+    const found = diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 });
+    const diffs = explain(found, la, lb, { viewA, viewB, propagated: o.propagateUsrToRoot });
+    const summary = summarize(diffs);
     const ids = [la, lb].map((l) => fsverityDigest(writeErofs(l.fs, g.erofsVersion), g.hash).toString('hex'));
     if (o.json) {
-      const list = diffs.map((d) => ({ path: d.path.toString('utf8'), field: d.field, a: d.a ?? null, b: d.b ?? null, cause: d.cause ?? null }));
-      process.stdout.write(`${JSON.stringify({ equal: diffs.length === 0, idA: ids[0], idB: ids[1], hash: g.hash, erofsVersion: g.erofsVersion, differences: list }, null, 2)}\n`);
+      const list = diffs.map((d) => ({ path: d.path.toString('utf8'), field: d.field, a: d.a ?? null, b: d.b ?? null, cause: d.cause, note: d.note ?? null }));
+      const paths = new Set(diffs.map((d) => d.path.toString('latin1'))).size;
+      process.stdout.write(
+        `${JSON.stringify(
+          { equal: diffs.length === 0, idA: ids[0], idB: ids[1], hash: g.hash, erofsVersion: g.erofsVersion, mtimes: { a: describeMtimes(viewA), b: describeMtimes(viewB) }, paths, summary, differences: list },
+          null,
+          2,
+        )}\n`,
+      );
     } else if (diffs.length === 0) {
       process.stdout.write(`equal: both give ${g.hash} ${ids[0]} (erofs V${g.erofsVersion})\n`);
     } else {
-      await writeStdout([formatDifferences(diffs, 'A', 'B')]);
+      await writeStdout([formatReport(diffs, summary, { all: o.all === true, nameA: 'A', nameB: 'B' })]);
       const paths = new Set(diffs.map((d) => d.path.toString('latin1'))).size;
-      process.stdout.write(`${diffs.length} difference(s) in ${paths} path(s)\nA: ${g.hash} ${ids[0]}\nB: ${g.hash} ${ids[1]}\n`);
+      const shown = (v: MtimeView) => (v.layerMtimes === 'keep' && v.clampMtime === undefined ? '' : ` (--layer-mtimes ${v.layerMtimes}${v.clampMtime === undefined ? '' : ` --clamp-mtime ${v.clampMtime}`})`);
+      process.stdout.write(`\n${diffs.length} difference(s) in ${paths} path(s)\nA: ${g.hash} ${ids[0]}${shown(viewA)}\nB: ${g.hash} ${ids[1]}${shown(viewB)}\n`);
     }
     if (diffs.length > 0) process.exitCode = EXIT_DIFFERENT;
   });
 
-  program
+  mtimeOptions(program
     .command('identify')
     .description(
-      'find which combination composefs-rs versions have used (EROFS format, hash, xattr mode, bootable, /usr-root propagation) produces DIGEST for SOURCE',
-    )
+      'find which combination composefs-rs versions have used (EROFS format, hash, xattr mode, bootable, /usr-root propagation) produces DIGEST for SOURCE; mtimes are tried as read and, when some have a fraction of a second, as whole seconds (--layer-mtimes seconds) unless --layer-mtimes is given',
+    ), false)
     .argument('<digest>', 'hex digest (64 = sha256, 128 = sha512), or a karg / annotation carrying one')
     .argument('<source>', 'the tree (see SOURCE)')
     .option('--all', 'list every matching combination, not just the first')
@@ -336,7 +411,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     .option('--progress', 'show progress on stderr even when it is not a terminal')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', SOURCE_HELP)
-    .action(async (digestArg: string, source: string, o: TreeOpts & { all?: boolean }) => {
+    .action(async (digestArg: string, source: string, o: TreeOpts & { all?: boolean }, cmd: Command) => {
       const want = parseDigestArg(digestArg);
       if (!want) throw new UsageError(`'${digestArg}' is not a digest: expected 64 or 128 hex digits, a composefs karg or an annotation`);
       const hash = digestHash(want);
@@ -344,9 +419,13 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
         ...sourceOptions({ hash, erofsVersion: 1 }, { ...o, propagateUsrToRoot: false, xattrs: DEFAULT_XATTR_FILTER_MODE }, false),
       });
       const tried: Attempt[] = [];
-      const matches = await identify(want, raw, (a) => tried.push(a), o.all === true);
+      const asked = cmd.getOptionValueSource('layerMtimes') === 'cli' ? mtimeView(o) : undefined;
+      const matches = await identify(want, raw, (a) => tried.push(a), o.all === true, mtimeViews(raw, asked, o.clampMtime));
       if (o.json) {
-        const show = (a: Attempt) => ({ erofsVersion: a.erofsVersion, hash: a.hash, ...a.rules, id: a.id ?? null, error: a.error ?? null, options: describeAttempt(a, raw.kind) });
+        const show = (a: Attempt) => {
+          const { mtimes, ...rules } = a.rules;
+          return { erofsVersion: a.erofsVersion, hash: a.hash, ...rules, mtimes: describeMtimes(mtimes ?? { layerMtimes: 'keep' }), id: a.id ?? null, error: a.error ?? null, options: describeAttempt(a, raw.kind) };
+        };
         process.stdout.write(`${JSON.stringify({ digest: want, matches: matches.map(show), tried: tried.map(show) }, null, 2)}\n`);
       } else if (matches.length > 0) {
         for (const m of matches) process.stdout.write(`match: ${describeAttempt(m, raw.kind)}\n`);

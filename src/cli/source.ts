@@ -17,6 +17,7 @@ import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
 import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
+import { applyMtimeView, type MtimeView } from '../transform/mtimes.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from './errors.js';
 import { Progress, human } from './progress.js';
@@ -41,6 +42,11 @@ export interface Rules {
   bootable: boolean;
   /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
   tarKeepsAllXattrs?: boolean;
+  /**
+   * The engine-faithful view (--layer-mtimes, --clamp-mtime), applied to the raw tree before
+   * every other rule: the root then takes /usr's mtime as the shipped layers carry it.
+   */
+  mtimes?: MtimeView;
 }
 
 export interface SourceOptions extends Rules {
@@ -139,6 +145,7 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
 /** Applies the finishing rules to a raw tree of `source`, in place. */
 export async function applyRules(source: Pick<LoadedSource, 'fs' | 'kind' | 'read'>, rules: Rules): Promise<void> {
   const fs = source.fs;
+  if (rules.mtimes) applyMtimeView(fs, rules.mtimes);
   if (source.kind !== 'dumpfile' && rules.propagateUsrToRoot) {
     if (source.kind === 'oci' && rules.tarKeepsAllXattrs) {
       // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path

@@ -586,6 +586,23 @@ async function isFile(p: string): Promise<boolean> {
   );
 }
 
+/**
+ * Splits `oci:` DIR[:REF]. Ref names may hold ':' and '/' (BuildKit names its image
+ * `docker.io/library/base:latest`), which composefs-rs's split at the last ':' cannot name. So:
+ * 1. the whole remainder, if it is an OCI layout (a directory with an `oci-layout` file): no REF;
+ * 2. else the shortest prefix before a ':' that is an OCI layout: DIR, and all the rest is REF
+ *    (the whole remainder is tried as a ref name first; a DIR may hold ':' too);
+ * 3. else composefs-rs's rule ({@link splitLayoutRef}), whose DIR the error then names.
+ */
+export async function resolveLayoutRef(s: string): Promise<[string, string | undefined]> {
+  const isLayout = (d: string) => isFile(path.join(d, 'oci-layout'));
+  if (await isLayout(s)) return [s, undefined];
+  for (let i = s.indexOf(':'); i !== -1; i = s.indexOf(':', i + 1)) {
+    if (i > 0 && (await isLayout(s.slice(0, i)))) return [s.slice(0, i), s.slice(i + 1) || undefined];
+  }
+  return splitLayoutRef(s);
+}
+
 /** Splits FILE[:REF] preferring the longest existing file (REF may contain ':', e.g. "busybox:latest"). */
 async function splitFileRef(s: string): Promise<[string, string | undefined]> {
   if (await isFile(s)) return [s, undefined];
@@ -603,7 +620,7 @@ async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
   if (rest === '') throw new OciSourceError(`source '${spec}': missing path after '${kind}:'`);
   switch (kind) {
     case 'oci': {
-      const [dir, ref] = splitLayoutRef(rest);
+      const [dir, ref] = await resolveLayoutRef(rest);
       const st = await stat(dir).catch(() => undefined);
       if (!st?.isDirectory()) throw new OciSourceError(`OCI layout ${dir} is not a directory`);
       return layoutLayers(new DirStore(dir), ref || undefined, want);
