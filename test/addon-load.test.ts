@@ -201,7 +201,7 @@ test('dist/cfs works when TMPDIR and CFS_CACHE_DIR name directories that do not 
     const r = runSea(exe, ['compute-id', tree], env);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), want);
-    assert.equal(r.stderr, '');
+    assert.doesNotMatch(r.stderr, /addon|npm|error/i);
     assert.deepEqual(readdirSync(dir).sort(), ['inst', 'tree'], 'nothing left behind');
   } finally {
     cleanup();
