@@ -3,6 +3,10 @@
  * PAX records with raw byte values, GNU long names/links, arbitrary typeflags and raw fields).
  */
 
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
 export type Format = 'ustar' | 'gnu' | 'v7';
 
 export interface HeaderFields {
@@ -142,4 +146,86 @@ export class TarBuilder {
   build(zeroBlocks = 2): Buffer {
     return Buffer.concat([...this.parts, Buffer.alloc(512 * zeroBlocks)]);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compressed streams and image layouts built byte by byte
+
+/**
+ * A zstd frame of `blocks` RLE blocks of 128 KiB zeros (4 bytes each: a bomb of 32 KiB per GiB),
+ * window 2^windowLog (RFC 8878 §3.1.1: Window_Descriptor = (windowLog - 10) << 3).
+ */
+export function zstdRleFrame(blocks: number, windowLog = 17, byte = 0): Buffer {
+  const out = Buffer.alloc(6 + 4 * blocks);
+  out.writeUInt32LE(0xfd2fb528, 0);
+  out[4] = 0; // no content size, no checksum, no dictionary, not single-segment
+  out[5] = (windowLog - 10) << 3;
+  for (let i = 0; i < blocks; i++) {
+    const h = (i === blocks - 1 ? 1 : 0) | (1 << 1) | ((128 << 10) << 3);
+    const o = 6 + 4 * i;
+    out[o] = h & 0xff;
+    out[o + 1] = (h >> 8) & 0xff;
+    out[o + 2] = (h >> 16) & 0xff;
+    out[o + 3] = byte;
+  }
+  return out;
+}
+
+/** A zstd skippable frame (magic 0x184D2A50 + `nibble`) carrying `data`. */
+export function zstdSkippable(data: Buffer, nibble = 0): Buffer {
+  const h = Buffer.alloc(8);
+  h.writeUInt32LE(0x184d2a50 + nibble, 0);
+  h.writeUInt32LE(data.length, 4);
+  return Buffer.concat([h, data]);
+}
+
+
+export function sha256hex(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export interface LayoutLayer {
+  blob: Buffer;
+  /** The uncompressed tar (its sha256 is the diff_id). */
+  plain: Buffer;
+  mediaType: string;
+}
+
+/** Writes an OCI image layout with one image named `ref`; returns the digests written. */
+export function writeOciLayout(
+  dir: string,
+  layers: LayoutLayer[],
+  ref = 'latest',
+): { manifest: string; config: string; blobs: string[] } {
+  mkdirSync(path.join(dir, 'blobs/sha256'), { recursive: true });
+  const put = (b: Buffer): string => {
+    const h = sha256hex(b);
+    writeFileSync(path.join(dir, 'blobs/sha256', h), b);
+    return `sha256:${h}`;
+  };
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => `sha256:${sha256hex(l.plain)}`) } }),
+  );
+  const configDigest = put(config);
+  const blobs = layers.map((l) => put(l.blob));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+      layers: layers.map((l, i) => ({ mediaType: l.mediaType, digest: blobs[i], size: l.blob.length })),
+    }),
+  );
+  const md = put(manifest);
+  writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  writeFileSync(
+    path.join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: md, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': ref } },
+      ],
+    }),
+  );
+  return { manifest: md, config: configDigest, blobs };
 }

@@ -28,12 +28,13 @@ export class Progress {
     else process.stderr.write(`${line}\n`);
   }
 
-  /** Stops and clears the line (a final line stays when not on a TTY). */
+  /** Stops and clears the line; when not on a TTY, the final state is printed (once). */
   stop(): void {
     if (!this.timer) return;
     clearInterval(this.timer);
     this.timer = undefined;
     if (this.tty) process.stderr.write('\r\x1b[K');
+    else this.draw();
   }
 }
 

@@ -11,7 +11,7 @@ import { readFile, stat, unlink } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashPool } from '../fsverity/pool.js';
-import { loadOciSource } from '../oci/image.js';
+import { type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
@@ -63,6 +63,16 @@ export interface SourceOptions extends Rules {
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
+}
+
+/** Reads a dumpfile, naming it in errors (a directory gives EISDIR from read(), without a path). */
+async function readDumpfile(file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new Error(`dumpfile ${file} is a directory, not a dumpfile`);
+    throw e; // errors of open() carry the path
+  }
 }
 
 /** Reads all of standard input. */
@@ -162,7 +172,7 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
   switch (kind) {
     case 'dumpfile': {
       if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
-      const text = rest === '-' ? await readStdin() : await readFile(rest);
+      const text = rest === '-' ? await readStdin() : await readDumpfile(rest);
       const { fs, objectHash } = parseDumpfile(text);
       const read: ContentReader = async () => {
         throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
@@ -184,14 +194,30 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
       const kept = new KeptContent();
-      const fs = await loadOciSource(spec, {
-        hash: opts.hash,
-        platform: opts.platform,
-        provenance,
-        sink: opts.repo,
-        kept,
-        jobs: opts.jobsGiven ? opts.jobs : undefined,
+      const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
+      const progress = new Progress(opts.progress, () => {
+        if (counters.layer === 0) return `reading ${spec}`;
+        const pct = counters.size > 0 ? ` (${Math.floor((100 * counters.read()) / counters.size)}%)` : '';
+        return (
+          `${counters.label} of ${counters.layers}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
+          `${counters.entries} entries`
+        );
       });
+      progress.start();
+      let fs: FileSystem;
+      try {
+        fs = await loadOciSource(spec, {
+          hash: opts.hash,
+          platform: opts.platform,
+          provenance,
+          sink: opts.repo,
+          kept,
+          jobs: opts.jobsGiven ? opts.jobs : undefined,
+          progress: opts.progress ? counters : undefined,
+        });
+      } finally {
+        progress.stop();
+      }
       const read: ContentReader = async (p, leaf) => {
         const c = kept.byLeaf.get(leaf);
         if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);

@@ -43,8 +43,17 @@ export class DumpfileError extends Error {
     readonly line: number,
     readonly reason: string,
   ) {
-    super(line > 0 ? `dumpfile line ${line}: ${reason}` : `dumpfile: ${reason}`);
+    super(line > 0 ? `dumpfile line ${line}: ${oneLine(reason)}` : `dumpfile: ${oneLine(reason)}`);
   }
+}
+
+/**
+ * Reasons quote the offending bytes (paths, fields): control bytes as \xHH keep the message one
+ * line, and a long quote is cut in the middle (the start says what, the end often why).
+ */
+function oneLine(s: string): string {
+  const t = s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return t.length <= 300 ? t : `${t.slice(0, 220)}…${t.slice(-60)}`;
 }
 
 export interface ParseOptions {

@@ -264,6 +264,9 @@ class Reader {
       throw new ImageError(`inode nid ${nid} has unsupported data layout ${layout}`, off);
     }
     const h = decodeInodeHeader(this.img, off, this.sb);
+    // Refused by the dumpfile parser (which the dump of this image must satisfy): one rule both ways.
+    if (h.mtimeNsec >= 1_000_000_000)
+      throw new ImageError(`inode nid ${nid} has mtime nanoseconds ${h.mtimeNsec} (must be < 1000000000)`, extended ? off + 40 : EROFS_SUPER_OFFSET + 32);
     const xsize = xattrBodySize(h.xattrIcount);
     const bodyOff = off + isize;
     this.need(bodyOff, xsize, `xattr body of inode nid ${nid}`, off + 2);
@@ -330,6 +333,8 @@ class Reader {
     if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + 1);
     const name = (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
     if (name.length === 0) throw new ImageError('xattr with an empty name', off);
+    // The dumpfile parser refuses these (as composefs-rs dumpfile_parse.rs does): one rule both ways.
+    if (name.includes('\0')) throw new ImageError('xattr name contains a NUL byte', off);
     return name;
   }
 
@@ -501,7 +506,7 @@ class Reader {
         content = this.regularContent(raw);
         break;
       case S_IFLNK:
-        content = { type: 'symlink', target: this.readData(raw) };
+        content = { type: 'symlink', target: this.symlinkTarget(raw) };
         break;
       case S_IFCHR:
         content = { type: 'chardev', rdev: BigInt(h.u >>> 0) };
@@ -519,6 +524,18 @@ class Reader {
         throw new ImageError(`inode nid ${raw.nid} has unknown file type 0o${type.toString(8)}`, raw.off + 4);
     }
     return new Leaf(stat, content);
+  }
+
+  /**
+   * No file system can hold an empty symlink target or a NUL in one, and the dumpfile parser
+   * refuses both (the dump of this image must parse). Over-long targets are kept: C mkcomposefs
+   * writes them.
+   */
+  private symlinkTarget(raw: RawInode): Buffer {
+    const t = this.readData(raw);
+    if (t.length === 0) throw new ImageError(`inode nid ${raw.nid}: empty symlink target`, raw.off + 8);
+    if (t.includes(0)) throw new ImageError(`inode nid ${raw.nid}: symlink target contains a NUL byte`, raw.off);
+    return t;
   }
 
   private regularContent(raw: RawInode): LeafContent {

@@ -19,11 +19,12 @@ import { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { transformForOci } from '../transform/transform.js';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { constants as fsc, createReadStream } from 'node:fs';
+import { type FileHandle, lstat, open, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
+import { withYoungGenerationGrowth } from '../tree/young-gen.js';
 import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from './bytes.js';
 import { type Compression, decompress, detectCompression, mediaTypeCompression } from './decompress.js';
 import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
@@ -59,6 +60,23 @@ export interface OciSourceOptions {
   kept?: KeptContent;
   /** Hashing threads for tar member contents (default: one per core). */
   jobs?: number;
+  /** Filled in as layers are read, for a progress display (read it from a timer). */
+  progress?: LayerProgress;
+}
+
+/** Where loading stands: which layer, how much of its blob was read, entries applied so far. */
+export interface LayerProgress {
+  /** 1-based index of the layer being read (0 before the first). */
+  layer: number;
+  layers: number;
+  /** The layer as errors name it: "layer 2 (sha256:…)". */
+  label: string;
+  /** Size of the current layer's blob (compressed, as stored). */
+  size: number;
+  /** Bytes of the current layer's blob read so far. */
+  read(): number;
+  /** Tar members applied so far, over all layers. */
+  entries: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -69,8 +87,8 @@ interface Blob {
   name: string;
   size: number;
   stream(): AsyncIterable<Buffer>;
-  /** Where the bytes are, when they are a range of a file. */
-  file?: { path: string; start: number };
+  /** Where the bytes are, when they are a range of a file (`nofollow`: open without following a symlink). */
+  file?: { path: string; start: number; nofollow: boolean };
 }
 
 interface Store {
@@ -79,31 +97,76 @@ interface Store {
   get(name: string): Promise<Blob | undefined>;
 }
 
-function fileRange(file: string, name: string, start: number, size: number): Blob {
+/**
+ * How blob files are opened: never through a symlink in the last component (a blob that is a
+ * symlink to, say, /etc/shadow would otherwise be hashed and its digest printed in the mismatch
+ * error). Layout files are checked to be regular files when found ({@link DirStore.get}); every
+ * later open uses these flags again, so a swap in between is refused too.
+ */
+const READ_NOFOLLOW = fsc.O_RDONLY | fsc.O_NOFOLLOW;
+
+/** Opens a file for reading; `nofollow`: refuse a symlink as the last component. */
+export function openBlobFile(file: string, nofollow: boolean): Promise<FileHandle> {
+  return open(file, nofollow ? READ_NOFOLLOW : 'r');
+}
+
+function fileRange(file: string, name: string, start: number, size: number, nofollow = false): Blob {
   return {
     name,
     size,
-    file: { path: file, start },
+    file: { path: file, start, nofollow },
     stream: () =>
       size === 0
         ? (async function* () {})()
-        : (createReadStream(file, { start, end: start + size - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>),
+        : nofollow
+          ? streamNoFollow(file, start, size)
+          : (createReadStream(file, { start, end: start + size - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>),
   };
 }
 
+async function* streamNoFollow(file: string, start: number, size: number): AsyncGenerator<Buffer> {
+  const fh = await openBlobFile(file, true);
+  try {
+    yield* fh.createReadStream({ start, end: start + size - 1, highWaterMark: 1 << 20, autoClose: false }) as AsyncIterable<Buffer>;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** An OCI image layout directory: its files must be regular files inside it (no symlinks). */
 class DirStore implements Store {
   constructor(readonly dir: string) {}
   get describe(): string {
     return `OCI layout ${this.dir}`;
   }
   async get(name: string): Promise<Blob | undefined> {
+    // Names come from us: "oci-layout", "index.json" or blobs/ALG/HEX of a validated digest.
+    if (!/^(oci-layout|index\.json|blobs\/[a-z0-9]+\/[a-f0-9]+)$/.test(name)) return undefined;
+    const parts = name.split('/');
+    // The directories on the way (blobs/, blobs/ALG/) must be real directories of the layout.
+    for (let i = 1; i < parts.length; i++) {
+      const d = path.join(this.dir, ...parts.slice(0, i));
+      const st = await lstat(d).catch(() => undefined);
+      if (st === undefined) return undefined;
+      if (!st.isDirectory()) throw new OciSourceError(`${this.describe}: ${parts.slice(0, i).join('/')} is not a directory (symlinks are not followed)`);
+    }
     const p = path.join(this.dir, name);
+    let fh: FileHandle;
     try {
-      const st = await stat(p);
-      if (!st.isFile()) return undefined;
-      return fileRange(p, name, 0, st.size);
-    } catch {
-      return undefined;
+      // O_NONBLOCK: a FIFO planted as a blob must not block the open.
+      fh = await open(p, READ_NOFOLLOW | fsc.O_NONBLOCK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      if (code === 'ELOOP') throw new OciSourceError(`${this.describe}: ${name} is a symlink; layout files must be regular files`);
+      throw new OciSourceError(`${this.describe}: cannot open ${name}: ${code ?? (e as Error).message}`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new OciSourceError(`${this.describe}: ${name} is not a regular file`);
+      return fileRange(p, name, 0, st.size, true);
+    } finally {
+      await fh.close();
     }
   }
 }
@@ -139,10 +202,14 @@ class ArchiveStore implements Store {
       const st = await fh.stat();
       const head = Buffer.alloc(6);
       await fh.read(head, 0, 6, 0);
-      if (head[0] === 0x1f && head[1] === 0x8b)
-        throw new OciSourceError(`${kind} ${file} is gzip-compressed; decompress it first (e.g. gunzip)`);
-      if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd)
-        throw new OciSourceError(`${kind} ${file} is zstd-compressed; decompress it first`);
+      let c: Compression | undefined;
+      try {
+        c = detectCompression(head);
+      } catch (e) {
+        throw new OciSourceError(`${kind} ${file}: ${(e as Error).message.replace('layers are', 'archives are')}`);
+      }
+      if (c === 'gzip') throw new OciSourceError(`${kind} ${file} is gzip-compressed; decompress it first (e.g. gunzip)`);
+      if (c === 'zstd') throw new OciSourceError(`${kind} ${file} is zstd-compressed; decompress it first`);
       const members = new Map<string, { offset: number; size: number } | { link: string }>();
       const src = new FileByteSource(fh, 0, st.size);
       await readTar(src, async (e) => {
@@ -185,10 +252,6 @@ class ArchiveStore implements Store {
 
 const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
 
-function checkDigest(d: unknown, what: string): string {
-  if (typeof d !== 'string' || !DIGEST_RE.test(d)) throw new OciSourceError(`${what}: invalid or unsupported digest ${JSON.stringify(d)}`);
-  return d;
-}
 
 function blobPath(digest: string): string {
   const [alg, hex] = digest.split(':');
@@ -217,13 +280,53 @@ interface Descriptor {
   platform?: { os?: string; architecture?: string; variant?: string };
 }
 
-function asDescriptor(x: unknown, what: string): Descriptor {
-  if (typeof x !== 'object' || x === null) throw new OciSourceError(`${what}: descriptor is not an object`);
-  const d = x as Record<string, unknown>;
-  checkDigest(d.digest, what);
-  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0)
-    throw new OciSourceError(`${what}: descriptor has an invalid size`);
-  return d as unknown as Descriptor;
+/** A JSON document's shape is wrong: names the document and the field. */
+function badField(where: string, field: string, expected: string): OciSourceError {
+  return new OciSourceError(`${where}: ${field || 'the document'} ${expected}`);
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function optString(o: Record<string, unknown>, key: string, where: string, field: string): void {
+  if (o[key] !== undefined && typeof o[key] !== 'string') throw badField(where, `${field}.${key}`, 'is not a string');
+}
+
+/** An OCI descriptor (image-spec descriptor.md), every field we use type-checked. */
+function asDescriptor(x: unknown, where: string, field: string): Descriptor {
+  if (!isObject(x)) throw badField(where, field, 'is not an object');
+  optString(x, 'mediaType', where, field);
+  if (typeof x.digest !== 'string' || !DIGEST_RE.test(x.digest))
+    throw badField(where, `${field}.digest`, `is not a supported digest (${preview(x.digest)})`);
+  if (typeof x.size !== 'number' || !Number.isSafeInteger(x.size) || x.size < 0)
+    throw badField(where, `${field}.size`, 'is not a non-negative integer');
+  if (x.annotations !== undefined) {
+    if (!isObject(x.annotations)) throw badField(where, `${field}.annotations`, 'is not an object');
+    for (const [k, v] of Object.entries(x.annotations))
+      if (typeof v !== 'string') throw badField(where, `${field}.annotations[${JSON.stringify(k)}]`, 'is not a string');
+  }
+  if (x.platform !== undefined) {
+    if (!isObject(x.platform)) throw badField(where, `${field}.platform`, 'is not an object');
+    for (const k of ['os', 'architecture', 'variant']) optString(x.platform, k, where, `${field}.platform`);
+  }
+  return x as unknown as Descriptor;
+}
+
+/** A JSON value for a message, cut short. */
+function preview(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? s.slice(0, 80) + '…' : s;
+}
+
+/**
+ * "a, b, c, … (N in all)": lists in messages stay one short line, whatever the input holds
+ * (an index may list hundreds of thousands of images).
+ */
+export function listSome(items: string[], max = 8): string {
+  if (items.length === 0) return 'none';
+  if (items.length <= max) return items.join(', ');
+  return `${items.slice(0, max).join(', ')}, … (${items.length} in all)`;
 }
 
 async function getBlob(store: Store, desc: Descriptor, what: string): Promise<Blob> {
@@ -235,47 +338,58 @@ async function getBlob(store: Store, desc: Descriptor, what: string): Promise<Bl
 }
 
 /**
- * Largest JSON document read (index.json, manifest.json, manifests, configs): 4 MiB, as
- * containers/image allows for manifests and configs (internal/iolimits MaxManifestBodySize,
- * MaxConfigBodySize; vendored in containers/buildah 5b1b18ee); real ones are KBs. Larger ones
- * are refused before they are read: JSON.parse of tens of MB of small values thrashes V8's
- * young generation, which cfs keeps small (src/cli/main.ts): minutes at 60 MB.
+ * Largest manifest or config we read: containers/image's limits for the same documents
+ * (`iolimits.MaxManifestBodySize`, `MaxConfigBodySize`: 4 MiB). Real ones are a few KB; a
+ * larger one is refused before it is read, so a hostile image cannot make us hold gigabytes.
  */
 export const MAX_JSON = 4 << 20;
+/** index.json and docker-archive manifest.json list images, so they may be longer. */
+export const MAX_JSON_LIST = 16 << 20;
 
-function jsonTooLarge(what: string, size: number): OciSourceError {
-  return new OciSourceError(`${what} is ${size} bytes, more than the ${MAX_JSON >> 20} MiB allowed for a JSON document`);
+function tooLarge(where: string, size: number, limit: number): OciSourceError {
+  return new OciSourceError(`${where} is too large (${size} bytes; the limit is ${limit} bytes)`);
+}
+
+async function readAll(b: Blob): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of b.stream()) chunks.push(c);
+  return Buffer.concat(chunks);
 }
 
 /** Reads a small JSON blob, verifying size and digest. */
 async function readJsonBlob(store: Store, desc: Descriptor, what: string): Promise<unknown> {
-  if (desc.size > MAX_JSON) throw jsonTooLarge(`${store.describe}: ${what} blob ${desc.digest}`, desc.size);
+  if (desc.size > MAX_JSON) throw tooLarge(`${store.describe}: ${what} blob ${desc.digest}`, desc.size, MAX_JSON);
   const b = await getBlob(store, desc, what);
-  const chunks: Buffer[] = [];
-  for await (const c of b.stream()) chunks.push(c);
-  const data = Buffer.concat(chunks);
+  const data = await readAll(b);
   const [alg, hex] = desc.digest.split(':');
   const actual = createHash(alg).update(data).digest('hex');
   if (actual !== hex)
     throw new OciSourceError(`${store.describe}: ${what} blob ${desc.digest} does not match its digest (content is ${alg}:${actual})`);
-  return parseJson(data, `${what} ${desc.digest}`);
+  return parseJson(data, `${store.describe}: ${what} ${desc.digest}`);
 }
 
 function parseJson(data: Buffer, what: string): unknown {
   try {
-    return JSON.parse(data.toString('utf8'));
+    // Many values in a small young generation thrash the GC (src/tree/young-gen.ts).
+    return withYoungGenerationGrowth(data.length > 1 << 20, () => JSON.parse(data.toString('utf8')));
   } catch (e) {
     throw new OciSourceError(`${what} is not valid JSON: ${(e as Error).message}`);
   }
 }
 
-async function readJsonMember(store: Store, name: string): Promise<unknown> {
+async function readJsonMember(store: Store, name: string, limit: number): Promise<unknown> {
   const b = await store.get(name);
   if (!b) throw new OciSourceError(`${store.describe}: ${name} is missing`);
-  if (b.size > MAX_JSON) throw jsonTooLarge(`${store.describe}: ${name}`, b.size);
-  const chunks: Buffer[] = [];
-  for await (const c of b.stream()) chunks.push(c);
-  return parseJson(Buffer.concat(chunks), `${store.describe}: ${name}`);
+  if (b.size > limit) throw tooLarge(`${store.describe}: ${name}`, b.size, limit);
+  return parseJson(await readAll(b), `${store.describe}: ${name}`);
+}
+
+/** Passes chunks through while counting bytes. */
+async function* counted(src: AsyncIterable<Buffer>, count: { n: number }): AsyncGenerator<Buffer> {
+  for await (const c of src) {
+    count.n += c.length;
+    yield c;
+  }
 }
 
 /** Passes chunks through while hashing them and counting bytes. */
@@ -300,7 +414,7 @@ interface LayerSpec {
 /** Compression of a blob from its first bytes, when it is a range of a file (else undefined). */
 async function peekCompression(b: Blob): Promise<Compression | undefined> {
   if (!b.file || b.size === 0) return undefined;
-  const fh = await open(b.file.path, 'r').catch(() => undefined);
+  const fh = await openBlobFile(b.file.path, b.file.nofollow).catch(() => undefined);
   if (!fh) return undefined;
   try {
     const head = Buffer.alloc(Math.min(6, b.size));
@@ -319,7 +433,7 @@ async function peekCompression(b: Blob): Promise<Compression | undefined> {
  */
 async function openPlainTar(b: Blob): Promise<FileStreamSource | undefined> {
   if (!b.file || b.size === 0) return undefined;
-  const fh = await open(b.file.path, 'r').catch(() => undefined);
+  const fh = await openBlobFile(b.file.path, b.file.nofollow).catch(() => undefined);
   return fh && new FileStreamSource(fh, Buffer.from(b.file.path), b.file.start, b.file.start + b.size);
 }
 
@@ -328,7 +442,7 @@ async function applyVerifiedLayer(
   fs: FileSystem,
   l: LayerSpec,
   hash: HashAlg,
-  extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept'> & { pool?: HashPool },
+  extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept' | 'progress'> & { pool?: HashPool },
 ): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
@@ -347,15 +461,20 @@ async function applyVerifiedLayer(
   const streamMin = kind === 'gzip' ? ((extra.pool?.jobs ?? 0) >= 2 ? 1 << 20 : Infinity) : 64 << 10;
   // An uncompressed blob whose digest is its diff_id: one sha256 pass checks both.
   const sameHash = kind === 'none' && alg === 'sha256' && l.diffId === `sha256:${hex}`;
-  if (direct) src = direct;
-  else {
-    const raw = hex !== undefined ? tap(l.blob.stream(), blobHash, blobCount) : l.blob.stream();
+  const progress = extra.progress;
+  if (direct) {
+    src = direct;
+    if (progress) progress.read = () => direct.position;
+  } else {
+    const raw =
+      hex !== undefined ? tap(l.blob.stream(), blobHash, blobCount) : progress ? counted(l.blob.stream(), blobCount) : l.blob.stream();
+    if (progress) progress.read = () => blobCount.n;
     const decoded = decompress(raw, l.label);
     const plain = l.diffId !== undefined && !sameHash ? tap(decoded, diffHash, diffCount) : decoded;
     src = new StreamByteSource(plain);
   }
   try {
-    await applyTar(fs, src, { hash, label: l.label, ...extra, streamMin });
+    await applyTar(fs, src, { hash, label: l.label, ...extra, counter: progress, streamMin });
     if (direct) await direct.close();
   } catch (e) {
     await src.close().catch(() => {});
@@ -437,14 +556,16 @@ function showPlatform(p: Platform | Descriptor['platform']): string {
 function pickPlatform(descs: Descriptor[], want: Platform, where: string): Descriptor {
   const m = descs.find((d) => platformMatches(d.platform, want));
   if (m) return m;
-  const avail = descs.map((d) => showPlatform(d.platform)).join(', ');
-  throw new OciSourceError(`${where}: no image for platform ${showPlatform(want)} (available: ${avail || 'none'})`);
+  const avail = listSome([...new Set(descs.map((d) => showPlatform(d.platform)))]);
+  throw new OciSourceError(`${where}: no image for platform ${showPlatform(want)} (available: ${avail})`);
 }
 
-function manifestsOf(x: unknown, what: string): Descriptor[] {
-  const m = (x as { manifests?: unknown }).manifests;
-  if (!Array.isArray(m)) throw new OciSourceError(`${what}: "manifests" is not a list`);
-  return m.map((d, i) => asDescriptor(d, `${what} manifests[${i}]`));
+/** An image index (image-spec image-index.md): its `manifests`, each a valid descriptor. */
+function manifestsOf(x: unknown, where: string): Descriptor[] {
+  if (!isObject(x)) throw badField(where, '', 'is not a JSON object');
+  const m = x.manifests;
+  if (!Array.isArray(m)) throw badField(where, 'manifests', 'is not a list');
+  return m.map((d, i) => asDescriptor(d, where, `manifests[${i}]`));
 }
 
 interface ResolvedImage {
@@ -455,39 +576,46 @@ interface ResolvedImage {
 /** Follows indexes down to one image manifest. */
 async function resolveDescriptor(store: Store, desc: Descriptor, want: Platform, depth = 0): Promise<ResolvedImage> {
   if (depth > 4) throw new OciSourceError(`${store.describe}: image indexes nested too deeply`);
-  const json = (await readJsonBlob(store, desc, 'manifest')) as Record<string, unknown>;
-  if (typeof json !== 'object' || json === null) throw new OciSourceError(`manifest ${desc.digest} is not a JSON object`);
+  const json = await readJsonBlob(store, desc, 'manifest');
+  const where = `${store.describe}: manifest ${desc.digest}`;
+  if (!isObject(json)) throw badField(where, '', 'is not a JSON object');
+  optString(json, 'mediaType', where, '');
   const mt = (json.mediaType as string | undefined) ?? desc.mediaType;
   if ((mt !== undefined && INDEX_TYPES.has(mt)) || (mt === undefined && Array.isArray(json.manifests))) {
-    const list = manifestsOf(json, `index ${desc.digest}`);
-    return resolveDescriptor(store, pickPlatform(list, want, `index ${desc.digest}`), want, depth + 1);
+    const iwhere = `${store.describe}: index ${desc.digest}`;
+    const list = manifestsOf(json, iwhere);
+    return resolveDescriptor(store, pickPlatform(list, want, iwhere), want, depth + 1);
   }
   if (mt !== undefined && !MANIFEST_TYPES.has(mt))
-    throw new OciSourceError(`${store.describe}: ${desc.digest} has unsupported media type ${mt}`);
-  if (!Array.isArray(json.layers)) throw new OciSourceError(`manifest ${desc.digest}: "layers" is not a list`);
-  const config = asDescriptor(json.config, `manifest ${desc.digest} config`);
-  const layers = (json.layers as unknown[]).map((l, i) => asDescriptor(l, `manifest ${desc.digest} layers[${i}]`));
+    throw new OciSourceError(`${store.describe}: ${desc.digest} has unsupported media type ${preview(mt)}`);
+  const config = asDescriptor(json.config, where, 'config');
+  if (!Array.isArray(json.layers)) throw badField(where, 'layers', 'is not a list');
+  const layers = (json.layers as unknown[]).map((l, i) => asDescriptor(l, where, `layers[${i}]`));
   return { manifestDigest: desc.digest, manifest: { config, layers } };
 }
 
-function diffIdsOf(config: unknown, what: string): string[] {
-  const ids = (config as { rootfs?: { diff_ids?: unknown } })?.rootfs?.diff_ids;
-  if (!Array.isArray(ids)) throw new OciSourceError(`${what}: config has no rootfs.diff_ids list`);
-  return ids.map((d, i) => checkDigest(d, `${what} rootfs.diff_ids[${i}]`));
+/** The config's rootfs.diff_ids (image-spec config.md), each a sha256/sha512 digest. */
+function diffIdsOf(config: unknown, where: string): string[] {
+  if (!isObject(config)) throw badField(where, '', 'is not a JSON object');
+  if (!isObject(config.rootfs)) throw badField(where, 'rootfs', 'is not an object');
+  const ids = config.rootfs.diff_ids;
+  if (!Array.isArray(ids)) throw badField(where, 'rootfs.diff_ids', 'is not a list');
+  return ids.map((d, i) => {
+    if (typeof d !== 'string' || !DIGEST_RE.test(d)) throw badField(where, `rootfs.diff_ids[${i}]`, `is not a supported digest (${preview(d)})`);
+    return d;
+  });
 }
 
 async function layoutLayers(store: Store, ref: string | undefined, want: Platform): Promise<LayerSpec[]> {
   const layoutFile = await store.get('oci-layout');
   if (!layoutFile) throw new OciSourceError(`${store.describe}: not an OCI image layout (no oci-layout file)`);
-  const index = await readJsonMember(store, 'index.json');
+  const index = await readJsonMember(store, 'index.json', MAX_JSON_LIST);
   let descs = manifestsOf(index, `${store.describe}: index.json`);
   if (ref !== undefined) {
     const named = descs.filter((d) => d.annotations?.[REF_NAME] === ref);
     if (named.length === 0) {
       const names = descs.map((d) => d.annotations?.[REF_NAME]).filter((n) => n !== undefined);
-      throw new OciSourceError(
-        `${store.describe}: no image named ${JSON.stringify(ref)} (available: ${names.length ? names.join(', ') : 'none'})`,
-      );
+      throw new OciSourceError(`${store.describe}: no image named ${JSON.stringify(ref)} (available: ${listSome(names)})`);
     }
     descs = named;
   }
@@ -496,12 +624,12 @@ async function layoutLayers(store: Store, ref: string | undefined, want: Platfor
   if (descs.length === 1) desc = descs[0];
   else if (descs.every((d) => d.platform)) desc = pickPlatform(descs, want, `${store.describe}: index.json`);
   else {
-    const names = descs.map((d) => d.annotations?.[REF_NAME] ?? d.digest).join(', ');
+    const names = listSome(descs.map((d) => d.annotations?.[REF_NAME] ?? d.digest));
     throw new OciSourceError(`${store.describe}: index.json lists ${descs.length} images; choose one with :REF (${names})`);
   }
   const img = await resolveDescriptor(store, desc, want);
   const config = await readJsonBlob(store, img.manifest.config, 'config');
-  const diffIds = diffIdsOf(config, `config ${img.manifest.config.digest}`);
+  const diffIds = diffIdsOf(config, `${store.describe}: config ${img.manifest.config.digest}`);
   if (diffIds.length !== img.manifest.layers.length)
     throw new OciSourceError(
       `manifest ${img.manifestDigest}: ${img.manifest.layers.length} layers but config lists ${diffIds.length} diff_ids`,
@@ -517,33 +645,59 @@ async function layoutLayers(store: Store, ref: string | undefined, want: Platfor
   return out;
 }
 
+/** One entry of a docker-archive manifest.json (`docker save` format), fields type-checked. */
+interface DockerEntry {
+  Config: string;
+  RepoTags: string[];
+  Layers: string[];
+}
+
+function dockerEntries(m: unknown, where: string): DockerEntry[] {
+  if (!Array.isArray(m)) throw badField(where, '', 'is not a list');
+  if (m.length === 0) throw new OciSourceError(`${where} lists no images`);
+  return m.map((e, i) => {
+    const f = `[${i}]`;
+    if (!isObject(e)) throw badField(where, f, 'is not an object');
+    if (typeof e.Config !== 'string') throw badField(where, `${f}.Config`, 'is not a string');
+    const strings = (key: string, optional: boolean): string[] => {
+      const v = e[key];
+      if (v === undefined || (v === null && optional)) {
+        if (optional) return [];
+        throw badField(where, `${f}.${key}`, 'is missing');
+      }
+      if (!Array.isArray(v)) throw badField(where, `${f}.${key}`, 'is not a list');
+      v.forEach((x, j) => {
+        if (typeof x !== 'string') throw badField(where, `${f}.${key}[${j}]`, 'is not a string');
+      });
+      return v as string[];
+    };
+    return { Config: e.Config, RepoTags: strings('RepoTags', true), Layers: strings('Layers', false) };
+  });
+}
+
 async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined): Promise<LayerSpec[]> {
-  const m = await readJsonMember(store, 'manifest.json');
-  if (!Array.isArray(m) || m.length === 0) throw new OciSourceError(`${store.describe}: manifest.json lists no images`);
-  type Entry = { Config?: unknown; RepoTags?: unknown; Layers?: unknown };
-  const entries = m as Entry[];
-  let entry: Entry | undefined;
+  const entries = dockerEntries(await readJsonMember(store, 'manifest.json', MAX_JSON_LIST), `${store.describe}: manifest.json`);
+  let entry: DockerEntry | undefined;
   if (ref === undefined) {
     if (entries.length > 1) throw new OciSourceError(`${store.describe}: ${entries.length} images in the archive; choose one with :TAG or :@N`);
     entry = entries[0];
   } else if (/^@\d+$/.test(ref)) {
     entry = entries[Number(ref.slice(1))];
   } else {
-    const tags = (e: Entry): string[] => (Array.isArray(e.RepoTags) ? (e.RepoTags as string[]) : []);
     entry =
-      entries.find((e) => tags(e).includes(ref)) ??
-      entries.find((e) => tags(e).includes(`${ref}:latest`)) ??
-      entries.find((e) => tags(e).some((t) => t.endsWith(`/${ref}`) || t.endsWith(`/${ref}:latest`)));
+      entries.find((e) => e.RepoTags.includes(ref)) ??
+      entries.find((e) => e.RepoTags.includes(`${ref}:latest`)) ??
+      entries.find((e) => e.RepoTags.some((t) => t.endsWith(`/${ref}`) || t.endsWith(`/${ref}:latest`)));
   }
-  if (!entry) throw new OciSourceError(`${store.describe}: no image ${JSON.stringify(ref)} in manifest.json`);
-  if (typeof entry.Config !== 'string' || !Array.isArray(entry.Layers))
-    throw new OciSourceError(`${store.describe}: malformed manifest.json entry`);
+  if (!entry) {
+    const tags = listSome(entries.flatMap((e) => e.RepoTags));
+    throw new OciSourceError(`${store.describe}: no image ${JSON.stringify(ref)} in manifest.json (tags: ${tags})`);
+  }
   const configName = entry.Config;
   const cb = await store.get(configName);
   if (!cb) throw new OciSourceError(`${store.describe}: config ${configName} is missing`);
-  const chunks: Buffer[] = [];
-  for await (const c of cb.stream()) chunks.push(c);
-  const data = Buffer.concat(chunks);
+  if (cb.size > MAX_JSON) throw tooLarge(`${store.describe}: config ${configName}`, cb.size, MAX_JSON);
+  const data = await readAll(cb);
   // The config's name is its sha256 ("<hex>.json" or "blobs/sha256/<hex>"): verify it.
   const hexName = /(?:^|\/)([a-f0-9]{64})(?:\.json)?$/.exec(configName)?.[1];
   if (hexName !== undefined) {
@@ -551,13 +705,14 @@ async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined)
     if (actual !== hexName)
       throw new OciSourceError(`${store.describe}: config ${configName} does not match its digest (content is sha256:${actual})`);
   }
-  const diffIds = diffIdsOf(parseJson(data, `config ${configName}`), `config ${configName}`);
-  const layers = entry.Layers as unknown[];
+  const cwhere = `${store.describe}: config ${configName}`;
+  const diffIds = diffIdsOf(parseJson(data, cwhere), cwhere);
+  const layers = entry.Layers;
   if (diffIds.length !== layers.length)
     throw new OciSourceError(`${store.describe}: ${layers.length} layers but config lists ${diffIds.length} diff_ids`);
   const out: LayerSpec[] = [];
   for (let i = 0; i < layers.length; i++) {
-    const name = String(layers[i]);
+    const name = layers[i];
     const label = `layer ${i + 1} (${name})`;
     const blob = await store.get(name);
     if (!blob) throw new OciSourceError(`${store.describe}: ${label} is missing`);
@@ -664,13 +819,22 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
   // Without a sink, file contents are hashed by worker threads while the main thread parses.
   // One thread fewer than cores: the main thread is busy too (reading, parsing, copying).
   const pool = opts.sink || layers.length === 0 ? undefined : new HashPool(opts.jobs ?? Math.max(1, availableParallelism() - 1));
+  const progress = opts.progress;
+  if (progress) progress.layers = layers.length;
   try {
     for (const [i, l] of layers.entries()) {
       if (opts.provenance) {
         opts.provenance.layer = i;
         opts.provenance.labels[i] = l.label;
       }
-      await applyVerifiedLayer(fs, l, opts.hash, { provenance: opts.provenance, sink: opts.sink, kept: opts.kept, pool });
+      if (progress) {
+        progress.layer = i + 1;
+        progress.label = l.label;
+        progress.size = l.blob.size;
+        progress.read = () => 0;
+      }
+      await applyVerifiedLayer(fs, l, opts.hash, { provenance: opts.provenance, sink: opts.sink, kept: opts.kept, pool, progress });
+      if (progress) progress.read = () => l.blob.size;
     }
   } finally {
     await pool?.close();

@@ -167,6 +167,8 @@ export interface ApplyOptions {
   pool?: HashPool;
   /** With `pool`: streamed contents smaller than this are hashed on this thread (default 0). */
   streamMin?: number;
+  /** Counts the members applied (for progress displays). */
+  counter?: { entries: number };
 }
 
 /**
@@ -219,6 +221,7 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
       src,
       opts.hash,
       (e) => {
+        if (opts.counter) opts.counter.entries++;
         try {
           applyEntry(fs, e, opts.provenance, opts.kept);
         } catch (err) {

@@ -502,7 +502,10 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
           minor = u64(key, v);
           break;
         default:
-          if (key!.startsWith('SCHILY.xattr.')) xattrs.push([Buffer.from(r.key.subarray(13)), Buffer.from(v)]);
+          if (key!.startsWith('SCHILY.xattr.')) {
+            if (r.key.includes(0)) fail('PAX xattr name contains a NUL byte');
+            xattrs.push([Buffer.from(r.key.subarray(13)), Buffer.from(v)]);
+          }
       }
     }
     if (major === 1n && minor === 0n) sparse = true;
@@ -513,6 +516,10 @@ function resolveEntry(h: Header, headerSize: bigint, p: Pending, offset: number)
   }
   if (linkTarget !== undefined && linkTarget.length === 0) linkTarget = undefined;
   if (path.length === 0) fail('entry has an empty path');
+  // A GNU long name or PAX path may carry NUL bytes, which no file name can hold; the dumpfile
+  // parser and the EROFS writer refuse them, so refuse them here, naming the member.
+  if (path.includes(0)) fail('entry path contains a NUL byte');
+  if (linkTarget?.includes(0)) fail('link target contains a NUL byte');
   if (sparse || ((h.isGnu || h.isUstar) && h.typeflag === T.GNU_SPARSE)) fail('sparse tar entries are not supported');
 
   let mode: number;
@@ -751,10 +758,18 @@ export async function toTarEntry(
       uid: Number(raw.uid & 0xffffffffn),
       gid: Number(raw.gid & 0xffffffffn),
       mtimeSec: BigInt.asIntN(64, raw.mtime),
-      mtimeNsec: raw.pax === undefined ? 0 : paxMtimeNsec(raw.pax),
+      mtimeNsec: raw.pax === undefined ? 0 : mtimeNsec(raw.pax),
       xattrs,
     };
     return { path: makeAbsolutePath(raw.path), stat, item, name };
+  }
+
+  function mtimeNsec(pax: Buffer): number {
+    try {
+      return paxMtimeNsec(pax);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
   }
 }
 
