@@ -118,3 +118,50 @@ test('--help explains sources and exit codes; --version prints the version', () 
   assert.equal(v.status, 0);
   assert.match(v.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
 });
+
+test('a SHA-512 dumpfile whose first external file is an object path without DIGEST: the golden ids, with or without --hash', () => {
+  // chunks-sha512 reordered so that its digest-less file (/noverity: 128-digit object path,
+  // DIGEST '-') comes before every DIGEST field: the same tree, so the same golden ids.
+  const lines = readGolden('chunks-sha512.dump').toString().split('\n');
+  const nov = lines.findIndex((l) => l.startsWith('/noverity '));
+  assert.ok(nov > 1 && / - -$/.test(lines[nov]));
+  const reordered = [lines[0], lines[nov], ...lines.slice(1, nov), ...lines.slice(nov + 1)].join('\n');
+  const onlyPaths = [lines[0], lines[nov]].join('\n') + '\n';
+  for (const v of [0, 1, 2]) {
+    for (const hashArgs of [[], ['--hash', 'sha512']]) {
+      const r = runCfs([...hashArgs, '--erofs-version', String(v), 'compute-id', 'dumpfile:-'], reordered);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.toString(), readGolden(`chunks-sha512.v${v}.sha512`).toString().trim() + '\n', `V${v} ${hashArgs.join(' ')}`);
+    }
+  }
+  const j = runCfs(['compute-id', '--json', 'dumpfile:-'], onlyPaths);
+  assert.equal(j.status, 0, j.stderr);
+  assert.equal(JSON.parse(j.stdout.toString()).objectHash, 'sha512');
+  // Mixed with a 64-digit object path: an error naming the line.
+  const mixed = onlyPaths + `/b 1 100644 1 0 0 0 0.0 ab/${'c'.repeat(62)} - -\n`;
+  assertCleanError(runCfs(['compute-id', 'dumpfile:-'], mixed), /dumpfile line 3: object path .* is a sha256 object id, but this dumpfile's object ids are sha512 \(line 2\)/);
+});
+
+test('messages that help: --expect of the other hash, a tree without /usr, sub-command help', () => {
+  const dump = readGolden('simple.dump');
+  const sha256 = readGolden('simple.v1.sha256').toString().trim();
+  const r = runCfs(['compute-id', '--expect', sha256, 'dumpfile:-'], dump);
+  assertCleanError(r, /^cfs: --expect is a sha256 digest \(64 hex digits\) but the id is sha512 \(128\); add --hash sha256 to compute a sha256 id\n$/);
+  assert.equal(runCfs(['--hash', 'sha256', 'compute-id', '--expect', sha256, 'dumpfile:-'], dump).status, 0);
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFileSync(path.join(dir, 'f'), 'x');
+    const noUsr = runCfs(['compute-id', dir]);
+    assertCleanError(noUsr, new RegExp(`^cfs: directory ${dir}: Directory entry "usr" does not exist \\(the image root takes /usr's metadata \\(cfsctl's transform_for_oci\\); --no-propagate-usr-to-root keeps the tree as it is\\)\\n$`));
+    assert.equal(runCfs(['compute-id', '--no-propagate-usr-to-root', dir]).status, 0);
+  } finally {
+    cleanup();
+  }
+  for (const cmd of ['compute-id', 'compute-karg', 'create-image', 'create-dumpfile', 'compare', 'dump', 'measure']) {
+    const help = runCfs([cmd, '--help']).stdout.toString();
+    // Every "see X below" has its X below.
+    assert.doesNotMatch(help, /Profiles below/, `${cmd} --help`);
+    if (/see SOURCE below/.test(help)) assert.match(help, /\nSOURCE is one of:/, `${cmd} --help`);
+  }
+  assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):/);
+});

@@ -135,3 +135,56 @@ test('bad input: errors name the line and the reason', () => {
   // a path given twice whose first leaf is left unreferenced
   assert.throws(() => parse(root + '/a 0 100644 1 0 0 0 0.0 - - -\n/a 0 40755 2 0 0 0 0.0 - - -\n'), /orphaned/);
 });
+
+test('object hash: object paths before, after and without a DIGEST field, both hashes (cfsctl reads all of these)', () => {
+  const root = '/ 0 40755 2 0 0 0 0.0 - - -\n';
+  for (const [alg, len] of [['sha256', 32], ['sha512', 64]] as const) {
+    const hex = Buffer.alloc(len, 0x3c).toString('hex');
+    const other = Buffer.alloc(len, 0x50).toString('hex');
+    const objPath = (h: string) => `${h.slice(0, 2)}/${h.slice(2)}`;
+    const noDigest = `/nov 10 100644 1 0 0 0 0.0 ${objPath(hex)} - -\n`;
+    const prefixed = `/nov2 10 100644 1 0 0 0 0.0 /objects/${objPath(other)} - -\n`;
+    const withDigest = `/ext 10 100644 1 0 0 0 0.0 ${objPath(other)} - ${other}\n`;
+    for (const [label, text] of [
+      ['object path only', root + noDigest + prefixed],
+      ['object path before the digest', root + noDigest + withDigest],
+      ['object path after the digest', root + withDigest + noDigest],
+    ]) {
+      for (const opts of [{}, { objectHash: alg }]) {
+        const { fs, objectHash } = parseDumpfile(Buffer.from(text), opts);
+        assert.equal(objectHash, alg, `${alg} ${label}`);
+        const nov = lookup(fs, Buffer.from('/nov'));
+        assert.ok(nov && nov.kind === 'leaf');
+        assert.deepEqual(nov.content, { type: 'external-no-verity', id: Buffer.from(hex, 'hex'), size: 10n }, `${alg} ${label}`);
+      }
+    }
+    // The other hash, asked for (cfsctl's --hash decides its ObjectID type): refused, naming the line.
+    const wrong = alg === 'sha256' ? 'sha512' : 'sha256';
+    assert.throws(
+      () => parseDumpfile(Buffer.from(root + noDigest), { objectHash: wrong }),
+      (e: unknown) => e instanceof DumpfileError && e.line === 2 && new RegExp(`${alg} object id.*${wrong}`).test(e.message),
+    );
+  }
+});
+
+test('object hash: a dumpfile mixing 64- and 128-digit ids is an error naming the line', () => {
+  const root = '/ 0 40755 2 0 0 0 0.0 - - -\n';
+  const h256 = 'ab'.repeat(32);
+  const h512 = 'cd'.repeat(64);
+  const p = (h: string) => `${h.slice(0, 2)}/${h.slice(2)}`;
+  assertLineError(root + `/a 1 100644 1 0 0 0 0.0 ${p(h256)} - -\n/b 1 100644 1 0 0 0 0.0 ${p(h512)} - -\n`, 3, /sha512 object id.*sha256 \(line 2\)/);
+  assertLineError(root + `/a 1 100644 1 0 0 0 0.0 ${p(h512)} - -\n/b 1 100644 1 0 0 0 0.0 ${p(h256)} - -\n`, 3, /sha256 object id.*sha512 \(line 2\)/);
+  assertLineError(root + `/a 1 100644 1 0 0 0 0.0 ${p(h512)} - ${h512}\n/b 1 100644 1 0 0 0 0.0 ${p(h256)} - -\n`, 3, /sha256 object id.*sha512/);
+  assertLineError(root + `/a 1 100644 1 0 0 0 0.0 ${p(h256)} - -\n/b 1 100644 1 0 0 0 0.0 ${p(h512)} - ${h512}\n`, 3, /digest.*sha512 object id.*sha256/);
+  assertLineError(root + `/a 1 100644 1 0 0 0 0.0 ab/${'0'.repeat(100)} - -\n`, 2, /not an object path/);
+});
+
+test('xattr names: the limits shared with the image writer and reader', () => {
+  const root = '/ 0 40755 2 0 0 0 0.0 - - -';
+  assertLineError(`${root} =v\n`, 1, /xattr with an empty name/);
+  assertLineError(`${root} user.a\\x00b=v\n`, 1, /NUL/);
+  assertLineError(`${root} ${'a'.repeat(256)}=v\n`, 1, /too long/);
+  assertLineError(`${root} user.a=${'v'.repeat(65536)}\n`, 1, /65536-byte value/);
+  const many = Array.from({ length: 6000 }, (_, i) => `user.x${String(i).padStart(5, '0')}=`).join(' ');
+  assertLineError(`${root} ${many}\n`, 1, /too many xattrs/);
+});

@@ -6,7 +6,8 @@
  * (set CFS_DEBUG=1 to get one).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
+import { readImageFile } from '../erofs/image-file.js';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { runHashWorker } from '../fsverity/hash-worker.js';
@@ -16,15 +17,16 @@ import { ErofsVersion, writeErofs } from '../erofs/writer.js';
 import { dumpfileChunks } from '../dumpfile/write.js';
 import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
-import { writeFileAtomic } from './atomic.js';
+import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
+import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { applyRules, loadRawSource, loadSource, type LoadedSource, type SourceOptions } from './source.js';
+import { applyRules, loadRawSource, loadSource, sourceDirectory, type LoadedSource, type SourceOptions } from './source.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from './identify.js';
 import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
 import { keepYoungGenerationSmall } from '../tree/young-gen.js';
-import { Repository } from '../repo/repo.js';
+import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
 import { PROFILES, findProfile, profilesHelp } from './profiles.js';
@@ -72,8 +74,8 @@ the root takes /usr's metadata, /run is emptied and xattrs are filtered (--xattr
 Container engines write layer tarballs with whole-second mtimes (BuildKit's rewrite-timestamp
 also clamps them to SOURCE_DATE_EPOCH): --layer-mtimes seconds and --clamp-mtime EPOCH give any
 source that view first, so that a mounted build stage gives the id of the shipped layers.
-The object hash of a dumpfile source is taken from its DIGEST fields; --hash selects the
-hash of the image id.
+The object hash of a dumpfile source is taken from its DIGEST fields and object paths (64 or
+128 hex digits; one dumpfile uses one); --hash selects the hash of the image id.
 `;
 
 function parseErofsVersion(v: string): ErofsVersion {
@@ -121,12 +123,6 @@ function mtimeOptions(cmd: Command, defaultKeep = true): Command {
 function parseHex(v: string): string {
   if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(v)) throw new InvalidArgumentError('must be 64 or 128 hex digits');
   return v.toLowerCase();
-}
-
-async function writeStdout(chunks: Iterable<string | Uint8Array>): Promise<void> {
-  for (const c of chunks) {
-    if (!process.stdout.write(c)) await new Promise((r) => process.stdout.once('drain', r));
-  }
 }
 
 /** Adds the options shared by every command that builds a tree. */
@@ -236,7 +232,7 @@ export function makeProgram(): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--hash <alg>', 'hash of the image id and of file object ids').choices(['sha256', 'sha512']).default('sha512'))
     .addOption(new Option('--erofs-version <n>', 'EROFS format: 0 and 1 are the C mkcomposefs layouts, 2 the older composefs-rs layout').argParser(parseErofsVersion).default(1))
-    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (see Profiles below)')
+    .option('--profile <name>', 'what a composefs-rs/bootc release computes (format, hash, rules); explicit options override it (the list: cfs --help)')
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
@@ -275,18 +271,32 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .description('print the image id: the fs-verity digest of the composefs image of SOURCE (hex)')
       .argument('<source>', 'what to build the image from (see SOURCE below)')
       .option('--expect <hex>', 'exit 1, printing both values, when the id is not this one', parseHex)
-      .option('--write-dumpfile-to <path>', 'also write the dumpfile of the tree (atomically)')
+      .option('--write-dumpfile-to <path>', "also write the dumpfile of the tree (atomically; '-' for standard output, the id then goes to stderr)")
       .option('--annotation', 'print the composefs sealing annotation KEY=HEX (composefs.merged[.bootable].erofs.vN.fsverity-ALG-12) for `buildah config --annotation`')
       .option('--json', 'print a JSON object with the id and every parameter that determined it'),
   ).action(async (source: string, opts: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    if (o.writeDumpfileTo) await checkOutput(o.writeDumpfileTo);
     const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs);
-    if (o.writeDumpfileTo) await writeFileAtomic(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
+    if (o.writeDumpfileTo) await writeOutput(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
-    if (o.json) process.stdout.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}\n`);
-    else process.stdout.write(o.annotation ? `${ann}\n` : `${hex}\n`);
-    if (o.expect !== undefined && o.expect !== hex) {
+    // With the dumpfile on standard output, the id goes to stderr (not into the dumpfile).
+    const say = o.writeDumpfileTo && isStdout(o.writeDumpfileTo) ? process.stderr : process.stdout;
+    if (o.json) say.write(`${JSON.stringify({ ...describeBuild(b, g, o, bootable), annotation: ann }, null, 2)}
+`);
+    else say.write(o.annotation ? `${ann}
+` : `${hex}
+`);
+    if (o.expect !== undefined && o.expect.length !== hex.length) {
+      // Not a different image: a digest of another hash, which can never match.
+      const algOf = (h: string) => (h.length === 64 ? 'sha256' : 'sha512');
+      process.stderr.write(
+        `cfs: --expect is a ${algOf(o.expect)} digest (${o.expect.length} hex digits) but the id is ${g.hash} (${hex.length}); add --hash ${algOf(o.expect)} to compute a ${algOf(o.expect)} id
+`,
+      );
+      process.exitCode = EXIT_ERROR;
+    } else if (o.expect !== undefined && o.expect !== hex) {
       process.stderr.write(`cfs: digest mismatch\n  expected: ${o.expect}\n  computed: ${hex}\n`);
       process.exitCode = EXIT_DIFFERENT;
     }
@@ -316,17 +326,27 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .description('write the composefs image of SOURCE to a file and/or a repository (atomically) and print its id as ALG:HEX')
       .argument('<source>', 'what to build the image from (see SOURCE below)')
       .argument('[name]', 'with --repo: also link images/refs/NAME to the image')
-      .option('-o, --output <image>', 'image file to write')
+      .option('-o, --output <image>', "image file to write (atomically; '-' for standard output, the id then goes to stderr)")
       .option('--repo <dir>', 'composefs-rs style repository (created if missing): store every external file as objects/XX/REST and the image under images/'),
   ).action(async (source: string, name: string | undefined, opts: TreeOpts & { output?: string; repo?: string }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
     if (!o.output && !o.repo) throw new UsageError('create-image needs -o IMAGE, --repo DIR, or both');
     if (name !== undefined && !o.repo) throw new UsageError('an image NAME needs --repo');
+    // Everything that can be refused is refused before any work is done.
+    if (name !== undefined) checkImageName(name);
+    if (o.output) await checkOutput(o.output);
+    const srcDir = sourceDirectory(source);
+    if (o.repo && srcDir !== undefined && (await isInside(o.repo, srcDir))) {
+      throw new Error(
+        `--repo ${o.repo} is inside the source directory ${srcDir}: the repository's own files would be part of the image (and change it on every run); put the repository outside the source`,
+      );
+    }
     const repo = o.repo ? await Repository.openOrCreate(o.repo, g.hash, g.erofsVersion) : undefined;
     const b = await build(source, g, o, bootable, repo, tarKeepsAllXattrs);
     if (repo) await repo.storeImage(b.id, b.image, name);
-    if (o.output) await writeFileAtomic(o.output, [b.image]);
-    process.stdout.write(`${g.hash}:${b.id.toString('hex')}\n`);
+    if (o.output) await writeOutput(o.output, [b.image]);
+    // With the image on standard output, the id goes to stderr.
+    (o.output && isStdout(o.output) ? process.stderr : process.stdout).write(`${g.hash}:${b.id.toString('hex')}\n`);
   });
 
   treeOptions(
@@ -337,8 +357,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
   ).action(async (source: string, opts: TreeOpts & { output?: string }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    if (o.output) await checkOutput(o.output);
     const { fs } = await loadSource(source, sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs));
-    if (o.output) await writeFileAtomic(o.output, dumpfileChunks(fs));
+    if (o.output) await writeOutput(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));
   });
 
@@ -439,9 +460,9 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
   program
     .command('dump')
     .description('print the dumpfile of an existing composefs image (any format: V0, V1, V2, C mkcomposefs)')
-    .argument('<image>', 'composefs EROFS image file')
+    .argument('<image>', 'composefs EROFS image: a file or a block device')
     .action(async (imagePath: string) => {
-      const image = await readFile(imagePath);
+      const image = await readImageFile(imagePath);
       let fs;
       try {
         ({ fs } = readErofs(image));
@@ -460,8 +481,13 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       const explicit = cmd.parent!.getOptionValueSource('hash') === 'cli';
       const algs: HashAlg[] = explicit ? [globals(cmd).hash] : ['sha256', 'sha512'];
       for (const f of files) {
+        // fs-verity measures a regular file's content. `fsverity digest` would take a device or
+        // FIFO for its st_size (0) and print the empty file's digest; reading one instead never
+        // ends (/dev/zero). Neither is a measurement: refuse. The size also bounds the read.
+        const st = await stat(f, { bigint: true });
+        if (!st.isFile()) throw new Error(`${f}: not a regular file (fs-verity digests are of regular files)`);
         for (const alg of algs) {
-          const d = await fsverityDigestFile(f, alg);
+          const d = await fsverityDigestFile(f, alg, st.size);
           process.stdout.write(`${alg}:${d.toString('hex')} ${f}\n`);
         }
       }
@@ -506,6 +532,27 @@ function selfFile(): string {
   return fileURLToPath(import.meta.url);
 }
 
+/**
+ * Interrupts and a failing standard output end the process at once, like the default signal
+ * actions would, but first remove our temporary files (repository objects, -o outputs).
+ * SIGINT/SIGTERM/SIGHUP exit 128+N, the shell's convention. A write error on standard output
+ * (a full disk, /dev/full) is one line and exit 2; a reader that went away (EPIPE, `| head`)
+ * ends it quietly with exit 2, as the pipe's SIGPIPE ends other tools (never 1: "different").
+ */
+function exitCleanlyOnInterrupts(): void {
+  const signals: [NodeJS.Signals, number][] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
+  for (const [sig, code] of signals) {
+    process.on(sig, () => exitRemovingTemps(code));
+  }
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') process.stderr.write(`cfs: standard output: ${errnoReason(e)} (${e.syscall ?? 'write'})\n`);
+    exitRemovingTemps(EXIT_ERROR);
+  });
+  // Nothing sensible is left to do when stderr itself fails; never a crash about it.
+  process.stderr.on('error', () => {});
+  process.on('exit', abandonTemps);
+}
+
 const bundled = (globalThis as { __cfsBundled?: boolean }).__cfsBundled === true;
 if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker === 'hash') {
   runHashWorker();
@@ -513,6 +560,7 @@ if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker ==
   keepYoungGenerationSmall();
   // A single-file bundle has no separate worker script: workers re-enter this file.
   if (bundled) setWorkerEntry(selfFile(), { cfsWorker: 'hash' });
+  exitCleanlyOnInterrupts();
   let settled = false;
   main(process.argv).then((code) => {
     settled = true;

@@ -7,16 +7,16 @@
  *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
  *                   OCI layer tarballs (the same image outside the build)
  */
-import { readFile, stat, unlink } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
-import { HashPool } from '../fsverity/pool.js';
+import { HashError, HashPool } from '../fsverity/pool.js';
 import { type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
-import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
+import { TransformError, canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import { applyMtimeView, type MtimeView } from '../transform/mtimes.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from './errors.js';
@@ -88,6 +88,12 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   return { kind: '', rest: spec };
 }
 
+/** The directory a SOURCE argument scans, if it is a directory source. */
+export function sourceDirectory(spec: string): string | undefined {
+  const { kind, rest } = splitSpec(spec);
+  return (kind === '' || kind === 'dir') && rest !== '' ? rest : undefined;
+}
+
 /**
  * Largest file hashed by the thread that reads its directory (with the directory's other
  * entries, one after another). Larger files are separate jobs, so that one directory of big
@@ -127,15 +133,17 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       }
       pool ??= new HashPool(opts.jobs);
       if (!repo) return pool.hash(p, size, opts.hash);
-      const tmp = repo.tempPath();
+      const tmp = await repo.createTemp();
+      let id: Buffer;
       try {
-        const id = await pool.hash(p, size, opts.hash, tmp);
-        await repo.commitTemp(tmp, id);
-        return id;
+        id = await pool.hash(p, size, opts.hash, tmp);
       } catch (e) {
-        await unlink(tmp).catch(() => {});
-        throw e;
+        await repo.discardTemp(tmp);
+        // A failed copy is the repository's problem, not the source file's.
+        throw e instanceof HashError && e.inCopy ? repo.error(Object.assign(new Error(e.reason), { code: e.code, syscall: 'write' }), tmp) : e;
       }
+      await repo.commitTemp(tmp, id, size);
+      return id;
     };
     return await scanDirectory(dir, {
       hashFile,
@@ -235,6 +243,11 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
 /** Loads a SOURCE argument into its final tree. */
 export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
   const loaded = await loadRawSource(spec, opts);
-  await applyRules(loaded, opts);
+  try {
+    await applyRules(loaded, opts);
+  } catch (e) {
+    if (e instanceof TransformError) throw new Error(`${loaded.description}: ${e.message} (${e.hint})`);
+    throw e;
+  }
   return loaded;
 }

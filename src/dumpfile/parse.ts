@@ -8,7 +8,6 @@
 import { isUtf8 } from 'node:buffer';
 import { EscapeError, unescape } from './escape.js';
 import {
-  DIGEST_SIZE,
   Directory,
   FileSystem,
   HashAlg,
@@ -26,6 +25,7 @@ import {
   Stat,
   nameKey,
 } from '../tree/tree.js';
+import { xattrListProblem, xattrNameProblem, xattrValueProblem } from '../tree/validate.js';
 
 /**
  * Limits of composefs-rs's parser. Its PATH_MAX (4096) is not enforced: a directory scan can
@@ -33,9 +33,6 @@ import {
  */
 export const MAX_INLINE_CONTENT = 512;
 export const SYMLINK_MAX = 1024;
-const XATTR_NAME_MAX = 255;
-const XATTR_SIZE_MAX = 65535;
-const XATTR_LIST_MAX = 65535;
 
 /** A dumpfile error: `line` is 1-based (0 when it concerns the whole file). */
 export class DumpfileError extends Error {
@@ -58,8 +55,9 @@ function oneLine(s: string): string {
 
 export interface ParseOptions {
   /**
-   * Hash of the object ids (DIGEST fields). Default: taken from the first DIGEST (64 hex =
-   * sha256, 128 = sha512); every other DIGEST must then have the same length.
+   * Hash of the object ids (DIGEST fields and object-path PAYLOADs), as composefs-rs's ObjectID
+   * type. Default: taken from the first of them (64 hex digits = sha256, 128 = sha512); every
+   * other one must then have the same length.
    */
   objectHash?: HashAlg;
 }
@@ -95,11 +93,6 @@ function parseMode(field: string): number {
   const v = parseInt(field.replace('+', ''), 8);
   if (v > 0xffffffff) fail(`mode '${field}' does not fit in 32 bits`);
   return v;
-}
-
-function parseHex(hex: string, bytes: number, what: string): Buffer {
-  if (hex.length !== bytes * 2 || !/^[0-9a-fA-F]*$/.test(hex)) fail(`invalid ${what} '${hex}'`);
-  return Buffer.from(hex, 'hex');
 }
 
 /** `-` means absent. */
@@ -187,30 +180,58 @@ class Parser {
   objectHash: HashAlg | undefined;
   constructor(opts: ParseOptions) {
     this.objectHash = opts.objectHash;
+    this.hashFrom = 'as asked';
   }
 
-  private digest(hex: string): Buffer {
-    if (!this.objectHash) {
-      if (hex.length === 64) this.objectHash = 'sha256';
-      else if (hex.length === 128) this.objectHash = 'sha512';
-      else fail(`invalid digest '${hex}': expected 64 (sha256) or 128 (sha512) hex digits`);
+  /** Where the object hash was settled, for the message when a later id disagrees. */
+  private hashFrom: string;
+
+  /** Settles or checks the object hash against an id of `alg` found in `what`. */
+  private useHash(alg: HashAlg, what: string, line: number): void {
+    if (this.objectHash === undefined) {
+      this.objectHash = alg;
+      this.hashFrom = `line ${line}`;
+    } else if (this.objectHash !== alg) {
+      fail(`${what} is a ${alg} object id, but this dumpfile's object ids are ${this.objectHash} (${this.hashFrom}); one dumpfile uses one hash`);
     }
-    return parseHex(hex, DIGEST_SIZE[this.objectHash], `${this.objectHash} digest`);
   }
 
-  /** composefs-rs `from_object_pathname`: the trailing `xx/yyyy…` of a payload. */
-  private idFromObjectPath(payload: Buffer): Buffer {
-    const alg: HashAlg = this.objectHash ?? 'sha256';
-    const hexLen = DIGEST_SIZE[alg] * 2;
-    const min = hexLen + 1;
-    if (payload.length < min) fail(`payload '${payload.toString('latin1')}' is not an object path (xx/${'y'.repeat(6)}…)`);
-    const tail = payload.subarray(payload.length - min).toString('latin1');
-    if (tail[2] !== '/') fail(`payload '${payload.toString('latin1')}' is not an object path`);
-    if (!this.objectHash) this.objectHash = alg;
-    return parseHex(tail.slice(0, 2) + tail.slice(3), DIGEST_SIZE[alg], 'object path');
+  private digest(hex: string, line: number): Buffer {
+    const alg: HashAlg | undefined = hex.length === 64 ? 'sha256' : hex.length === 128 ? 'sha512' : undefined;
+    if (alg === undefined || !/^[0-9a-fA-F]*$/.test(hex)) {
+      fail(`invalid digest '${hex}': expected 64 (sha256) or 128 (sha512) hex digits`);
+    }
+    this.useHash(alg, `digest '${hex.slice(0, 16)}…'`, line);
+    return Buffer.from(hex, 'hex');
   }
 
-  entry(line: Buffer): ParsedEntry {
+  /**
+   * composefs-rs `from_object_pathname` (crates/composefs/src/fsverity/hashvalue.rs, v0.9.0):
+   * the trailing `xx/yyyy…` of a payload, anything before it ignored. composefs-rs knows the
+   * length from its ObjectID type: cfsctl instantiates it from `--hash`, default sha512
+   * (crates/composefs-ctl/src/lib.rs, `run_cmd_without_repo::<Sha512HashValue>`), its
+   * mkcomposefs always uses sha256 (mkcomposefs.rs `read_dumpfile`). Our `--hash` is the image
+   * id's hash only (a sha256-object dumpfile has sha512 ids too), so the path itself says it:
+   * the two forms cannot be confused, a 64-digit path has a '/' where a 128-digit one has a digit.
+   */
+  private idFromObjectPath(payload: Buffer, line: number): Buffer {
+    const s = payload.toString('latin1');
+    const tailOf = (digits: number): string | null => {
+      if (s.length < digits + 1) return null;
+      const t = s.slice(s.length - digits - 1);
+      return /^[0-9a-fA-F]{2}\/[0-9a-fA-F]+$/.test(t) ? t : null;
+    };
+    const t512 = tailOf(128);
+    const t256 = t512 === null ? tailOf(64) : null;
+    const t = t512 ?? t256;
+    if (t === null) {
+      fail(`payload '${s}' is not an object path (…/xx/ and the rest of a 64- or 128-digit hex digest)`);
+    }
+    this.useHash(t512 !== null ? 'sha512' : 'sha256', `object path '${s.slice(0, 24)}…'`, line);
+    return Buffer.from(t.slice(0, 2) + t.slice(3), 'hex');
+  }
+
+  entry(line: Buffer, n: number): ParsedEntry {
     const f = splitSpaces(line);
     let i = 0;
     const next = (name: string): Buffer => {
@@ -256,12 +277,16 @@ class Parser {
     for (; i < f.length; i++) {
       const eq = f[i].indexOf(0x3d);
       if (eq === -1) fail(`missing = in xattr '${f[i].toString('latin1')}'`);
-      const key = noNul(unesc(f[i].subarray(0, eq), 'xattr name'), 'xattr name');
-      if (key.length > XATTR_NAME_MAX) fail(`xattr name too long (${key.length} bytes, max ${XATTR_NAME_MAX})`);
+      // The limits of ../tree/validate.ts, shared with the image writer and reader.
+      const key = unesc(f[i].subarray(0, eq), 'xattr name');
+      const badName = xattrNameProblem(key);
+      if (badName !== null) fail(badName);
       const value = unesc(f[i].subarray(eq + 1), 'xattr value');
-      if (value.length > XATTR_SIZE_MAX) fail(`xattr value too long (${value.length} bytes, max ${XATTR_SIZE_MAX})`);
+      const badValue = xattrValueProblem(key, value);
+      if (badValue !== null) fail(badValue);
       nameTotal += key.length;
-      if (nameTotal > XATTR_LIST_MAX) fail('too many xattrs');
+      const tooMany = xattrListProblem(nameTotal, xattrs.length + 1);
+      if (tooMany !== null) fail(tooMany);
       xattrs.push([key, value]);
     }
     // composefs-rs sorts (name, value) pairs, then inserts into a map: for a repeated name the
@@ -283,8 +308,8 @@ class Parser {
         noRdev();
         if (payload) {
           const p = unescapePath(payload, 'payload');
-          if (digest) c = { type: 'external', id: this.digest(digest.toString('latin1')), size };
-          else c = { type: 'external-no-verity', id: this.idFromObjectPath(p), size };
+          if (digest) c = { type: 'external', id: this.digest(digest.toString('latin1'), n), size };
+          else c = { type: 'external-no-verity', id: this.idFromObjectPath(p, n), size };
         } else {
           const data = content ? unesc(content, 'content', MAX_INLINE_CONTENT) : Buffer.alloc(0);
           if (digest) fail('inline file cannot have fsverity digest');
@@ -360,7 +385,7 @@ export function parseDumpfile(text: Buffer, opts: ParseOptions = {}): ParsedDump
   for (const [n, line] of lines(text)) {
     if (isBlank(line)) continue;
     try {
-      const e = parser.entry(line);
+      const e = parser.entry(line, n);
       if (!fs) {
         if (e.path.length !== 1) fail(`dumpfile must start with the root directory entry '/', found '${e.path.toString('latin1')}'`);
       }

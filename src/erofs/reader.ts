@@ -71,6 +71,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
+import { childPath, entryNameProblem, showPath, statXattrsProblem } from '../tree/validate.js';
 
 /** A corrupt, truncated or unsupported image. `offset` is the byte offset of the problem. */
 export { ImageError };
@@ -121,6 +122,8 @@ interface RawInode {
 }
 
 interface DirJob {
+  /** Latin1 key form, "" for the root: for messages. */
+  path: string;
   nid: number;
   parentNid: number;
   dir: Directory;
@@ -133,6 +136,42 @@ interface DirJob {
  */
 export function readErofs(image: Buffer): { fs: FileSystem; version: 0 | 1 | 2 } {
   return new Reader(image).read();
+}
+
+/** Bytes an image starts with: the composefs header area and the EROFS superblock. */
+export const IMAGE_HEAD_SIZE = EROFS_SUPER_OFFSET + SUPERBLOCK_SIZE;
+
+/**
+ * Checks the start of an image (at least {@link IMAGE_HEAD_SIZE} bytes, or all there is): the
+ * composefs header, the EROFS magic, block size and features. The image is `sb.blocks` blocks
+ * long; nothing else needs to be read to know that.
+ */
+export function decodeImageHead(img: Buffer): { version: 0 | 1 | 2; sb: Superblock } {
+  if (img.length < 32) throw new ImageError(`image too short for the composefs header (${img.length} bytes)`, 0);
+  const hdr = decodeComposefsHeader(img, 0);
+  if (hdr.magic !== COMPOSEFS_MAGIC) {
+    throw new ImageError(`not a composefs image: bad composefs magic 0x${hdr.magic.toString(16)} (expected 0x${COMPOSEFS_MAGIC.toString(16)})`, 0);
+  }
+  if (hdr.version !== COMPOSEFS_HEADER_VERSION) {
+    throw new ImageError(`unsupported composefs header version ${hdr.version}`, 4);
+  }
+  if (hdr.composefsVersion > 2) {
+    throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, 12);
+  }
+  if (img.length < IMAGE_HEAD_SIZE) {
+    throw new ImageError(`image too short for the EROFS superblock (${img.length} bytes)`, EROFS_SUPER_OFFSET);
+  }
+  const sb = decodeSuperblock(img, EROFS_SUPER_OFFSET);
+  if (sb.magic !== EROFS_SUPER_MAGIC) {
+    throw new ImageError(`bad EROFS magic 0x${sb.magic.toString(16)}`, EROFS_SUPER_OFFSET);
+  }
+  if (sb.blkszbits !== BLOCK_BITS) {
+    throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + 12);
+  }
+  if ((sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
+    throw new ImageError(`unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`, EROFS_SUPER_OFFSET + 80);
+  }
+  return { version: hdr.composefsVersion as 0 | 1 | 2, sb };
 }
 
 class Reader {
@@ -163,7 +202,7 @@ class Reader {
     }
     const root = new Directory(this.baseStat(rootRaw.h));
     this.dirNids.add(this.rootNid);
-    const stack: DirJob[] = [{ nid: this.rootNid, parentNid: this.rootNid, dir: root, raw: rootRaw }];
+    const stack: DirJob[] = [{ path: '', nid: this.rootNid, parentNid: this.rootNid, dir: root, raw: rootRaw }];
     while (stack.length > 0) this.readDirectory(stack.pop()!, stack);
     return { fs: new FileSystem(root), version: this.version };
   }
@@ -173,34 +212,8 @@ class Reader {
 
   private readHeaders(): void {
     const img = this.img;
-    if (img.length < 32) throw new ImageError(`image too short for the composefs header (${img.length} bytes)`, 0);
-    const hdr = decodeComposefsHeader(img, 0);
-    if (hdr.magic !== COMPOSEFS_MAGIC) {
-      throw new ImageError(`bad composefs magic 0x${hdr.magic.toString(16)} (expected 0x${COMPOSEFS_MAGIC.toString(16)})`, 0);
-    }
-    if (hdr.version !== COMPOSEFS_HEADER_VERSION) {
-      throw new ImageError(`unsupported composefs header version ${hdr.version}`, 4);
-    }
-    if (hdr.composefsVersion > 2) {
-      throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, 12);
-    }
-    this.version = hdr.composefsVersion as 0 | 1 | 2;
-    if (img.length < EROFS_SUPER_OFFSET + SUPERBLOCK_SIZE) {
-      throw new ImageError(`image too short for the EROFS superblock (${img.length} bytes)`, EROFS_SUPER_OFFSET);
-    }
-    const sb = decodeSuperblock(img, EROFS_SUPER_OFFSET);
-    if (sb.magic !== EROFS_SUPER_MAGIC) {
-      throw new ImageError(`bad EROFS magic 0x${sb.magic.toString(16)}`, EROFS_SUPER_OFFSET);
-    }
-    if (sb.blkszbits !== BLOCK_BITS) {
-      throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + 12);
-    }
-    if ((sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
-      throw new ImageError(
-        `unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`,
-        EROFS_SUPER_OFFSET + 80,
-      );
-    }
+    const { version, sb } = decodeImageHead(img);
+    this.version = version;
     if (sb.blocks * BLOCK_SIZE > img.length) {
       throw new ImageError(
         `image is truncated: the superblock says ${sb.blocks} blocks (${sb.blocks * BLOCK_SIZE} bytes) but there are only ${img.length} bytes`,
@@ -331,11 +344,16 @@ class Reader {
 
   private xattrName(index: number, suffix: Buffer, off: number): string {
     if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + 1);
-    const name = (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
-    if (name.length === 0) throw new ImageError('xattr with an empty name', off);
-    // The dumpfile parser refuses these (as composefs-rs dumpfile_parse.rs does): one rule both ways.
-    if (name.includes('\0')) throw new ImageError('xattr name contains a NUL byte', off);
-    return name;
+    return (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
+  }
+
+  /**
+   * The rules every tree obeys (../tree/validate.ts, shared with the writer and the dumpfile
+   * parser), on the xattrs as the tree has them: what we accept here, we can write and print.
+   */
+  private checkStat(stat: Stat, path: string, raw: RawInode): void {
+    const bad = statXattrsProblem(stat);
+    if (bad !== null) throw new ImageError(`${showPath(path)}: ${bad}`, raw.off + 2);
   }
 
   private baseStat(h: InodeHeader): Stat {
@@ -435,12 +453,11 @@ class Reader {
         sawDotDot = true;
         continue;
       }
-      if (nameLen === 0) throw new ImageError('dirent with an empty name', e.off + 8);
-      if (e.name.includes(0x2f) || e.name.includes(0)) {
-        throw new ImageError('dirent name contains "/" or NUL', e.off + 8);
-      }
+      const badName = entryNameProblem(e.name);
+      if (badName !== null) throw new ImageError(`${showPath(job.path)}: ${badName}`, e.off + 8);
       const key = nameKey(e.name);
-      if (dir.entries.has(key)) throw new ImageError(`duplicate directory entry ${JSON.stringify(key)}`, e.off);
+      const path = childPath(job.path, key);
+      if (dir.entries.has(key)) throw new ImageError(`${showPath(path)}: duplicate directory entry`, e.off);
       if (e.nid > BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 32))) {
         throw new ImageError(`dirent points to inode nid ${e.nid}, which lies outside the image`, e.off);
       }
@@ -460,12 +477,13 @@ class Reader {
         this.dirNids.add(nid);
         const sub = new Directory(this.baseStat(child.h));
         dir.entries.set(key, sub);
-        stack.push({ nid, parentNid: job.nid, dir: sub, raw: child });
+        stack.push({ path, nid, parentNid: job.nid, dir: sub, raw: child });
         continue;
       }
       // V0/V1 root whiteout stubs: native chardev 0/0 named 00..ff (user whiteouts are escaped).
       if (v01 && isRoot && type === S_IFCHR && child.h.u === 0 && STUB_NAME.test(key)) continue;
       const leaf = this.makeLeaf(child);
+      this.checkStat(leaf.stat, path, child);
       this.leafByNid.set(nid, leaf);
       if (this.escapedWhiteouts.has(leaf)) hasEscapedWhiteout = true;
       dir.entries.set(key, leaf);
@@ -477,6 +495,7 @@ class Reader {
       markers = this.version === 1 ? [...WHITEOUTS_PARENT_MARKERS, ...OPAQUE_PARENT_MARKERS_V1] : WHITEOUTS_PARENT_MARKERS;
     }
     dir.stat.xattrs = this.treeXattrs(raw.xattrs, markers);
+    this.checkStat(dir.stat, job.path, raw);
   }
 
   // ---------------------------------------------------------------------------------------

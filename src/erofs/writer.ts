@@ -19,6 +19,7 @@
  * xattr ids), so one layout pass followed by one writing pass is enough.
  */
 
+import { constants as bufferConstants } from 'node:buffer';
 import {
   BLOCK_BITS,
   BLOCK_SIZE,
@@ -95,6 +96,7 @@ import {
   writeRedirectValue,
 } from './xattrs.js';
 import { type DirContent, type DirEntries, splitDirectory } from './dirblocks.js';
+import { childPath, entryNameProblem, rdevProblem, showPath, statXattrsProblem } from '../tree/validate.js';
 
 export type ErofsVersion = 0 | 1 | 2;
 
@@ -601,72 +603,108 @@ function rootEntriesWithStubs(root: Directory): Map<string, Inode> {
 // Validation
 // ------------------------------------------------------------------------------------------
 
-/** Longest name whose dirent (12-byte header + name) still fits in one block. */
-const MAX_NAME_LEN = BLOCK_SIZE - DIRENT_SIZE;
-
 /** Numbers writer passes (see Leaf.seenInPass). */
 let passCounter = 0;
 
 /**
- * Rejects trees the writer cannot represent, and counts leaf links on the way (a leaf's nlink
- * is the number of entries referring to it), leaves and directories. `nlinks` holds only the
- * leaves with more than one link: every other leaf has nlink 1.
+ * Rejects trees the writer cannot represent (the rules of ../tree/validate.ts, shared with the
+ * reader and the dumpfile parser; errors name the path), and counts leaf links on the way (a
+ * leaf's nlink is the number of entries referring to it), leaves and directories. `nlinks`
+ * holds only the leaves with more than one link: every other leaf has nlink 1.
  */
 function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dirs: number; leaves: number; anyMulti: boolean } {
   const pass = ++passCounter;
   const nlinks = new Map<Leaf, number>();
   const seenDirs = new Set<Directory>([fs.root]);
+  // Directory paths (latin1 keys, "" = the root) ride along: one string per directory, none per leaf.
   const stack: Directory[] = [fs.root];
+  const paths: string[] = [''];
   let leaves = 0;
+  checkStat(fs.root.stat, '');
   while (stack.length > 0) {
     const dir = stack.pop()!;
+    const dirPath = paths.pop()!;
     for (const [name, child] of dir.entries) {
-      if (name.length === 0 || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-        throw new Error(`invalid directory entry name ${JSON.stringify(name)}`);
-      }
-      if (name.length > MAX_NAME_LEN) {
-        throw new Error(`directory entry name of ${name.length} bytes is too long (at most ${MAX_NAME_LEN})`);
-      }
+      const bad = entryNameProblem(name);
+      if (bad !== null) throw new Error(`${showPath(dirPath)}: ${bad}`);
       if (child.kind === 'dir') {
-        if (seenDirs.has(child)) throw new Error(`directory ${JSON.stringify(name)} appears more than once in the tree`);
+        const path = childPath(dirPath, name);
+        if (seenDirs.has(child)) throw new Error(`${showPath(path)}: directory appears more than once in the tree`);
         seenDirs.add(child);
+        checkStat(child.stat, path);
         stack.push(child);
+        paths.push(path);
       } else if (child.seenInPass !== pass) {
         child.seenInPass = pass;
         leaves++;
-        validateLeaf(child, 1);
+        if (child.stat.xattrs.size > 0) checkStat(child.stat, childPath(dirPath, name));
+        validateLeaf(child, 1, dirPath, name);
       } else {
         nlinks.set(child, (nlinks.get(child) ?? 1) + 1);
       }
     }
   }
-  for (const [leaf, n] of nlinks) validateLeaf(leaf, n);
+  for (const [leaf, n] of nlinks) {
+    if (n > 1 && leaf.content.type === 'chardev' && leaf.content.rdev === 0n) {
+      const where = pathOf(fs, leaf);
+      throw new Error(`${where === null ? 'a whiteout' : showPath(where)}: invalid composefs filesystem: whiteout inode has nlink > 1`);
+    }
+  }
   return { nlinks, dirs: seenDirs.size, leaves, anyMulti: nlinks.size > 0 };
 }
 
-function validateLeaf(leaf: Leaf, nlink: number): void {
+function checkStat(stat: Stat, path: string): void {
+  const bad = statXattrsProblem(stat);
+  if (bad !== null) throw new Error(`${showPath(path)}: ${bad}`);
+}
+
+function validateLeaf(leaf: Leaf, nlink: number, dirPath: string, name: string): void {
   const c = leaf.content;
+  const fail = (why: string): never => {
+    throw new Error(`${showPath(childPath(dirPath, name))}: ${why}`);
+  };
   switch (c.type) {
     case 'chardev':
-    case 'blockdev':
-      if (c.rdev < 0n || c.rdev > 0xffffffffn) throw new Error(`device number ${c.rdev} exceeds the EROFS 32-bit limit`);
-      if (c.type === 'chardev' && c.rdev === 0n && nlink > 1) throw new Error('invalid composefs filesystem: whiteout inode has nlink > 1');
+    case 'blockdev': {
+      const bad = rdevProblem(c.rdev);
+      if (bad !== null) fail(bad);
+      if (c.type === 'chardev' && c.rdev === 0n && nlink > 1) fail('invalid composefs filesystem: whiteout inode has nlink > 1');
       break;
+    }
     case 'external':
     case 'external-no-verity':
-      if (c.id.length !== 32 && c.id.length !== 64) throw new Error(`external object id has ${c.id.length} bytes; expected 32 or 64`);
-      if (c.size < 0n || c.size > 0xffffffffffffffffn) throw new Error(`file size ${c.size} out of range`);
+      if (c.id.length !== 32 && c.id.length !== 64) fail(`external object id has ${c.id.length} bytes; expected 32 or 64`);
+      if (c.size < 0n || c.size > 0xffffffffffffffffn) fail(`file size ${c.size} out of range`);
       break;
     case 'sparse':
-      if (c.size < 0n || c.size > 0xffffffffffffffffn) throw new Error(`file size ${c.size} out of range`);
+      if (c.size < 0n || c.size > 0xffffffffffffffffn) fail(`file size ${c.size} out of range`);
       break;
     case 'symlink':
       // One data block is all a (promoted) symlink target gets.
-      if (c.target.length > BLOCK_SIZE) throw new Error(`symlink target of ${c.target.length} bytes is too long`);
+      if (c.target.length > BLOCK_SIZE) fail(`symlink target of ${c.target.length} bytes is too long (at most ${BLOCK_SIZE})`);
       break;
     default:
       break;
   }
+}
+
+/** The path of `node` in the tree (latin1 key form), found by a walk: for error messages only. */
+function pathOf(fs: FileSystem, node: Inode): string | null {
+  if (node === fs.root) return '';
+  const stack: Directory[] = [fs.root];
+  const paths: string[] = [''];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    const dirPath = paths.pop()!;
+    for (const [name, child] of dir.entries) {
+      if (child === node) return childPath(dirPath, name);
+      if (child.kind === 'dir') {
+        stack.push(child);
+        paths.push(childPath(dirPath, name));
+      }
+    }
+  }
+  return null;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -698,6 +736,35 @@ function minMtime(inos: Inodes): [bigint, number] {
     }
   }
   return sec < 0n ? [0n, 0] : [sec, nsec];
+}
+
+/** The largest Buffer this Node allows (4 GiB on Node 20): the image is built in one. */
+const MAX_IMAGE_BYTES = bufferConstants.MAX_LENGTH;
+
+/** Largest xattr body `i_xattr_icount` (a u16) can describe: 12 + 4 * (65535 - 1) bytes. */
+const MAX_XATTR_BODY = XATTR_IBODY_HEADER_SIZE + 4 * (0xffff - 1);
+/** `h_shared_count` is a u8. */
+const MAX_SHARED_REFS = 0xff;
+
+/**
+ * The limits only sharing settles: an inode's count of shared references and the size of its
+ * xattr body. composefs-rs truncates both (`as u8`, `as u16`: a corrupt image); we refuse.
+ */
+function checkXattrBodies(fs: FileSystem, inos: Inodes, xsize: Int32Array): void {
+  for (let i = 0; i < inos.n; i++) {
+    const x = inos.xa[i];
+    if (x === null) continue;
+    let why: string | null = null;
+    if (x.shared.length > MAX_SHARED_REFS) {
+      why = `${x.shared.length} of its xattrs are shared with other files; an EROFS inode can reference at most ${MAX_SHARED_REFS}`;
+    } else if (xsize[i] > MAX_XATTR_BODY) {
+      why = `its xattrs take ${xsize[i]} bytes; an EROFS inode's xattr area holds at most ${MAX_XATTR_BODY} (i_xattr_icount is 16-bit)`;
+    }
+    if (why !== null) {
+      const where = pathOf(fs, inos.node[i]);
+      throw new Error(`${where === null ? 'an inode' : showPath(where)}: ${why}`);
+    }
+  }
 }
 
 /** Everything per image that inode headers need besides the inode itself. */
@@ -1160,6 +1227,7 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
     if (x !== null) xsize[i] = x.byteSize();
     else if (fastId[i] !== null) xsize[i] = fast.byteSize(fastGroup[i]!);
   }
+  checkXattrBodies(fs, inos, xsize);
   const [minSec, minNsec] = minMtime(inos);
   const ctx: Context = { epoch1, minSec, minNsec };
   if (epoch1) settleEpoch1DataBlocks(inos, xsize, ctx);
@@ -1168,6 +1236,9 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   const layout = layOut(inos, xsize, shared, ctx);
 
   // Step 4: write.
+  if (layout.end > MAX_IMAGE_BYTES) {
+    throw new Error(`the image would be ${layout.end} bytes; at most ${MAX_IMAGE_BYTES} can be built in memory`);
+  }
   const buf = Buffer.alloc(layout.end);
   encodeComposefsHeader({ magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags, composefsVersion: version }).copy(buf, 0);
   encodeSuperblock({

@@ -266,6 +266,11 @@ export interface IdGroup {
   rdPos: number;
 }
 
+/** (prefix index, suffix) as one string: the second-level key of the sharing pass. */
+function nameKeyOf(x: XattrItem): string {
+  return String.fromCharCode(x.index) + x.suffix.toString('latin1');
+}
+
 interface ValueGroup {
   item: XattrItem;
   count: number;
@@ -295,26 +300,33 @@ export function shareXattrsFast(
   epoch1: boolean,
 ): XattrItem[] {
   // Keyed by 30 bits of the id (a small integer: no string or heap number per file); different
-  // ids with equal keys (a few among hundreds of thousands of digests) share a bucket.
-  const byId = new Map<number, IdGroup | IdGroup[]>();
+  // ids with equal keys (a few among hundreds of thousands of digests) share a second-level map
+  // keyed by the whole id. (A list searched linearly there let a dumpfile of ids crafted to
+  // agree in those bits make this quadratic: 10,000 files took 40 s.)
+  const byId = new Map<number, IdGroup | Map<string, IdGroup>>();
   const groups: IdGroup[] = [];
   const idGroup = (id: Buffer): IdGroup => {
     const k = id.length >= 4 ? id.readUInt32LE(0) >>> 2 : -1 - id.length;
     const b = byId.get(k);
     let g: IdGroup | undefined;
     if (b === undefined) byId.set(k, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
-    else if (!Array.isArray(b)) {
-      if (b.id.equals(id)) return b;
-      byId.set(k, [b, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 })]);
-    } else {
-      g = b.find((x) => x.id.equals(id));
+    else if (b instanceof Map) {
+      const ik = id.toString('latin1');
+      g = b.get(ik);
       if (g) return g;
-      b.push((g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+      b.set(ik, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
+    } else {
+      if (b.id.equals(id)) return b;
+      g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 };
+      byId.set(k, new Map([[b.id.toString('latin1'), b], [id.toString('latin1'), g]]));
     }
     groups.push(g);
     return g;
   };
-  const byValue = new Map<string, ValueGroup | ValueGroup[]>();
+  // Keyed by value first: the common repeated xattr (one SELinux label on many files) costs one
+  // lookup. Values carried under several names get a second level keyed by (index, suffix):
+  // a list searched linearly here made 40,000 names with one value quadratic.
+  const byValue = new Map<string, ValueGroup | Map<string, ValueGroup>>();
   const groupOf: (ValueGroup | IdGroup)[] = [];
   for (let i = 0; i < n; i++) {
     const x = generic[i];
@@ -343,14 +355,15 @@ export function shareXattrsFast(
       if (bucket === undefined) {
         g = { item, count: 0, position: -1 };
         byValue.set(vk, g);
-      } else if (Array.isArray(bucket)) {
-        g = bucket.find((b) => b.item.index === item.index && b.item.suffix.equals(item.suffix));
-        if (!g) bucket.push((g = { item, count: 0, position: -1 }));
+      } else if (bucket instanceof Map) {
+        const nk = nameKeyOf(item);
+        g = bucket.get(nk);
+        if (!g) bucket.set(nk, (g = { item, count: 0, position: -1 }));
       } else if (bucket.item.index === item.index && bucket.item.suffix.equals(item.suffix)) {
         g = bucket;
       } else {
         g = { item, count: 0, position: -1 };
-        byValue.set(vk, [bucket, g]);
+        byValue.set(vk, new Map([[nameKeyOf(bucket.item), bucket], [nameKeyOf(item), g]]));
       }
       g.count++;
       groupOf.push(g);
@@ -360,7 +373,7 @@ export function shareXattrsFast(
   // Every (prefix, suffix, value) seen more than once, with a setter for its position.
   const multi: { item: XattrItem; set: (pos: number) => void }[] = [];
   for (const v of byValue.values()) {
-    for (const g of Array.isArray(v) ? v : [v]) {
+    for (const g of v instanceof Map ? v.values() : [v]) {
       if (g.count > 1) multi.push({ item: g.item, set: (p) => (g.position = p) });
     }
   }

@@ -53,7 +53,7 @@ export interface HashBatch {
 export interface HashBatchResult {
   digests: Uint8Array;
   digestLen: Uint8Array;
-  errors: { index: number; message: string; code?: string }[];
+  errors: { index: number; message: string; code?: string; copy?: boolean }[];
 }
 
 /** A worker's answer to one job. */
@@ -182,6 +182,16 @@ function hashRange(job: HashJob, offset: number): Uint8Array {
   }
 }
 
+/** Runs a step of writing the copy, marking its errors as the copy's (not the source's). */
+function inCopy<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof Error) (e as Error & { cfsCopy?: boolean }).cfsCopy = true;
+    throw e;
+  }
+}
+
 function hashJob(job: HashJob): Uint8Array {
   const { size } = job;
   if (job.offset !== undefined) return hashRange(job, job.offset);
@@ -189,7 +199,8 @@ function hashJob(job: HashJob): Uint8Array {
   const fd = fs.openSync(Buffer.from(job.path.buffer, job.path.byteOffset, job.path.byteLength), 'r');
   let out: number | undefined;
   try {
-    if (job.copyTo) out = fs.openSync(job.copyTo, 'wx', 0o644);
+    // The caller created copyTo (and removes it on an interrupt): never re-create it here.
+    if (job.copyTo) out = inCopy(() => fs.openSync(job.copyTo!, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW));
     const hasher = new FsVerityHasher(job.alg);
     let total = 0;
     // Never read past the size the file had when listed (plus one byte to notice growth): a file
@@ -203,11 +214,17 @@ function hashJob(job: HashJob): Uint8Array {
       const chunk = buf.subarray(0, bytesRead);
       hasher.update(chunk);
       if (out !== undefined) {
-        for (let off = 0; off < chunk.length; ) off += fs.writeSync(out, chunk, off, chunk.length - off);
+        const fd = out;
+        inCopy(() => {
+          for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+        });
       }
     }
     if (total !== size) throw changed(size, total);
-    if (out !== undefined) fs.fsyncSync(out);
+    if (out !== undefined) {
+      const fd = out;
+      inCopy(() => fs.fsyncSync(fd));
+    }
     return hasher.digest();
   } finally {
     fs.closeSync(fd);
@@ -245,7 +262,7 @@ export function runHashWorker(): void {
         const err = e as NodeJS.ErrnoException;
         // The addon words system errors like strerror ("No such file…"); Node like libuv ("no such file…").
         const message = err.syscall ? err.message.replace(/^([A-Z0-9_]+: )([A-Z])(?=[a-z])/, (_, c: string, l: string) => c + l.toLowerCase()) : err.message;
-        errors.push({ index: i, message, code: err.code });
+        errors.push({ index: i, message, code: err.code, copy: (err as { cfsCopy?: boolean }).cfsCopy });
       }
     }
     const result: HashBatchResult = { digests, digestLen, errors };

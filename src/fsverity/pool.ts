@@ -37,10 +37,13 @@ export function setWorkerEntry(entry: string | URL, data?: unknown): void {
 export class HashError extends Error {
   constructor(
     readonly path: Buffer,
-    message: string,
+    /** The error without the path. */
+    readonly reason: string,
     readonly code?: string,
+    /** The error was writing the copy (`copyTo`), not reading `path`. */
+    readonly inCopy = false,
   ) {
-    super(`${path.toString('latin1')}: ${message}`);
+    super(`${path.toString('latin1')}: ${reason}`);
   }
 }
 
@@ -279,14 +282,14 @@ export class HashPool {
     const batch = slot.batches.shift();
     this.pump();
     if (!batch) return; // failed meanwhile: already rejected
-    const errors = new Map<number, { message: string; code?: string }>();
+    const errors = new Map<number, { message: string; code?: string; copy?: boolean }>();
     for (const e of r.errors) errors.set(e.index, e);
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i];
       const len = r.digestLen[i];
       if (len === 0) {
         const err = errors.get(i) ?? { message: 'hash worker returned no result' };
-        p.reject(new HashError(p.path, err.message, err.code));
+        p.reject(new HashError(p.path, err.message, err.code, err.copy === true));
       } else {
         this.filesDone++;
         this.bytesDone += p.size;
@@ -335,7 +338,10 @@ export class HashPool {
     }
   }
 
-  /** fs-verity digest of the file at `path`, which must have `size` bytes; with `copyTo`, also copies it there. */
+  /**
+   * fs-verity digest of the file at `path`, which must have `size` bytes; with `copyTo` (an
+   * existing empty file: it is not created), also copies it there.
+   */
   hash(path: Buffer, size: bigint, alg: HashAlg, copyTo?: string): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('HashPool: closed'));

@@ -67,6 +67,7 @@ import {
 } from '../tree/tree.js';
 import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
 import { ALG_NUMBER } from '../fsverity/fsverity.js';
+import { RepoError } from '../repo/repo.js';
 
 export interface ScanOptions {
   /**
@@ -282,7 +283,8 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
       const id = await opts.hashFile(t.access, t.size);
       t.leaf.content = { type: 'external', id, size: t.size };
     } catch (e) {
-      hashError ??= scanError('cannot hash', t.real, e);
+      // A repository error (writing the copy) is not about this file: keep it as it is.
+      hashError ??= e instanceof RepoError ? e : scanError('cannot hash', t.real, e);
     } finally {
       running--;
       t.anchor?.release();

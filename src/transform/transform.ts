@@ -75,6 +75,13 @@ export class TransformError extends Error {
     );
     this.name = 'TransformError';
   }
+
+  /** What the rule is and how to do without it, for a message to users (composefs-rs has none). */
+  get hint(): string {
+    return this.entry === 'usr'
+      ? "the image root takes /usr's metadata (cfsctl's transform_for_oci); --no-propagate-usr-to-root keeps the tree as it is"
+      : `/${this.entry} is emptied (cfsctl's transform_for_oci); --no-propagate-usr-to-root keeps the tree as it is`;
+  }
 }
 
 /** A top-level directory by name: undefined if absent, error if present but not a directory. */
