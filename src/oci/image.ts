@@ -24,6 +24,7 @@ import { type FileHandle, lstat, open, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
+import { withYoungGenerationGrowth } from '../tree/young-gen.js';
 import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from './bytes.js';
 import { type Compression, decompress, detectCompression, mediaTypeCompression } from './decompress.js';
 import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
@@ -394,7 +395,8 @@ async function readJsonBlob(store: Store, desc: Descriptor, what: string): Promi
 
 function parseJson(data: Buffer, what: string): unknown {
   try {
-    return JSON.parse(data.toString('utf8'));
+    // Many values in a small young generation thrash the GC (src/tree/young-gen.ts).
+    return withYoungGenerationGrowth(data.length > 1 << 20, () => JSON.parse(data.toString('utf8')));
   } catch (e) {
     throw new OciSourceError(`${what} is not valid JSON: ${(e as Error).message}`);
   }
