@@ -1,5 +1,6 @@
 /**
- * npm run bench -- [--hash sha256|sha512|both] [--jobs N] [--only NAME,...] [--cfs PATH] [DIR...]
+ * npm run bench -- [--hash sha256|sha512|both] [--jobs N] [--only NAME,...] [--cfs PATH]
+ *                   [--pairs N] [--no-peer] [--no-tar] [DIR...]
  *
  * Times `cfs compute-id` side by side with the floor, on directory and tarball sources, for
  * SHA-256 and SHA-512 (both by default). Each row: wall time, CPU time (user+sys), peak RSS,
@@ -12,9 +13,22 @@
  *  - gzip tarball (`layers:X.tar.gz`): floor = `gzip -dc X | openssl dgst` (decompression +
  *    hashing, pipelined).
  *
+ * Peer (directory sources, SHA-256, trees deb, deb8, os2g, small): C `mkcomposefs
+ * --print-digest-only` 1.0.8, what users would otherwise run. bench/mkcomposefs.sh obtains it
+ * once from Debian's source package into ~/.cache (outside the repository); where it cannot,
+ * the peer is skipped with one line saying why. Both sides build the same image: mkcomposefs
+ * with `--min-version=1` (its default picks format 0) and cfs with `--erofs-version 1
+ * --no-propagate-usr-to-root` (mkcomposefs takes the tree as it is: no transform_for_oci).
+ * `--pairs N` (default 3) interleaved runs; the row shows the median pair (by wall ratio) and
+ * ratio = cfs / mkcomposefs (wall, CPU, RSS; < 1.00x = cfs better). The two digests must be
+ * equal (an independent oracle): a difference is printed as DIGEST MISMATCH and the bench
+ * exits 1.
+ *
  * Trees (generated once under /var/tmp/cfs-bench and reused; DIR arguments replace the
  * debootstrap root):
- *  - deb:    a debootstrap root (/tmp/deb-test, if present, or the DIR arguments);
+ *  - deb:    a debootstrap bookworm minbase root (the DIR arguments if given; generated with
+ *            debootstrap from the Debian mirror apt already uses, skipped where it cannot be);
+ *  - deb8:   8 copies of deb side by side (`cp -a`);
  *  - os2g:   synthetic 2 GB / 60k files, OS-like size mix;
  *  - small:  500k entries, small files (half inline, half 65..4096 bytes), 1000 per directory;
  *  - sparse: one 8 GB sparse file.
@@ -33,6 +47,8 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BENCH_DIR = '/var/tmp/cfs-bench';
+/** Trees the peer runs on (the issue's rows); sparse would only time hashing 8 GB of zeros. */
+const PEER_TREES = ['deb', 'deb8', 'os2g', 'small'];
 
 interface Run {
   wall: number;
@@ -50,6 +66,13 @@ function timed(cmd: string[], input?: string): Run {
   const [u, s, m] = err[err.length - 1].split(' ').map(Number);
   if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed: ${err.join('\n')}`);
   return { wall, cpu: u + s, rss: m * 1024, out: r.stdout.toString() };
+}
+
+/** Runs a command without timing it (digest checks): stdout, or undefined with the reason. */
+function run(cmd: string[]): { out?: string; err: string } {
+  const r = spawnSync(cmd[0], cmd.slice(1), { maxBuffer: 1 << 30 });
+  const err = (r.error?.message ?? r.stderr?.toString() ?? '').trim();
+  return r.status === 0 ? { out: r.stdout.toString(), err } : { err: err.split('\n').pop() || `exit ${r.status}` };
 }
 
 function sh(script: string): void {
@@ -157,6 +180,34 @@ function small500k(dir: string): void {
   }
 }
 
+/** The Debian archive apt on this machine already uses (not naming a mirror of our own). */
+function debianMirror(): string | undefined {
+  const r = run(['apt-get', 'indextargets', '--format', '$(REPO_URI) $(CODENAME) $(ORIGIN)']);
+  for (const line of (r.out ?? '').split('\n')) {
+    const [uri, codename, origin] = line.split(' ');
+    if (origin === 'Debian' && codename && !codename.includes('-')) return uri;
+  }
+  return undefined;
+}
+
+/** The debootstrap root, generated once; undefined (with one line why) where it cannot be. */
+function debRoot(): string | undefined {
+  const dir = path.join(BENCH_DIR, 'deb-bookworm-minbase');
+  if (existsSync(dir)) return dir;
+  const mirror = debianMirror();
+  const why = process.getuid?.() !== 0 ? 'needs root' : !run(['sh', '-c', 'command -v debootstrap']).out ? 'debootstrap not installed' : !mirror ? 'apt has no Debian archive configured' : '';
+  if (why) {
+    console.log(`deb: skipped (debootstrap root: ${why}; or pass a DIR)`);
+    return undefined;
+  }
+  try {
+    return generate(dir, 'debootstrap --variant=minbase bookworm', (tmp) => sh(`debootstrap --variant=minbase bookworm '${tmp}' '${mirror}' > '${tmp}.log' 2>&1 && rm -f '${tmp}.log'`));
+  } catch {
+    console.log(`deb: skipped (debootstrap failed, see ${dir}.tmp.log)`);
+    return undefined;
+  }
+}
+
 function sparse8g(dir: string): void {
   mkdirSync(path.join(dir, 'usr'));
   const fd = openSync(path.join(dir, 'usr', 'sparse'), 'w');
@@ -188,6 +239,8 @@ let jobs = availableParallelism();
 let jobsArg: string[] = [];
 let only: string[] | undefined;
 let withTar = true;
+let withPeer = true;
+let pairs = 3;
 // The shipped single executable, as users run it (dist/cfs.mjs with --cfs 'node dist/cfs.mjs'
 // is the same code; it pays Node's start-up work that the executable skips).
 let cfs = existsSync(path.join(ROOT, 'dist/cfs')) ? [path.join(ROOT, 'dist/cfs')] : [process.execPath, path.join(ROOT, 'dist/cfs.mjs')];
@@ -201,6 +254,8 @@ for (let i = 0; i < args.length; i++) {
   }
   else if (a === '--only') only = args[++i].split(',');
   else if (a === '--no-tar') withTar = false;
+  else if (a === '--no-peer') withPeer = false;
+  else if (a === '--pairs') pairs = Math.max(1, Number(args[++i]) || 1);
   else if (a === '--cfs') cfs = args[++i].split(' ');
   else dirs.push(a);
 }
@@ -213,13 +268,22 @@ interface Tree {
 }
 const trees: Tree[] = [];
 const want = (n: string) => !only || only.includes(n);
+mkdirSync(BENCH_DIR, { recursive: true });
 if (dirs.length) dirs.forEach((d, i) => trees.push({ name: i ? `dir${i}` : 'deb', dir: d, tar: true, gzip: true }));
-else if (existsSync('/tmp/deb-test')) trees.push({ name: 'deb', dir: '/tmp/deb-test', tar: true, gzip: true });
+else if (want('deb') || want('deb8')) {
+  const deb = debRoot();
+  if (deb && want('deb')) trees.push({ name: 'deb', dir: deb, tar: true, gzip: true });
+  if (deb && want('deb8')) {
+    const dir = generate(path.join(BENCH_DIR, 'deb-x8'), '8 copies of the debootstrap root', (tmp) => {
+      for (let k = 1; k <= 8; k++) sh(`cp -a '${deb}' '${tmp}/copy${k}'`);
+    });
+    trees.push({ name: 'deb8', dir, tar: false, gzip: false });
+  }
+}
 if (want('os2g')) trees.push({ name: 'os2g', dir: path.join(BENCH_DIR, 'os-2g-60k'), tar: true, gzip: false });
 if (want('small')) trees.push({ name: 'small', dir: path.join(BENCH_DIR, 'small-500k'), tar: true, gzip: false });
 if (want('sparse')) trees.push({ name: 'sparse', dir: path.join(BENCH_DIR, 'sparse-8g'), tar: false, gzip: false });
 
-mkdirSync(BENCH_DIR, { recursive: true });
 const mb = (b: number) => (b / 1e6).toFixed(1);
 const row = (name: string, r: Run, bytes: number, floor?: Run, note = '') =>
   console.log(
@@ -229,7 +293,55 @@ const row = (name: string, r: Run, bytes: number, floor?: Run, note = '') =>
       note,
   );
 
-console.log(`cfs: ${cfs.join(' ')}; ${jobs} jobs; ${availableParallelism()} cores`);
+/** The peer's path, or undefined after one line saying why it is skipped. */
+function peerBinary(): string | undefined {
+  if (!withPeer) return undefined;
+  if (!hashes.includes('sha256')) {
+    console.log('peer: skipped (mkcomposefs has SHA-256 only)');
+    return undefined;
+  }
+  if (!trees.some((t) => PEER_TREES.includes(t.name))) return undefined;
+  const r = spawnSync('sh', [path.join(ROOT, 'bench/mkcomposefs.sh')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const err = r.stderr.toString().trim();
+  if (r.status !== 0) {
+    console.log(err.split('\n').pop() || 'mkcomposefs peer unavailable');
+    return undefined;
+  }
+  if (err) process.stderr.write(err + '\n');
+  return r.stdout.toString().trim();
+}
+const peer = peerBinary();
+let mismatches = 0;
+
+/** Interleaved cfs / mkcomposefs pairs on one tree (same image on both sides), digests compared. */
+function peerRows(t: Tree, bytes: number): void {
+  if (!peer || !PEER_TREES.includes(t.name)) return;
+  const cfsCmd = [...cfs, '--hash', 'sha256', 'compute-id', '--erofs-version', '1', '--no-propagate-usr-to-root', '--layer-mtimes', 'keep', ...jobsArg, t.dir];
+  const peerCmd = [peer, '--min-version=1', '--print-digest-only', t.dir];
+  const got: [Run, Run][] = [];
+  for (let k = 0; k < pairs; k++) {
+    const c = timed(cfsCmd);
+    const m = timed(peerCmd);
+    got.push([c, m]);
+    const [dc, dm] = [c.out.trim(), m.out.trim()];
+    if (dc !== dm) {
+      mismatches++;
+      console.log(`DIGEST MISMATCH on ${t.dir}: cfs ${dc} (${cfsCmd.join(' ')}), mkcomposefs ${dm} (${peerCmd.join(' ')})`);
+      break;
+    }
+  }
+  got.sort((a, b) => a[0].wall / a[1].wall - b[0].wall / b[1].wall);
+  const [c, m] = got[Math.floor((got.length - 1) / 2)];
+  const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+  row(`sha256 dir:  cfs (V1, raw tree)`, c, bytes);
+  row(`sha256 dir:  peer mkcomposefs 1.0.8`, m, bytes);
+  console.log(
+    `sha256 dir:  cfs / mkcomposefs            wall ${x(c.wall, m.wall)}  cpu ${x(c.cpu, m.cpu)}  peak RSS ${x(c.rss, m.rss)}` +
+      `  (median of ${got.length} interleaved pair${got.length > 1 ? 's' : ''}; digest ${c.out.trim() === m.out.trim() ? 'equal' : 'DIFFERENT'})`,
+  );
+}
+
+console.log(`cfs: ${cfs.join(' ')}; ${jobs} jobs; ${availableParallelism()} cores${peer ? `; peer: ${peer}` : ''}`);
 for (const t of trees.filter((x) => want(x.name))) {
   if (t.name === 'os2g') generate(t.dir, '2 GB / 60k files', os2g);
   if (t.name === 'small') generate(t.dir, '500k small files', small500k);
@@ -245,6 +357,7 @@ for (const t of trees.filter((x) => want(x.name))) {
       : undefined;
     row(`${hash} dir:  cfs compute-id`, c, bytes, floor);
     if (floor) row(`${hash} dir:  floor fsverity digest`, floor, bytes);
+    if (hash === 'sha256') peerRows(t, bytes);
   }
   if (!withTar || !t.tar) continue;
   const tar = tarOf(t.name, t.dir, false);
@@ -274,4 +387,9 @@ if (existsSync(sea)) {
   const nodeRuns = Array.from({ length: 5 }, () => timed([process.execPath, '-e', '0']));
   const best = (rs: Run[]) => Math.min(...rs.map((r) => r.wall));
   console.log(`\nstart-up: dist/cfs --version best of 5 ${(best(runs) * 1000).toFixed(0)} ms (node -e 0: ${(best(nodeRuns) * 1000).toFixed(0)} ms)`);
+}
+
+if (mismatches) {
+  console.log(`\n${mismatches} tree(s) where cfs and mkcomposefs disagree on the digest`);
+  process.exitCode = 1;
 }
