@@ -28,7 +28,7 @@
  * debootstrap root):
  *  - deb:    a debootstrap bookworm minbase root (the DIR arguments if given; generated with
  *            debootstrap from the Debian mirror apt already uses, skipped where it cannot be);
- *  - deb8:   8 copies of deb side by side (`cp -a`);
+ *  - deb8:   8 copies of deb (`cp -a`): the root is one, /copy2 … /copy8 the others;
  *  - os2g:   synthetic 2 GB / 60k files, OS-like size mix;
  *  - small:  500k entries, small files (half inline, half 65..4096 bytes), 1000 per directory;
  *  - sparse: one 8 GB sparse file.
@@ -274,8 +274,11 @@ else if (want('deb') || want('deb8')) {
   const deb = debRoot();
   if (deb && want('deb')) trees.push({ name: 'deb', dir: deb, tar: true, gzip: true });
   if (deb && want('deb8')) {
+    // The root is copy 1 (so it has the /usr that cfs's default transform_for_oci needs), with
+    // copies 2..8 beside its own directories.
     const dir = generate(path.join(BENCH_DIR, 'deb-x8'), '8 copies of the debootstrap root', (tmp) => {
-      for (let k = 1; k <= 8; k++) sh(`cp -a '${deb}' '${tmp}/copy${k}'`);
+      sh(`cp -a '${deb}/.' '${tmp}/'`);
+      for (let k = 2; k <= 8; k++) sh(`cp -a '${deb}' '${tmp}/copy${k}'`);
     });
     trees.push({ name: 'deb8', dir, tar: false, gzip: false });
   }
