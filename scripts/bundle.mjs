@@ -51,39 +51,20 @@ if (process.argv.includes('--no-sea')) process.exit(0);
 
 // The executable's main script is the CommonJS bundle itself, with a V8 code cache
 // (`useCodeCache`), so nothing is compiled from source at start-up and nothing is read from disk
-// for commands that need no addon. Hash workers run the embedded worker script (no file needed);
-// only the native addon must be a real file for dlopen: the prelude extracts it once into a
-// private cache directory ($CFS_CACHE_DIR or the temporary directory) named after its hash.
+// for commands that need no addon. Hash workers run the embedded worker script (no file needed).
+// The native addon is an asset: the prelude only offers its bytes to the bundle, which writes
+// them to an unnamed file and loads that when a command first needs the addon
+// (src/scan/addon-file.ts); no file found on disk is ever loaded.
 mkdirSync('build/sea', { recursive: true });
 const addon = 'build/Release/xattr.node';
 const assets = {};
 if (existsSync(addon)) assets['xattr.node'] = addon;
 const prelude = `const __cfsImportMetaUrl = require('node:url').pathToFileURL(process.execPath).href;
-(() => {
+globalThis.__cfsEmbeddedAddon = () => {
   const sea = require('node:sea');
-  if (process.env.CFS_XATTR_ADDON || !sea.isSea()) return;
-  let b;
-  try { b = new Uint8Array(sea.getAsset('xattr.node')); } catch { return; }
-  const fs = require('node:fs');
-  const os = require('node:os');
-  const path = require('node:path');
-  const h = require('node:crypto').createHash('sha256').update('xattr.node').update(b).digest('hex').slice(0, 16);
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 'u';
-  const base = process.env.CFS_CACHE_DIR || os.tmpdir();
-  const dir = path.join(base, 'cfs-' + uid + '-' + h);
-  const file = path.join(dir, 'xattr.node');
-  if (!fs.existsSync(file)) {
-    try {
-      const tmp = fs.mkdtempSync(path.join(base, '.cfs-extract-'));
-      fs.writeFileSync(path.join(tmp, 'xattr.node'), b, { mode: 0o700 });
-      try { fs.renameSync(tmp, dir); } catch (e) { fs.rmSync(tmp, { recursive: true, force: true }); if (!fs.existsSync(file)) throw e; }
-    } catch (e) {
-      // No writable cache directory: commands that need no addon still work; the others say why.
-      return;
-    }
-  }
-  process.env.CFS_XATTR_ADDON = file;
-})();
+  if (!sea.isSea()) return undefined;
+  try { return new Uint8Array(sea.getAsset('xattr.node')); } catch { return undefined; }
+};
 ${banner}`;
 await build({
   ...common,

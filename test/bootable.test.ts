@@ -76,3 +76,38 @@ test('a broken policy is a clear error', () => {
     cleanup();
   }
 });
+
+test('identify and verify relabel copies of a layer tree: the policy is found by path', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const root = path.join(dir, 'root');
+    policyTree(root);
+    const tar = path.join(dir, 'layer.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', root, '-cf', tar, '.']);
+    const karg = runCfs(['compute-karg', `layers:${tar}`]).stdout.toString().trim();
+    const r = runCfs(['identify', karg, `layers:${tar}`]);
+    assert.equal(r.status, 0, r.stdout.toString() + r.stderr);
+    assert.match(r.stdout.toString(), /^match: --erofs-version 1 --hash sha512 --bootable --xattrs allowlist-only$/m);
+    // the same tree with a UKI carrying that karg in a second layer
+    const pe = Buffer.alloc(1024);
+    pe.write('MZ', 0, 'latin1');
+    pe.writeUInt32LE(0x40, 0x3c);
+    pe.write('PE\0\0', 0x40, 'latin1');
+    pe.writeUInt16LE(1, 0x46);
+    const cmd = Buffer.from(karg);
+    pe.write('.cmdline', 0x58, 'latin1');
+    pe.writeUInt32LE(cmd.length, 0x58 + 8);
+    pe.writeUInt32LE(cmd.length, 0x58 + 16);
+    pe.writeUInt32LE(0x200, 0x58 + 20);
+    cmd.copy(pe, 0x200);
+    const top = path.join(dir, 'top');
+    mkdirSync(path.join(top, 'boot/EFI/Linux'), { recursive: true });
+    writeFileSync(path.join(top, 'boot/EFI/Linux/x.efi'), pe);
+    const tar2 = path.join(dir, 'top.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', top, '-cf', tar2, 'boot/EFI']);
+    const v = runCfs(['verify', `layers:${tar},${tar2}`]);
+    assert.equal(v.status, 0, v.stdout.toString() + v.stderr);
+  } finally {
+    cleanup();
+  }
+});

@@ -148,8 +148,11 @@ test('--profile presets format, hash and rules; explicit options override it', (
     assert.equal(id(['--profile', 'bootc', '--hash', 'sha256', 'compute-id', dir]), id(['--hash', 'sha256', 'compute-id', '--bootable', dir]));
     const bad = runCfs(['--profile', 'nope', 'compute-id', dir]);
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /unknown profile 'nope'; known: bootc-1\.16\.4, bootc-1\.13/);
-    assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):\n  bootc-1\.16\.4 /);
+    assert.match(bad.stderr, /unknown profile 'nope'; known: composefs-rs-main, bootc-1\.17\.0, bootc-1\.16\.4, bootc-1\.13, cfsctl-0\.9, cfsctl-0\.7/);
+    assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):\n  composefs-rs-main +\[newest\] /);
+    // bootc after #2248 and composefs-rs main compute what the newest rules give
+    assert.equal(id(['--profile', 'bootc-1.17.0', 'compute-id', dir]), id(['compute-id', '--bootable', dir]));
+    assert.equal(id(['--profile', 'composefs-rs-main', 'compute-id', dir]), id(['compute-id', dir]));
   } finally {
     cleanup();
   }

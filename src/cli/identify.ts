@@ -8,7 +8,7 @@ import { fsverityDigest } from '../fsverity/fsverity.js';
 import { cloneTree } from '../tree/clone.js';
 import type { HashAlg } from '../tree/tree.js';
 import type { XattrFilterMode } from '../transform/transform.js';
-import { applyRules, type LoadedSource, type Rules } from './source.js';
+import { applyRules, readerForCopies, type LoadedSource, type Rules } from './source.js';
 import { countSubsecond, type MtimeView } from '../transform/mtimes.js';
 
 /** One combination tried. */
@@ -22,18 +22,26 @@ export interface Attempt {
 
 /** The hex digest inside DIGEST, which may also be a karg or an annotation. */
 export function parseDigestArg(arg: string): string | undefined {
-  const m = /^(?:composefs=\??|composefs\.digest=\??v1-sha(?:256|512)-12:|[\w.-]*=)?([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.exec(arg.trim());
+  const m = /^(?:composefs=\??|composefs\.digest=\??v[12]-sha(?:256|512)-12:|[\w.-]*=)?([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.exec(arg.trim());
   return m ? m[1].toLowerCase() : undefined;
 }
 
-/** Every rule set worth trying for a source kind. */
-function ruleSets(kind: LoadedSource['kind']): Rules[] {
-  if (kind === 'dumpfile') return [false, true].map((bootable) => ({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable }));
+/**
+ * Every rule set worth trying for a source kind. Bootable sets come twice: /boot and /sysroot
+ * with /usr's mtime seconds only (composefs-rs up to v0.9.2) and with its nanoseconds too (#396).
+ */
+export function ruleSets(kind: LoadedSource['kind'], bootables: boolean[] = [false, true]): Rules[] {
   const out: Rules[] = [];
-  for (const bootable of [false, true]) {
-    for (const xattrs of ['allowlist-only', 'keep-user-xattrs'] as XattrFilterMode[]) out.push({ propagateUsrToRoot: true, xattrs, bootable });
-    if (kind === 'oci') out.push({ propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable, tarKeepsAllXattrs: true });
-    if (kind === 'dir') out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable });
+  for (const bootable of bootables) {
+    for (const bootMtimeNsec of bootable ? [false, true] : [false]) {
+      if (kind === 'dumpfile') {
+        out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
+        continue;
+      }
+      for (const xattrs of ['allowlist-only', 'keep-user-xattrs'] as XattrFilterMode[]) out.push({ propagateUsrToRoot: true, xattrs, bootable, bootMtimeNsec });
+      if (kind === 'oci') out.push({ propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable, tarKeepsAllXattrs: true, bootMtimeNsec });
+      if (kind === 'dir') out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
+    }
   }
   return out;
 }
@@ -58,7 +66,7 @@ export async function identify(
     let error: string | undefined;
     try {
       fs = cloneTree(raw.fs);
-      await applyRules({ fs, kind: raw.kind, read: raw.read }, rules);
+      await applyRules({ fs, kind: raw.kind, read: readerForCopies(raw) }, rules);
     } catch (e) {
       error = (e as Error).message;
     }
@@ -101,6 +109,7 @@ export function digestHash(hex: string): HashAlg {
 export function describeAttempt(a: Attempt, kind: LoadedSource['kind']): string {
   const parts = [`--erofs-version ${a.erofsVersion}`, `--hash ${a.hash}`];
   if (a.rules.bootable) parts.push('--bootable');
+  if (a.rules.bootMtimeNsec) parts.push("(boot dirs take /usr's mtime nanoseconds: composefs-rs #396, --profile composefs-rs-main)");
   if (kind !== 'dumpfile') {
     if (!a.rules.propagateUsrToRoot) parts.push('--no-propagate-usr-to-root');
     else if (a.rules.tarKeepsAllXattrs) parts.push('(tar xattrs unfiltered: composefs-rs < 0.8, e.g. --profile bootc-1.13)');

@@ -25,11 +25,14 @@ import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type
 import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
-import v8 from 'node:v8';
+import { keepYoungGenerationSmall } from '../tree/young-gen.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
-import { PROFILES, findProfile, profilesHelp } from './profiles.js';
+import { PROFILES, findProfile, formatKarg, profileKargs, profilesHelp, type Profile } from './profiles.js';
+import { allKargForms, type KargFormLine } from '../verify/karg.js';
+import { verifyImage, verifyPeFile } from '../verify/verify.js';
+import { formatVerifyReport } from '../verify/format.js';
 import { LAYER_MTIMES, parseEpoch, type LayerMtimes, type MtimeView } from '../transform/mtimes.js';
 
 export const VERSION = '0.1.0';
@@ -153,9 +156,10 @@ interface Built {
   id: Buffer;
 }
 
-function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false): SourceOptions {
+function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): SourceOptions {
   return {
     tarKeepsAllXattrs,
+    bootMtimeNsec,
     hash: g.hash,
     jobs: t.jobs ?? availableParallelism(),
     jobsGiven: t.jobs !== undefined,
@@ -170,8 +174,8 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
 }
 
 /** Builds the tree and image of a source: the shared core of the image commands. */
-async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false): Promise<Built> {
-  const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs));
+async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): Promise<Built> {
+  const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec));
   if (loaded.kind === 'dir' && !t.layerMtimesExplicit) warnSubsecond(loaded.fs, t.propagateUsrToRoot);
   const image = writeErofs(loaded.fs, g.erofsVersion);
   return { loaded, image, id: fsverityDigest(image, g.hash) };
@@ -186,11 +190,9 @@ function warnSubsecond(fs: LoadedSource['fs'], propagated: boolean): void {
   if (hint) process.stderr.write(`cfs: warning: ${hint}\n`);
 }
 
-/** The kernel argument composefs-rs expects for an image id. */
+/** The kernel argument `cfsctl compute-karg` prints for an image id. */
 export function karg(id: Buffer, version: ErofsVersion, hash: HashAlg, insecure: boolean): string {
-  const q = insecure ? '?' : '';
-  if (version === 2) return `composefs=${q}${id.toString('hex')}`;
-  return `composefs.digest=${q}v1-${hash}-12:${id.toString('hex')}`;
+  return formatKarg(version === 2 ? 'composefs' : 'composefs.digest', version, hash, id.toString('hex'), insecure);
 }
 
 /**
@@ -250,11 +252,14 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
    * The effective options of a tree command: explicit options, else the --profile's values,
    * else the defaults.
    */
-  const resolve = <T extends TreeOpts>(cmd: Command, o: T): { g: GlobalOpts; t: T; bootable: boolean; tarKeepsAllXattrs: boolean } => {
+  const resolve = <T extends TreeOpts>(
+    cmd: Command,
+    o: T,
+  ): { g: GlobalOpts; t: T; bootable: boolean; tarKeepsAllXattrs: boolean; bootMtimeNsec: boolean; profile?: Profile } => {
     const g = { ...globals(cmd) };
     const t = { ...o, layerMtimesExplicit: cmd.getOptionValueSource('layerMtimes') === 'cli' };
     const name = (program.opts() as { profile?: string }).profile;
-    if (!name) return { g, t, bootable: o.bootable === true, tarKeepsAllXattrs: false };
+    if (!name) return { g, t, bootable: o.bootable === true, tarKeepsAllXattrs: false, bootMtimeNsec: false };
     const p = findProfile(name);
     if (!p) throw new UsageError(`unknown profile '${name}'; known: ${PROFILES.map((x) => x.name).join(', ')}`);
     const explicit = (c: Command, key: string) => c.getOptionValueSource(key) === 'cli';
@@ -262,7 +267,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     if (!explicit(program, 'hash')) g.hash = p.hash;
     if (!explicit(cmd, 'xattrs') && cmd.options.some((x) => x.attributeName() === 'xattrs')) t.xattrs = p.xattrs;
     const bootable = explicit(cmd, 'bootable') ? o.bootable === true : p.bootable;
-    return { g, t, bootable, tarKeepsAllXattrs: p.tarKeepsAllXattrs && !explicit(cmd, 'xattrs') };
+    return { g, t, bootable, tarKeepsAllXattrs: p.tarKeepsAllXattrs && !explicit(cmd, 'xattrs'), bootMtimeNsec: p.bootMtimeNsec, profile: p };
   };
 
   treeOptions(
@@ -275,9 +280,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .option('--annotation', 'print the composefs sealing annotation KEY=HEX (composefs.merged[.bootable].erofs.vN.fsverity-ALG-12) for `buildah config --annotation`')
       .option('--json', 'print a JSON object with the id and every parameter that determined it'),
   ).action(async (source: string, opts: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
-    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts);
     if (o.writeDumpfileTo) await checkOutput(o.writeDumpfileTo);
-    const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs);
+    const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec);
     if (o.writeDumpfileTo) await writeOutput(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
@@ -305,18 +310,40 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
   treeOptions(
     program
       .command('compute-karg')
-      .description('print the kernel argument for the bootable image of SOURCE: composefs.digest=v1-ALG-12:HEX (V0/V1) or composefs=HEX (V2)')
+      .description(
+        "print the kernel argument(s) for the bootable image of SOURCE as the release of --profile writes them (default, like cfsctl: composefs.digest=v1-ALG-12:HEX for V0/V1, composefs=HEX for V2)",
+      )
       .argument('<source>', 'what to build the image from (see SOURCE below)')
       .option('--insecure', "emit the insecure form ('?' before the digest): boot even where fs-verity is unavailable")
+      .option('--all-forms', 'print every form instead: V1 and V2 images, sha256 and sha512, each spelling, one per line with who writes it')
       .option('--json', 'print a JSON object with the karg, the id and every parameter that determined it'),
     { bootable: false, xattrs: false },
-  ).action(async (source: string, o: TreeOpts & { insecure?: boolean }, cmd: Command) => {
-    const { g, tarKeepsAllXattrs } = resolve(cmd, o);
+  ).action(async (source: string, o: TreeOpts & { insecure?: boolean; allForms?: boolean }, cmd: Command) => {
+    const { g, tarKeepsAllXattrs, bootMtimeNsec, profile } = resolve(cmd, o);
     // Like cfsctl: always bootable, always allowlist-only.
     const t: TreeOpts = { ...o, xattrs: DEFAULT_XATTR_FILTER_MODE };
-    const b = await build(source, g, t, true, undefined, tarKeepsAllXattrs);
-    const k = karg(b.id, g.erofsVersion, g.hash, o.insecure === true);
-    if (o.json) process.stdout.write(`${JSON.stringify({ karg: k, ...describeBuild(b, g, t, true) }, null, 2)}\n`);
+    const insecure = o.insecure === true;
+    if (o.allForms) {
+      const forms: KargFormLine[] = [];
+      for (const hash of ['sha256', 'sha512'] as HashAlg[]) {
+        const { fs } = await loadSource(source, sourceOptions({ ...g, hash }, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec));
+        forms.push(...allKargForms(fs, hash, insecure));
+      }
+      if (o.json) process.stdout.write(`${JSON.stringify({ forms }, null, 2)}\n`);
+      else for (const f of forms) process.stdout.write(`${f.karg}\t# ${f.note}\n`);
+      return;
+    }
+    const b = await build(source, g, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec);
+    const ids = new Map<ErofsVersion, Buffer>([[g.erofsVersion, b.id]]);
+    const idOf = (v: ErofsVersion): Buffer => {
+      let id = ids.get(v);
+      if (!id) ids.set(v, (id = fsverityDigest(writeErofs(b.loaded.fs, v), g.hash)));
+      return id;
+    };
+    const k = profileKargs(profile, g.erofsVersion)
+      .map((spec) => formatKarg(spec.form, spec.erofsVersion, g.hash, idOf(spec.erofsVersion).toString('hex'), insecure))
+      .join(' ');
+    if (o.json) process.stdout.write(`${JSON.stringify({ karg: k, profile: profile?.name ?? null, ...describeBuild(b, g, t, true) }, null, 2)}\n`);
     else process.stdout.write(`${k}\n`);
   });
 
@@ -329,7 +356,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .option('-o, --output <image>', "image file to write (atomically; '-' for standard output, the id then goes to stderr)")
       .option('--repo <dir>', 'composefs-rs style repository (created if missing): store every external file as objects/XX/REST and the image under images/'),
   ).action(async (source: string, name: string | undefined, opts: TreeOpts & { output?: string; repo?: string }, cmd: Command) => {
-    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts);
     if (!o.output && !o.repo) throw new UsageError('create-image needs -o IMAGE, --repo DIR, or both');
     if (name !== undefined && !o.repo) throw new UsageError('an image NAME needs --repo');
     // Everything that can be refused is refused before any work is done.
@@ -342,7 +369,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       );
     }
     const repo = o.repo ? await Repository.openOrCreate(o.repo, g.hash, g.erofsVersion) : undefined;
-    const b = await build(source, g, o, bootable, repo, tarKeepsAllXattrs);
+    const b = await build(source, g, o, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec);
     if (repo) await repo.storeImage(b.id, b.image, name);
     if (o.output) await writeOutput(o.output, [b.image]);
     // With the image on standard output, the id goes to stderr.
@@ -356,9 +383,9 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
       .argument('<source>', 'what to build the tree from (see SOURCE below)')
       .option('-o, --output <file>', 'write to this file (atomically) instead of standard output'),
   ).action(async (source: string, opts: TreeOpts & { output?: string }, cmd: Command) => {
-    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts);
+    const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts);
     if (o.output) await checkOutput(o.output);
-    const { fs } = await loadSource(source, sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs));
+    const { fs } = await loadSource(source, sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec));
     if (o.output) await writeOutput(o.output, dumpfileChunks(fs));
     else await writeStdout(dumpfileChunks(fs));
   });
@@ -383,8 +410,8 @@ bootc reads them as they are: so 'cfs compare --layer-mtimes seconds MOUNT oci:D
 exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped id.`,
       ),
   ).action(async (a: string, b: string, opts0: TreeOpts & { all?: boolean }, cmd: Command) => {
-    const { g, t: o, bootable, tarKeepsAllXattrs } = resolve(cmd, opts0);
-    const base = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs), provenance: true };
+    const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts0);
+    const base = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec), provenance: true };
     const la = await loadRawSource(a, base);
     const lb = await loadRawSource(b, base);
     const view = mtimeView(o);
@@ -455,6 +482,33 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         for (const a of tried) process.stdout.write(`  ${describeAttempt(a, raw.kind)}: ${a.id ?? `error: ${a.error}`}\n`);
       }
       if (matches.length === 0) process.exitCode = EXIT_DIFFERENT;
+    });
+
+  program
+    .command('verify')
+    .description(
+      "check that the UKIs of a sealed image carry its digest: every .cmdline karg (composefs=HEX, composefs.digest=vN-ALG-12:HEX) of the UKIs and addons in /boot/EFI/Linux, /boot/loader/addons and /usr/lib/modules/*/ against the image's bootable digest, and its composefs.merged[.bootable].* labels/annotations (exit 0 all match, 1 a mismatch or no karg, 2 error)",
+    )
+    .argument('<target>', 'an image SOURCE holding UKIs (see SOURCE), or a UKI / .addon.efi file')
+    .argument('[source]', 'with a UKI file: the image SOURCE it should seal (without: only reads and checks the form of its kargs)')
+    .option('--platform <os/arch>', 'OCI sources: which image of a multi-platform index (default: this host)')
+    .option('-j, --jobs <n>', 'parallel hashing: threads, and files and directories read at once (default: one per core)', parseJobs)
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
+    .option('--json', 'print the whole report as JSON')
+    .addHelpText('after', SOURCE_HELP)
+    .action(async (target: string, source: string | undefined, o: TreeOpts) => {
+      const opts = {
+        jobs: o.jobs ?? availableParallelism(),
+        jobsGiven: o.jobs !== undefined,
+        progress: o.progress === true || process.stderr.isTTY === true,
+        platform: o.platform,
+      };
+      const isPeFile = !/^[a-z][a-z-]*:/.test(target) && (await stat(target).then((st) => st.isFile(), () => false));
+      if (!isPeFile && source !== undefined) throw new UsageError(`'${target}' is not a UKI file: a second argument only goes with a UKI file`);
+      const report = isPeFile ? await verifyPeFile(target, source, opts) : await verifyImage(target, opts);
+      if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      else await writeStdout([formatVerifyReport(report)]);
+      if (!report.ok) process.exitCode = EXIT_DIFFERENT;
     });
 
   program
@@ -530,17 +584,6 @@ export async function main(argv: string[]): Promise<number> {
 /** The file this code runs from (the bundle, in a bundled build). */
 function selfFile(): string {
   return fileURLToPath(import.meta.url);
-}
-
-/**
- * V8 doubles its young generation while a program allocates fast (up to 3 x 16 MiB in Node 20),
- * and cfs allocates fast: short-lived buffers by the hundred thousand. Keeping the young
- * generation at its initial size costs nothing measurable here and lowers peak RSS by 25-50 MB
- * (2 GB tree: 146 -> 119 MiB as a directory, 195 -> 147 MiB as a tar). The flag is read while
- * the program runs; only set on the Node versions checked (an unknown flag prints an error).
- */
-function keepYoungGenerationSmall(): void {
-  if (process.versions.node.split('.')[0] === '20') v8.setFlagsFromString('--semi-space-growth-factor=1');
 }
 
 /**

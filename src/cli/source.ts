@@ -11,14 +11,14 @@ import { readFile, stat } from 'node:fs/promises';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
-import { type LayerProgress, loadOciSource } from '../oci/image.js';
+import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import { transformForBoot, type ContentReader } from '../transform/boot.js';
 import { TransformError, canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
 import { applyMtimeView, type MtimeView } from '../transform/mtimes.js';
-import type { FileSystem, HashAlg } from '../tree/tree.js';
+import type { FileSystem, HashAlg, Inode } from '../tree/tree.js';
 import { UsageError } from './errors.js';
 import { Progress, human } from './progress.js';
 
@@ -32,6 +32,8 @@ export interface LoadedSource {
   provenance?: Provenance;
   /** Reads a regular file's content (the SELinux policy files of the bootable transform). */
   read: ContentReader;
+  /** Directory sources: the directory. */
+  dirPath?: string;
 }
 
 /** Which rules turn a raw tree into the final one. */
@@ -42,6 +44,8 @@ export interface Rules {
   bootable: boolean;
   /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
   tarKeepsAllXattrs?: boolean;
+  /** Bootable: /boot and /sysroot take /usr's mtime nanoseconds too (composefs-rs #396). */
+  bootMtimeNsec?: boolean;
   /**
    * The engine-faithful view (--layer-mtimes, --clamp-mtime), applied to the raw tree before
    * every other rule: the root then takes /usr's mtime as the shipped layers carry it.
@@ -63,6 +67,10 @@ export interface SourceOptions extends Rules {
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
+  /** OCI sources: which file contents to keep for `read` (default: the SELinux policy). */
+  kept?: KeptContent;
+  /** OCI sources: filled with the image's manifest annotations and config labels. */
+  metadata?: ImageMetadata;
 }
 
 /** Reads a dumpfile, naming it in errors (a directory gives EISDIR from read(), without a path). */
@@ -171,7 +179,22 @@ export async function applyRules(source: Pick<LoadedSource, 'fs' | 'kind' | 'rea
       canonicalizeRun(fs);
     } else transformForOci(fs, { propagateUsrToRoot: true, xattrs: rules.xattrs });
   }
-  if (rules.bootable) await transformForBoot(fs, source.read);
+  if (rules.bootable) await transformForBoot(fs, source.read, { mtimeNsec: rules.bootMtimeNsec === true });
+}
+
+/**
+ * A reader for copies of `raw`'s tree (cloneTree makes new leaves, and the contents an OCI
+ * source kept are found by the original leaf): looks the path up in the raw tree first.
+ */
+export function readerForCopies(raw: Pick<LoadedSource, 'fs' | 'read'>): ContentReader {
+  return async (p, leaf) => {
+    let node: Inode | undefined = raw.fs.root;
+    for (const c of p.toString('latin1').split('/')) {
+      if (c === '') continue;
+      node = node?.kind === 'dir' ? node.entries.get(c) : undefined;
+    }
+    return raw.read(p, node?.kind === 'leaf' ? node : leaf);
+  };
 }
 
 /** Loads a SOURCE as it is, before any finishing rule. */
@@ -194,14 +217,14 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
       // File contents are only ever read back for the SELinux policy, from the directory itself.
       const base = Buffer.from(rest);
       const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
-      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}`, read };
+      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}`, read, dirPath: rest };
     }
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':
     case 'layers': {
       const provenance = opts.provenance ? new Provenance() : undefined;
-      const kept = new KeptContent();
+      const kept = opts.kept ?? new KeptContent();
       const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
       const progress = new Progress(opts.progress, () => {
         if (counters.layer === 0) return `reading ${spec}`;
@@ -215,6 +238,7 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
       let fs: FileSystem;
       try {
         fs = await loadOciSource(spec, {
+          metadata: opts.metadata,
           hash: opts.hash,
           platform: opts.platform,
           provenance,

@@ -46,10 +46,14 @@ export interface NativeHash {
 }
 
 let native: NativeHash | null | undefined;
-let nativeFile: string | undefined;
+/** Set by worker threads: the file their parent loaded, or null for none (never searched). */
+let nativeFile: string | null | undefined;
 
-/** Where to load the addon from (worker threads get the path their parent found). */
-export function setNativeHashAddon(file: string | undefined): void {
+/**
+ * Where to load the addon from: worker threads get the file their parent loaded, or null when it
+ * had none (a worker never looks on its own: embedded worker code has no location to start from).
+ */
+export function setNativeHashAddon(file: string | null): void {
   nativeFile = file;
   native = undefined;
 }
@@ -60,7 +64,7 @@ export function nativeHash(): NativeHash | null {
   native = null;
   if (process.env.CFS_NO_NATIVE_HASH) return native;
   try {
-    const file = nativeFile ?? findXattrAddon();
+    const file = nativeFile === undefined ? findXattrAddon() : nativeFile;
     if (!file) return native;
     const mod = { exports: {} as Partial<NativeHash> };
     process.dlopen(mod, file);
@@ -77,7 +81,7 @@ export function nativeHash(): NativeHash | null {
 
 /** The addon file the native hash functions come from (for worker threads), if loaded. */
 export function nativeHashAddonFile(): string | undefined {
-  return nativeHash() ? (nativeFile ?? findXattrAddon()) : undefined;
+  return nativeHash() ? ((nativeFile === undefined ? findXattrAddon() : nativeFile) ?? undefined) : undefined;
 }
 
 /** One level of the Merkle tree: a block being filled with child hashes. */

@@ -236,7 +236,7 @@ function hashJob(job: HashJob): Uint8Array {
 export function runHashWorker(): void {
   if (!parentPort) throw new Error('runHashWorker: not in a worker thread');
   const port = parentPort;
-  setNativeHashAddon((workerData as HashWorkerData | undefined)?.addon);
+  setNativeHashAddon((workerData as HashWorkerData | undefined)?.addon ?? null);
   port.on('message', (b: HashBatch | BufferBatch) => {
     if ('kind' in b) {
       const r = hashBufferBatch(b);

@@ -24,6 +24,7 @@ import { type FileHandle, lstat, open, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
+import { withYoungGenerationGrowth } from '../tree/young-gen.js';
 import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from './bytes.js';
 import { type Compression, decompress, detectCompression, mediaTypeCompression } from './decompress.js';
 import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
@@ -59,6 +60,8 @@ export interface OciSourceOptions {
   kept?: KeptContent;
   /** Hashing threads for tar member contents (default: one per core). */
   jobs?: number;
+  /** Filled with the image's manifest annotations and config labels (where the source has them). */
+  metadata?: ImageMetadata;
   /** Filled in as layers are read, for a progress display (read it from a timer). */
   progress?: LayerProgress;
 }
@@ -76,6 +79,29 @@ export interface LayerProgress {
   read(): number;
   /** Tar members applied so far, over all layers. */
   entries: number;
+}
+
+/**
+ * What an image says about itself besides its layers: the digest of a sealed image may travel
+ * here (composefs-rs sealing keys, crates/composefs-oci/src/sealing_spec.rs v0.9.0).
+ */
+export interface ImageMetadata {
+  /** Top-level annotations of the image manifest (OCI layouts; docker archives have none). */
+  annotations: Record<string, string>;
+  /** `config.Labels` of the image configuration. */
+  labels: Record<string, string>;
+}
+
+/** String-valued entries of a JSON object (anything else is not an annotation/label). */
+function stringMap(x: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return out;
+  for (const [k, v] of Object.entries(x)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+function labelsOf(config: unknown): Record<string, string> {
+  return stringMap((config as { config?: { Labels?: unknown } } | null)?.config?.Labels);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,7 +395,8 @@ async function readJsonBlob(store: Store, desc: Descriptor, what: string): Promi
 
 function parseJson(data: Buffer, what: string): unknown {
   try {
-    return JSON.parse(data.toString('utf8'));
+    // Many values in a small young generation thrash the GC (src/tree/young-gen.ts).
+    return withYoungGenerationGrowth(data.length > 1 << 20, () => JSON.parse(data.toString('utf8')));
   } catch (e) {
     throw new OciSourceError(`${what} is not valid JSON: ${(e as Error).message}`);
   }
@@ -568,7 +595,7 @@ function manifestsOf(x: unknown, where: string): Descriptor[] {
 
 interface ResolvedImage {
   manifestDigest: string;
-  manifest: { config: Descriptor; layers: Descriptor[] };
+  manifest: { config: Descriptor; layers: Descriptor[]; annotations: Record<string, string> };
 }
 
 /** Follows indexes down to one image manifest. */
@@ -589,7 +616,7 @@ async function resolveDescriptor(store: Store, desc: Descriptor, want: Platform,
   const config = asDescriptor(json.config, where, 'config');
   if (!Array.isArray(json.layers)) throw badField(where, 'layers', 'is not a list');
   const layers = (json.layers as unknown[]).map((l, i) => asDescriptor(l, where, `layers[${i}]`));
-  return { manifestDigest: desc.digest, manifest: { config, layers } };
+  return { manifestDigest: desc.digest, manifest: { config, layers, annotations: stringMap(json.annotations) } };
 }
 
 /** The config's rootfs.diff_ids (image-spec config.md), each a sha256/sha512 digest. */
@@ -604,7 +631,7 @@ function diffIdsOf(config: unknown, where: string): string[] {
   });
 }
 
-async function layoutLayers(store: Store, ref: string | undefined, want: Platform): Promise<LayerSpec[]> {
+async function layoutLayers(store: Store, ref: string | undefined, want: Platform, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const layoutFile = await store.get('oci-layout');
   if (!layoutFile) throw new OciSourceError(`${store.describe}: not an OCI image layout (no oci-layout file)`);
   const index = await readJsonMember(store, 'index.json', MAX_JSON_LIST);
@@ -627,6 +654,7 @@ async function layoutLayers(store: Store, ref: string | undefined, want: Platfor
   }
   const img = await resolveDescriptor(store, desc, want);
   const config = await readJsonBlob(store, img.manifest.config, 'config');
+  if (meta) Object.assign(meta, { annotations: img.manifest.annotations, labels: labelsOf(config) });
   const diffIds = diffIdsOf(config, `${store.describe}: config ${img.manifest.config.digest}`);
   if (diffIds.length !== img.manifest.layers.length)
     throw new OciSourceError(
@@ -673,7 +701,7 @@ function dockerEntries(m: unknown, where: string): DockerEntry[] {
   });
 }
 
-async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined): Promise<LayerSpec[]> {
+async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const entries = dockerEntries(await readJsonMember(store, 'manifest.json', MAX_JSON_LIST), `${store.describe}: manifest.json`);
   let entry: DockerEntry | undefined;
   if (ref === undefined) {
@@ -704,7 +732,9 @@ async function dockerArchiveLayers(store: ArchiveStore, ref: string | undefined)
       throw new OciSourceError(`${store.describe}: config ${configName} does not match its digest (content is sha256:${actual})`);
   }
   const cwhere = `${store.describe}: config ${configName}`;
-  const diffIds = diffIdsOf(parseJson(data, cwhere), cwhere);
+  const configJson = parseJson(data, cwhere);
+  if (meta) Object.assign(meta, { annotations: {}, labels: labelsOf(configJson) });
+  const diffIds = diffIdsOf(configJson, cwhere);
   const layers = entry.Layers;
   if (diffIds.length !== layers.length)
     throw new OciSourceError(`${store.describe}: ${layers.length} layers but config lists ${diffIds.length} diff_ids`);
@@ -766,7 +796,7 @@ async function splitFileRef(s: string): Promise<[string, string | undefined]> {
 }
 
 /** The layers of a source spec, bottom first, each with what to verify. */
-async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
+async function layerSpecs(spec: string, want: Platform, meta?: ImageMetadata): Promise<LayerSpec[]> {
   const colon = spec.indexOf(':');
   const kind = colon === -1 ? '' : spec.slice(0, colon);
   const rest = spec.slice(colon + 1);
@@ -776,15 +806,15 @@ async function layerSpecs(spec: string, want: Platform): Promise<LayerSpec[]> {
       const [dir, ref] = await resolveLayoutRef(rest);
       const st = await stat(dir).catch(() => undefined);
       if (!st?.isDirectory()) throw new OciSourceError(`OCI layout ${dir} is not a directory`);
-      return layoutLayers(new DirStore(dir), ref || undefined, want);
+      return layoutLayers(new DirStore(dir), ref || undefined, want, meta);
     }
     case 'oci-archive': {
       const [file, ref] = await splitFileRef(rest);
-      return layoutLayers(await ArchiveStore.open(file, 'oci-archive'), ref, want);
+      return layoutLayers(await ArchiveStore.open(file, 'oci-archive'), ref, want, meta);
     }
     case 'docker-archive': {
       const [file, ref] = await splitFileRef(rest);
-      return dockerArchiveLayers(await ArchiveStore.open(file, 'docker-archive'), ref);
+      return dockerArchiveLayers(await ArchiveStore.open(file, 'docker-archive'), ref, meta);
     }
     case 'layers': {
       const files = rest.split(',').filter((f) => f !== '');
@@ -812,7 +842,7 @@ export function isOciSourceSpec(spec: string): boolean {
  */
 export async function loadOciSource(spec: string, opts: OciSourceOptions): Promise<FileSystem> {
   const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
-  const layers = await layerSpecs(spec, want);
+  const layers = await layerSpecs(spec, want, opts.metadata);
   const fs = newOciFileSystem();
   // Without a sink, file contents are hashed by worker threads while the main thread parses.
   // One thread fewer than cores: the main thread is busy too (reading, parsing, copying).

@@ -177,8 +177,11 @@ export interface ApplyOptions {
  */
 export class KeptContent {
   readonly byLeaf = new WeakMap<Leaf, Buffer>();
-  /** /etc/selinux/config and the file_contexts family. */
-  wants(path: Buffer): boolean {
+  /**
+   * /etc/selinux/config and the file_contexts family. Subclasses may keep other files, or only
+   * their first N bytes (a number; see KeepWish in tar-entry.ts).
+   */
+  wants(path: Buffer): boolean | number {
     // Asked for every member: the usual answer without building a string.
     if (path.indexOf(SELINUX) === -1) return false;
     // tar paths may carry `./` components; composefs-rs normalises them when applying

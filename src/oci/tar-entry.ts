@@ -565,8 +565,38 @@ export type TarItem =
   | { kind: 'leaf'; content: LeafContent; kept?: Buffer }
   | { kind: 'hardlink'; target: Buffer };
 
-/** Largest file whose content a `keep` predicate may retain. */
+/** Largest file whose content a `keep` predicate may retain whole. */
 const KEEP_MAX = 64n << 20n;
+
+/**
+ * What a `keep` predicate asks for: nothing, the whole content (files up to {@link KEEP_MAX}),
+ * or at most this many leading bytes (e.g. the headers and first sections of a large UKI).
+ */
+export type KeepWish = boolean | number;
+
+/** Collects the kept bytes of one member, up to its limit. */
+class Keeper {
+  private parts: Buffer[] = [];
+  private left: number;
+  constructor(limit: number) {
+    this.left = limit;
+  }
+  push(c: Uint8Array): void {
+    if (this.left <= 0) return;
+    const take = c.length <= this.left ? c : c.subarray(0, this.left);
+    this.parts.push(Buffer.from(take));
+    this.left -= take.length;
+  }
+  get data(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+function keepLimit(wish: KeepWish, size: bigint): number {
+  if (wish === true) return size <= KEEP_MAX ? Number(size) : 0;
+  if (wish === false || wish <= 0) return 0;
+  return Math.min(wish, Number(size));
+}
 
 /** composefs-rs `TarEntry`: absolute path (see {@link makeAbsolutePath}), stat, item. */
 export interface TarEntry {
@@ -633,7 +663,7 @@ export async function toTarEntry(
   src: ByteSource,
   hash: HashAlg,
   sink?: ObjectSink,
-  keep?: (path: Buffer) => boolean,
+  keep?: (path: Buffer) => KeepWish,
   par?: ParallelHashing,
 ): Promise<TarEntry> {
   const name = displayPath(raw.path);
@@ -646,7 +676,8 @@ export async function toTarEntry(
     if (raw.size > BigInt(INLINE_CONTENT_MAX)) {
       if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
       // Content read later (the SELinux policy of the bootable transform).
-      const wantKept = raw.size <= KEEP_MAX && keep !== undefined && keep(makeAbsolutePath(raw.path));
+      const limit = keep === undefined ? 0 : keepLimit(keep(makeAbsolutePath(raw.path)), raw.size);
+      const wantKept = limit > 0;
       const file = par && !sink ? fileBacked(src) : undefined;
       const at = file?.fileAt();
       if (par && at && !wantKept && raw.size >= RANGE_MIN && raw.size <= BigInt(at.left)) {
@@ -674,11 +705,11 @@ export async function toTarEntry(
         // (in place) before readTarEntries returns.
         const id = newId(hash);
         const st = pool.stream(hash);
-        const kept: Buffer[] | undefined = wantKept ? [] : undefined;
+        const kept = wantKept ? new Keeper(limit) : undefined;
         try {
           await src.each(Number(raw.size), (c) => {
             st.write(c);
-            if (kept) kept.push(Buffer.from(c));
+            kept?.push(c);
             return pool.room();
           });
         } catch (e) {
@@ -686,7 +717,7 @@ export async function toTarEntry(
           throw e;
         }
         st.end((d) => id.set(d));
-        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept && Buffer.concat(kept) };
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
         return finish(item);
       }
       if (!sink && raw.size < BigInt(RANGE_MIN)) {
@@ -695,18 +726,18 @@ export async function toTarEntry(
         const data = await src.read(n);
         if (data.length < n) fail('unexpected end of tar stream inside file content');
         const id = fsverityDigest(data, hash);
-        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: wantKept ? Buffer.from(data) : undefined };
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: wantKept ? Buffer.from(data.subarray(0, limit)) : undefined };
         return finish(item);
       }
       const h = new FsVerityHasher(hash);
       const out = await sink?.objectWriter();
       // Content we must read back later (the SELinux policy of the bootable transform).
-      const kept: Buffer[] | undefined = wantKept ? [] : undefined;
+      const kept = wantKept ? new Keeper(limit) : undefined;
       try {
         for await (const c of src.chunks(Number(raw.size))) {
           h.update(c);
           if (out) await out.write(c);
-          if (kept) kept.push(Buffer.from(c));
+          kept?.push(c);
         }
       } catch (e) {
         await out?.abort();
@@ -715,7 +746,7 @@ export async function toTarEntry(
       }
       const id = h.digest();
       await out?.commit(id);
-      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept && Buffer.concat(kept) };
+      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
     } else {
       const n = Number(raw.size);
       const data = await src.read(n);
@@ -779,7 +810,7 @@ export async function readTarEntries(
   hash: HashAlg,
   onEntry: (e: TarEntry) => Promise<void> | void,
   sink?: ObjectSink,
-  keep?: (path: Buffer) => boolean,
+  keep?: (path: Buffer) => KeepWish,
   pool?: HashPool,
   streamMin = 0,
 ): Promise<void> {

@@ -65,7 +65,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
-import { readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
+import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
 import { ALG_NUMBER } from '../fsverity/fsverity.js';
 import { RepoError } from '../repo/repo.js';
 
@@ -250,6 +250,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   try {
     rootXattrs = readXattrs(rootPath);
   } catch (e) {
+    if (e instanceof NativeAddonError) throw e; // about the addon, not this path
     throw scanError('cannot read extended attributes of', rootPath, e);
   }
   const rootDir = new Directory(statOf(rootSt, toXattrs(rootXattrs)));
@@ -466,7 +467,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
       if (hashError !== undefined || aborted) return;
       addEntries(task, anchor, buf, stack);
     } catch (e) {
-      if ((e as { cfsScan?: boolean }).cfsScan) throw e;
+      if ((e as { cfsScan?: boolean }).cfsScan || e instanceof NativeAddonError) throw e;
       throw scanError('cannot read directory', task.real, e);
     } finally {
       anchor?.release();
