@@ -377,13 +377,7 @@ export class Repository implements ObjectSink {
   async storeBytes(id: Buffer, data: Buffer, verify = false): Promise<void> {
     const tmp = this.tempPath();
     try {
-      const fh = await openTemp(tmp);
-      try {
-        await writeAll(fh, data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeTempFile(tmp, data);
     } catch (e) {
       await this.discardTemp(tmp);
       throw this.error(e, tmp);
@@ -485,17 +479,22 @@ async function mkdirs(dir: string, mode: number): Promise<void> {
 async function writeNew(file: string, data: Buffer): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
-    const fh = await openTemp(tmp);
-    try {
-      await writeAll(fh, data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeTempFile(tmp, data);
     await link(tmp, file);
   } finally {
     await unlink(tmp).catch(() => {});
     untrackTemp(tmp);
+  }
+}
+
+/** Creates the (tracked) temporary file `tmp` holding all of `data`, synced to disk. */
+async function writeTempFile(tmp: string, data: Buffer): Promise<void> {
+  const fh = await openTemp(tmp);
+  try {
+    await writeAll(fh, data);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

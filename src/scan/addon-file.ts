@@ -124,16 +124,7 @@ function unnamedFile(dir: string, bytes: Uint8Array, tmpfile: boolean): number {
       throw new Error(errnoReason(e));
     } finally {
       // Gone before anything is written: only the descriptor reaches the inode from here on.
-      try {
-        unlinkSync(file);
-      } catch {
-        /* not created */
-      }
-      try {
-        rmdirSync(priv);
-      } catch {
-        /* renamed away by someone else: their directory, not ours to clean */
-      }
+      removeBoth(file, priv);
     }
   }
   try {
@@ -234,16 +225,24 @@ function loadByName(dir: string, bytes: Uint8Array): { file: string; exports: ob
     }
     return { file, exports: mod.exports };
   } finally {
-    try {
-      unlinkSync(file);
-    } catch {
-      /* not created */
-    }
-    try {
-      rmdirSync(priv);
-    } catch {
-      /* nothing to do */
-    }
+    removeBoth(file, priv);
+  }
+}
+
+/**
+ * Removes our file and then its private directory, quietly: the file may not have been created,
+ * and a directory someone else renamed away is theirs, not ours to clean.
+ */
+function removeBoth(file: string, dir: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    /* not created */
+  }
+  try {
+    rmdirSync(dir);
+  } catch {
+    /* gone or not ours */
   }
 }
 
