@@ -1,7 +1,6 @@
 /** Errors the CLI reports as one line with a non-zero exit, never as a stack trace. */
 
-/** Bad command-line usage or an unusable argument (exit 2). */
-export class UsageError extends Error {}
+export { UsageError } from '../errors.js';
 
 /** Exit codes scripts can rely on. */
 export const EXIT_OK = 0;

@@ -8,7 +8,8 @@ import { fsverityDigest } from '../fsverity/fsverity.js';
 import { cloneTree } from '../tree/clone.js';
 import type { HashAlg } from '../tree/tree.js';
 import type { XattrFilterMode } from '../transform/transform.js';
-import { applyRules, readerForCopies, type LoadedSource, type Rules } from './source.js';
+import type { LoadedSource } from '../source/load.js';
+import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
 import { countSubsecond, type MtimeView } from '../transform/mtimes.js';
 
 /** One combination tried. */

@@ -28,7 +28,9 @@ import { cloneTree } from '../tree/clone.js';
 import { keyBytes, type Directory, type FileSystem, type HashAlg, type Leaf } from '../tree/tree.js';
 import { PROFILES, type KargForm, type Profile } from '../cli/profiles.js';
 import { describeAttempt, ruleSets } from '../cli/identify.js';
-import { applyRules, loadRawSource, readerForCopies, type LoadedSource, type Rules, type SourceOptions } from '../cli/source.js';
+import { loadRawSource, type LoadedSource } from '../source/load.js';
+import type { PipelineOptions as SourceOptions } from '../pipeline.js';
+import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
 import { parseComposefsKargs, type ParsedKarg } from './karg.js';
 
 /** Where composefs-boot looks for PE files, and what they are there. */
@@ -199,7 +201,7 @@ class Digests {
   async raw(hash: HashAlg): Promise<LoadedSource> {
     let r = this.raws.get(hash);
     if (!r) {
-      r = await loadRawSource(this.spec, { ...this.opts, hash, propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable: false });
+      r = await loadRawSource(this.spec, { ...this.opts, hash });
       this.raws.set(hash, r);
     }
     return r;
@@ -392,7 +394,7 @@ function finish(report: Omit<VerifyReport, 'problems' | 'ok'>): VerifyReport {
 export async function verifyImage(spec: string, opts: VerifySourceOptions): Promise<VerifyReport> {
   const kept = new UkiKept();
   const metadata: ImageMetadata = { annotations: {}, labels: {} };
-  const raw = await loadRawSource(spec, { ...opts, hash: 'sha512', propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable: false, kept, metadata });
+  const raw = await loadRawSource(spec, { ...opts, hash: 'sha512', kept, metadata });
   if (raw.kind === 'dumpfile') throw new VerifyError(`${spec}: a dumpfile holds no file contents: cannot read the UKIs or the SELinux policy`);
   const d = new Digests(spec, opts, raw);
   const notes: string[] = [];
@@ -444,7 +446,7 @@ export async function verifyPeFile(file: string, spec: string | undefined, opts:
     return finish({ files: [pe], labels: [], notes });
   }
   const metadata: ImageMetadata = { annotations: {}, labels: {} };
-  const raw = await loadRawSource(spec, { ...opts, hash: 'sha512', propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable: false, metadata });
+  const raw = await loadRawSource(spec, { ...opts, hash: 'sha512', metadata });
   if (raw.kind === 'dumpfile') throw new VerifyError(`${spec}: a dumpfile holds no file contents: cannot read the SELinux policy`);
   const d = new Digests(spec, opts, raw);
   const pe = await withFileReader(file, (r) => checkPe(d, raw.kind, { path: path.normalize(file), kind }, r, notes));

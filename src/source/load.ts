@@ -15,12 +15,10 @@ import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/im
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
-import { transformForBoot, type ContentReader } from '../transform/boot.js';
-import { TransformError, canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFilterMode } from '../transform/transform.js';
-import { applyMtimeView, type MtimeView } from '../transform/mtimes.js';
-import type { FileSystem, HashAlg, Inode } from '../tree/tree.js';
-import { UsageError } from './errors.js';
-import { Progress, human } from './progress.js';
+import type { ContentReader } from '../transform/boot.js';
+import type { FileSystem, HashAlg } from '../tree/tree.js';
+import { UsageError } from '../errors.js';
+import { Progress, human } from '../cli/progress.js';
 
 /** A loaded source: the tree and the hash of its object ids (if it has external files). */
 export interface LoadedSource {
@@ -36,24 +34,7 @@ export interface LoadedSource {
   dirPath?: string;
 }
 
-/** Which rules turn a raw tree into the final one. */
-export interface Rules {
-  /** cfsctl's transform_for_oci; false = `--no-propagate-usr-to-root` (raw tree). */
-  propagateUsrToRoot: boolean;
-  xattrs: XattrFilterMode;
-  bootable: boolean;
-  /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
-  tarKeepsAllXattrs?: boolean;
-  /** Bootable: /boot and /sysroot take /usr's mtime nanoseconds too (composefs-rs #396). */
-  bootMtimeNsec?: boolean;
-  /**
-   * The engine-faithful view (--layer-mtimes, --clamp-mtime), applied to the raw tree before
-   * every other rule: the root then takes /usr's mtime as the shipped layers carry it.
-   */
-  mtimes?: MtimeView;
-}
-
-export interface SourceOptions extends Rules {
+export interface SourceOptions {
   /** Hash of object ids computed from file content. */
   hash: HashAlg;
   /** Hashing threads. */
@@ -94,6 +75,39 @@ function splitSpec(spec: string): { kind: string; rest: string } {
   const m = /^([a-z][a-z-]*):(.*)$/s.exec(spec);
   if (m) return { kind: m[1], rest: m[2] };
   return { kind: '', rest: spec };
+}
+
+/**
+ * A parsed SOURCE. OCI kinds keep the text after `KIND:` as it is (`DIR[:REF]`, `FILE[:REF]`,
+ * `A.tar,B.tar.gz`): where the path ends and the ref begins is only decided against the
+ * filesystem, when the source is loaded.
+ */
+export type Source =
+  | { kind: 'dir'; path: string }
+  | { kind: 'dumpfile'; path: string /* '-' = standard input */ }
+  | { kind: 'oci' | 'oci-archive' | 'docker-archive' | 'layers'; spec: string };
+
+/** Parses a SOURCE argument (the one parser of SOURCE strings). */
+export function parseSource(spec: string): Source {
+  const { kind, rest } = splitSpec(spec);
+  switch (kind) {
+    case 'dumpfile':
+      if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
+      return { kind: 'dumpfile', path: rest };
+    case 'dir':
+    case '':
+      if (rest === '') throw new UsageError(`source '${spec}': missing directory path`);
+      return { kind: 'dir', path: rest };
+    case 'oci':
+    case 'oci-archive':
+    case 'docker-archive':
+    case 'layers':
+      return { kind, spec };
+    default:
+      throw new UsageError(
+        `source '${spec}': unknown source kind '${kind}'; expected a directory, dir:PATH, dumpfile:PATH, oci:DIR, oci-archive:FILE, docker-archive:FILE or layers:A.tar,... (see 'cfs --help')`,
+      );
+  }
 }
 
 /** The directory a SOURCE argument scans, if it is a directory source. */
@@ -168,41 +182,16 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
   }
 }
 
-/** Applies the finishing rules to a raw tree of `source`, in place. */
-export async function applyRules(source: Pick<LoadedSource, 'fs' | 'kind' | 'read'>, rules: Rules): Promise<void> {
-  const fs = source.fs;
-  if (rules.mtimes) applyMtimeView(fs, rules.mtimes);
-  if (source.kind !== 'dumpfile' && rules.propagateUsrToRoot) {
-    if (source.kind === 'oci' && rules.tarKeepsAllXattrs) {
-      // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path
-      copyRootMetadataFromUsr(fs);
-      canonicalizeRun(fs);
-    } else transformForOci(fs, { propagateUsrToRoot: true, xattrs: rules.xattrs });
-  }
-  if (rules.bootable) await transformForBoot(fs, source.read, { mtimeNsec: rules.bootMtimeNsec === true });
+/** Loads a SOURCE argument as it is, before any finishing rule. */
+export function loadRawSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
+  return loadRawTree(parseSource(spec), opts);
 }
 
-/**
- * A reader for copies of `raw`'s tree (cloneTree makes new leaves, and the contents an OCI
- * source kept are found by the original leaf): looks the path up in the raw tree first.
- */
-export function readerForCopies(raw: Pick<LoadedSource, 'fs' | 'read'>): ContentReader {
-  return async (p, leaf) => {
-    let node: Inode | undefined = raw.fs.root;
-    for (const c of p.toString('latin1').split('/')) {
-      if (c === '') continue;
-      node = node?.kind === 'dir' ? node.entries.get(c) : undefined;
-    }
-    return raw.read(p, node?.kind === 'leaf' ? node : leaf);
-  };
-}
-
-/** Loads a SOURCE as it is, before any finishing rule. */
-export async function loadRawSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
-  const { kind, rest } = splitSpec(spec);
-  switch (kind) {
+/** Loads a source as it is, before any finishing rule. */
+export async function loadRawTree(source: Source, opts: SourceOptions): Promise<LoadedSource> {
+  switch (source.kind) {
     case 'dumpfile': {
-      if (rest === '') throw new UsageError(`source '${spec}': missing path after 'dumpfile:'`);
+      const rest = source.path;
       const text = rest === '-' ? await readStdin() : await readDumpfile(rest);
       const { fs, objectHash } = parseDumpfile(text);
       const read: ContentReader = async () => {
@@ -210,9 +199,8 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
       };
       return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}`, read };
     }
-    case 'dir':
-    case '': {
-      if (rest === '') throw new UsageError(`source '${spec}': missing directory path`);
+    case 'dir': {
+      const rest = source.path;
       const fs = await scanDir(rest, opts);
       // File contents are only ever read back for the SELinux policy, from the directory itself.
       const base = Buffer.from(rest);
@@ -223,6 +211,7 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
     case 'oci-archive':
     case 'docker-archive':
     case 'layers': {
+      const spec = source.spec;
       const provenance = opts.provenance ? new Provenance() : undefined;
       const kept = opts.kept ?? new KeptContent();
       const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
@@ -257,21 +246,6 @@ export async function loadRawSource(spec: string, opts: SourceOptions): Promise<
       };
       return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance, read };
     }
-    default:
-      throw new UsageError(
-        `source '${spec}': unknown source kind '${kind}'; expected a directory, dir:PATH, dumpfile:PATH, oci:DIR, oci-archive:FILE, docker-archive:FILE or layers:A.tar,... (see 'cfs --help')`,
-      );
   }
 }
 
-/** Loads a SOURCE argument into its final tree. */
-export async function loadSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
-  const loaded = await loadRawSource(spec, opts);
-  try {
-    await applyRules(loaded, opts);
-  } catch (e) {
-    if (e instanceof TransformError) throw new Error(`${loaded.description}: ${e.message} (${e.hint})`);
-    throw e;
-  }
-  return loaded;
-}
