@@ -12,7 +12,8 @@
 import { DumpfileError, MAX_INLINE_CONTENT, parseDumpfile, SYMLINK_MAX } from '../src/dumpfile/parse.js';
 import { writeDumpfile } from '../src/dumpfile/write.js';
 import { ImageError, readErofs } from '../src/erofs/reader.js';
-import { writeErofs, type ErofsVersion } from '../src/erofs/writer.js';
+import type { ErofsVersion } from '../src/erofs/format.js';
+import { writeErofs } from '../src/erofs/writer.js';
 import { traverse, type FileSystem } from '../src/tree/tree.js';
 import { expectSame, Finding, MAX_MESSAGE } from './target.js';
 

@@ -8,7 +8,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { parseDumpfile } from '../src/dumpfile/parse.js';
-import { writeErofs, ErofsVersion } from '../src/erofs/writer.js';
+import type { ErofsVersion } from '../src/erofs/format.js';
+import { writeErofs } from '../src/erofs/writer.js';
 import { fsverityDigest } from '../src/fsverity/fsverity.js';
 import { xxh32 } from '../src/erofs/xxhash.js';
 import { Directory, FileSystem, Leaf, emptyStat } from '../src/tree/tree.js';

@@ -3,7 +3,8 @@
  * versions have used produces DIGEST. The source is read (and every file hashed) once; each
  * combination starts from a copy of that raw tree.
  */
-import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
+import type { ErofsVersion } from '../erofs/format.js';
+import { writeErofs } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import { cloneTree } from '../tree/clone.js';
 import type { HashAlg } from '../tree/tree.js';

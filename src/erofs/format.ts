@@ -1,10 +1,50 @@
 /**
  * The composefs EROFS on-disk format as typed structs with encoders and decoders.
  *
- * Everything is little-endian. Writers (V0/V1 and V2) and the reader share these definitions so
- * the byte layout lives in exactly one place. Layout rules (which inode goes where) are not
- * here: see the writers.
+ * Everything is little-endian. The writer and the reader share these definitions, so the byte
+ * layout lives in exactly one place: every field offset is spelled here and nowhere else (the
+ * `*_FIELD` tables, which error messages use too). The structs follow composefs-rs
+ * `crates/composefs/src/erofs/format.rs` (revision f22ecda9): `ComposefsHeader`, `Superblock`,
+ * `CompactInodeHeader`, `ExtendedInodeHeader`, `InodeXAttrHeader`, `XAttrHeader`,
+ * `DirectoryEntryHeader`, which its writer emits as they are.
+ *
+ * The `write*` functions encode in place into a caller's buffer at an offset, without
+ * allocating (the image writer calls them once per inode / entry), and write every byte of their
+ * struct, reserved bytes included, so the buffer need not be zero-filled. Layout rules (which
+ * inode goes where) are not here: see the writer.
  */
+
+/** The composefs format versions: 0 and 1 are C mkcomposefs's layouts, 2 the older composefs-rs one. */
+export type ErofsVersion = 0 | 1 | 2;
+
+// Little-endian stores without Buffer#writeUInt*'s per-call range checks (callers pass values
+// of the field's width; larger ones are truncated as a cast would).
+function put16(b: Uint8Array, off: number, v: number): void {
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+}
+
+function put32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+  b[off + 2] = v >>> 16;
+  b[off + 3] = v >>> 24;
+}
+
+/** A u64 from a non-negative number (< 2^64) or a bigint (negative: two's complement). */
+function put64(b: Uint8Array, off: number, v: number | bigint): void {
+  if (typeof v === 'number') {
+    put32(b, off, v % 0x100000000);
+    put32(b, off + 4, Math.floor(v / 0x100000000));
+  } else if (v >= 0n && v <= 0xffffffffn) {
+    put32(b, off, Number(v));
+    put32(b, off + 4, 0);
+  } else {
+    const u = BigInt.asUintN(64, v);
+    put32(b, off, Number(u & 0xffffffffn));
+    put32(b, off + 4, Number(u >> 32n));
+  }
+}
 
 export const BLOCK_SIZE = 4096;
 export const BLOCK_BITS = 12;
@@ -40,7 +80,7 @@ export const FT_LNK = 7;
 /** Bloom-filter seed for the xattr name filter (EROFS_XATTR_FILTER_SEED). */
 export const XATTR_FILTER_SEED = 0x25bbe08f;
 
-/** Composefs header, the first 32 bytes of every image. */
+/** Composefs header, the first 32 bytes of every image (16 of them reserved). */
 export interface ComposefsHeader {
   magic: number;
   version: number;
@@ -48,21 +88,26 @@ export interface ComposefsHeader {
   composefsVersion: number;
 }
 
-export function encodeComposefsHeader(h: ComposefsHeader): Buffer {
-  const b = Buffer.alloc(32);
-  b.writeUInt32LE(h.magic, 0);
-  b.writeUInt32LE(h.version, 4);
-  b.writeUInt32LE(h.flags, 8);
-  b.writeUInt32LE(h.composefsVersion, 12);
-  return b;
+export const COMPOSEFS_HEADER_SIZE = 32;
+/** Field offsets of {@link ComposefsHeader}. */
+export const COMPOSEFS_HEADER_FIELD = { magic: 0, version: 4, flags: 8, composefsVersion: 12 } as const;
+
+export function writeComposefsHeader(b: Buffer, off: number, h: ComposefsHeader): void {
+  const F = COMPOSEFS_HEADER_FIELD;
+  b.fill(0, off, off + COMPOSEFS_HEADER_SIZE);
+  put32(b, off + F.magic, h.magic);
+  put32(b, off + F.version, h.version);
+  put32(b, off + F.flags, h.flags);
+  put32(b, off + F.composefsVersion, h.composefsVersion);
 }
 
 export function decodeComposefsHeader(b: Buffer, off = 0): ComposefsHeader {
+  const F = COMPOSEFS_HEADER_FIELD;
   return {
-    magic: b.readUInt32LE(off),
-    version: b.readUInt32LE(off + 4),
-    flags: b.readUInt32LE(off + 8),
-    composefsVersion: b.readUInt32LE(off + 12),
+    magic: b.readUInt32LE(off + F.magic),
+    version: b.readUInt32LE(off + F.version),
+    flags: b.readUInt32LE(off + F.flags),
+    composefsVersion: b.readUInt32LE(off + F.composefsVersion),
   };
 }
 
@@ -82,42 +127,137 @@ export interface Superblock {
 }
 
 export const SUPERBLOCK_SIZE = 128;
+/** Field offsets of {@link Superblock} (the fields composefs leaves zero are not named). */
+export const SUPERBLOCK_FIELD = {
+  magic: 0,
+  featureCompat: 8,
+  blkszbits: 12,
+  rootNid: 14,
+  inos: 16,
+  buildTime: 24,
+  buildTimeNsec: 32,
+  blocks: 36,
+  metaBlkaddr: 40,
+  xattrBlkaddr: 44,
+  featureIncompat: 80,
+} as const;
 
-export function encodeSuperblock(s: Superblock): Buffer {
-  const b = Buffer.alloc(SUPERBLOCK_SIZE);
-  b.writeUInt32LE(s.magic, 0);
-  b.writeUInt32LE(s.featureCompat, 8);
-  b.writeUInt8(s.blkszbits, 12);
-  b.writeUInt16LE(s.rootNid, 14);
-  b.writeBigUInt64LE(s.inos, 16);
-  b.writeBigUInt64LE(BigInt.asUintN(64, s.buildTime), 24);
-  b.writeUInt32LE(s.buildTimeNsec >>> 0, 32);
-  b.writeUInt32LE(s.blocks >>> 0, 36);
-  b.writeUInt32LE(s.metaBlkaddr >>> 0, 40);
-  b.writeUInt32LE(s.xattrBlkaddr >>> 0, 44);
-  b.writeUInt32LE(s.featureIncompat >>> 0, 80);
-  return b;
+export function writeSuperblock(b: Buffer, off: number, s: Superblock): void {
+  const F = SUPERBLOCK_FIELD;
+  b.fill(0, off, off + SUPERBLOCK_SIZE);
+  put32(b, off + F.magic, s.magic);
+  put32(b, off + F.featureCompat, s.featureCompat);
+  b[off + F.blkszbits] = s.blkszbits;
+  put16(b, off + F.rootNid, s.rootNid);
+  put64(b, off + F.inos, s.inos);
+  put64(b, off + F.buildTime, s.buildTime);
+  put32(b, off + F.buildTimeNsec, s.buildTimeNsec);
+  put32(b, off + F.blocks, s.blocks);
+  put32(b, off + F.metaBlkaddr, s.metaBlkaddr);
+  put32(b, off + F.xattrBlkaddr, s.xattrBlkaddr);
+  put32(b, off + F.featureIncompat, s.featureIncompat);
 }
 
 export function decodeSuperblock(b: Buffer, off = EROFS_SUPER_OFFSET): Superblock {
+  const F = SUPERBLOCK_FIELD;
   return {
-    magic: b.readUInt32LE(off),
-    featureCompat: b.readUInt32LE(off + 8),
-    blkszbits: b.readUInt8(off + 12),
-    rootNid: b.readUInt16LE(off + 14),
-    inos: b.readBigUInt64LE(off + 16),
-    buildTime: BigInt.asIntN(64, b.readBigUInt64LE(off + 24)),
-    buildTimeNsec: b.readUInt32LE(off + 32),
-    blocks: b.readUInt32LE(off + 36),
-    metaBlkaddr: b.readUInt32LE(off + 40),
-    xattrBlkaddr: b.readUInt32LE(off + 44),
-    featureIncompat: b.readUInt32LE(off + 80),
+    magic: b.readUInt32LE(off + F.magic),
+    featureCompat: b.readUInt32LE(off + F.featureCompat),
+    blkszbits: b.readUInt8(off + F.blkszbits),
+    rootNid: b.readUInt16LE(off + F.rootNid),
+    inos: b.readBigUInt64LE(off + F.inos),
+    buildTime: BigInt.asIntN(64, b.readBigUInt64LE(off + F.buildTime)),
+    buildTimeNsec: b.readUInt32LE(off + F.buildTimeNsec),
+    blocks: b.readUInt32LE(off + F.blocks),
+    metaBlkaddr: b.readUInt32LE(off + F.metaBlkaddr),
+    xattrBlkaddr: b.readUInt32LE(off + F.xattrBlkaddr),
+    featureIncompat: b.readUInt32LE(off + F.featureIncompat),
   };
 }
 
+/** i_format: the data layout (LAYOUT_*) shifted left by one; bit 0 = extended header. */
+export function inodeFormat(layout: number, extended: boolean): number {
+  return (layout << 1) | (extended ? 1 : 0);
+}
+
 /**
- * An inode header, compact (32 bytes) or extended (64 bytes). Compact inodes have no mtime of
- * their own (the reader takes build_time) and 16-bit uid/gid/nlink, 32-bit size.
+ * A compact (32-byte) inode header: no mtime of its own (readers take the superblock's
+ * build_time), 16-bit nlink/uid/gid, 32-bit size. `format` is {@link inodeFormat}.
+ */
+export interface CompactInodeHeader {
+  format: number;
+  xattrIcount: number;
+  /** st_mode: type bits | permissions (16 bits). */
+  mode: number;
+  nlink: number;
+  size: number;
+  /** i_u: block address, rdev, or chunk format depending on type and layout. */
+  u: number;
+  ino: number;
+  uid: number;
+  gid: number;
+}
+
+/** An extended (64-byte) inode header: 64-bit size and mtime, 32-bit nlink/uid/gid. */
+export interface ExtendedInodeHeader {
+  format: number;
+  xattrIcount: number;
+  mode: number;
+  size: number | bigint;
+  u: number;
+  ino: number;
+  uid: number;
+  gid: number;
+  /** Seconds (signed; stored as the u64 two's complement). */
+  mtime: bigint;
+  mtimeNsec: number;
+  nlink: number;
+}
+
+/** Field offsets shared by both inode headers. */
+export const INODE_FIELD = { format: 0, xattrIcount: 2, mode: 4, size: 8, u: 16, ino: 20 } as const;
+/** Field offsets of {@link CompactInodeHeader} beyond {@link INODE_FIELD}. */
+export const COMPACT_INODE_FIELD = { nlink: 6, uid: 24, gid: 26 } as const;
+/** Field offsets of {@link ExtendedInodeHeader} beyond {@link INODE_FIELD}. */
+export const EXTENDED_INODE_FIELD = { uid: 24, gid: 28, mtime: 32, mtimeNsec: 40, nlink: 44 } as const;
+
+export function writeCompactInodeHeader(b: Buffer, off: number, h: CompactInodeHeader): void {
+  const F = INODE_FIELD;
+  const C = COMPACT_INODE_FIELD;
+  put16(b, off + F.format, h.format);
+  put16(b, off + F.xattrIcount, h.xattrIcount);
+  put16(b, off + F.mode, h.mode);
+  put16(b, off + C.nlink, h.nlink);
+  put32(b, off + F.size, h.size);
+  put32(b, off + F.size + 4, 0); // reserved
+  put32(b, off + F.u, h.u);
+  put32(b, off + F.ino, h.ino);
+  put16(b, off + C.uid, h.uid);
+  put16(b, off + C.gid, h.gid);
+  put32(b, off + C.gid + 2, 0); // reserved2
+}
+
+export function writeExtendedInodeHeader(b: Buffer, off: number, h: ExtendedInodeHeader): void {
+  const F = INODE_FIELD;
+  const E = EXTENDED_INODE_FIELD;
+  put16(b, off + F.format, h.format);
+  put16(b, off + F.xattrIcount, h.xattrIcount);
+  put16(b, off + F.mode, h.mode);
+  put16(b, off + F.mode + 2, 0); // reserved
+  put64(b, off + F.size, h.size);
+  put32(b, off + F.u, h.u);
+  put32(b, off + F.ino, h.ino);
+  put32(b, off + E.uid, h.uid);
+  put32(b, off + E.gid, h.gid);
+  put64(b, off + E.mtime, h.mtime);
+  put32(b, off + E.mtimeNsec, h.mtimeNsec);
+  put32(b, off + E.nlink, h.nlink);
+  for (let r = off + E.nlink + 4; r < off + EXTENDED_INODE_SIZE; r += 4) put32(b, r, 0); // reserved2
+}
+
+/**
+ * An inode header as the reader sees it, compact or extended: the fields of both, compact
+ * ones widened (size to bigint; mtime from the superblock's build time, as the kernel does).
  */
 export interface InodeHeader {
   extended: boolean;
@@ -140,44 +280,80 @@ export function inodeHeaderSize(extended: boolean): number {
   return extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE;
 }
 
+/** Whether the inode header at `off` is extended, and its data layout (from i_format alone). */
+export function decodeInodeFormat(b: Buffer, off: number): { extended: boolean; layout: number } {
+  const format = b.readUInt16LE(off + INODE_FIELD.format);
+  return { extended: (format & 1) === 1, layout: (format >> 1) & 0x7 };
+}
+
 /**
  * Decodes the inode header at `off`. Compact inodes get `mtimeSec`/`mtimeNsec` from the
  * superblock's build time, as the kernel does.
  */
 export function decodeInodeHeader(b: Buffer, off: number, sb: Superblock): InodeHeader {
-  const format = b.readUInt16LE(off);
-  const extended = (format & 1) === 1;
-  const layout = (format >> 1) & 0x7;
+  const F = INODE_FIELD;
+  const { extended, layout } = decodeInodeFormat(b, off);
   if (extended) {
+    const E = EXTENDED_INODE_FIELD;
     return {
       extended,
       layout,
-      xattrIcount: b.readUInt16LE(off + 2),
-      mode: b.readUInt16LE(off + 4),
-      size: b.readBigUInt64LE(off + 8),
-      u: b.readUInt32LE(off + 16),
-      ino: b.readUInt32LE(off + 20),
-      uid: b.readUInt32LE(off + 24),
-      gid: b.readUInt32LE(off + 28),
-      mtimeSec: BigInt.asIntN(64, b.readBigUInt64LE(off + 32)),
-      mtimeNsec: b.readUInt32LE(off + 40),
-      nlink: b.readUInt32LE(off + 44),
+      xattrIcount: b.readUInt16LE(off + F.xattrIcount),
+      mode: b.readUInt16LE(off + F.mode),
+      size: b.readBigUInt64LE(off + F.size),
+      u: b.readUInt32LE(off + F.u),
+      ino: b.readUInt32LE(off + F.ino),
+      uid: b.readUInt32LE(off + E.uid),
+      gid: b.readUInt32LE(off + E.gid),
+      mtimeSec: BigInt.asIntN(64, b.readBigUInt64LE(off + E.mtime)),
+      mtimeNsec: b.readUInt32LE(off + E.mtimeNsec),
+      nlink: b.readUInt32LE(off + E.nlink),
     };
   }
+  const C = COMPACT_INODE_FIELD;
   return {
     extended,
     layout,
-    xattrIcount: b.readUInt16LE(off + 2),
-    mode: b.readUInt16LE(off + 4),
-    nlink: b.readUInt16LE(off + 6),
-    size: BigInt(b.readUInt32LE(off + 8)),
-    u: b.readUInt32LE(off + 16),
-    ino: b.readUInt32LE(off + 20),
-    uid: b.readUInt16LE(off + 24),
-    gid: b.readUInt16LE(off + 26),
+    xattrIcount: b.readUInt16LE(off + F.xattrIcount),
+    mode: b.readUInt16LE(off + F.mode),
+    nlink: b.readUInt16LE(off + C.nlink),
+    size: BigInt(b.readUInt32LE(off + F.size)),
+    u: b.readUInt32LE(off + F.u),
+    ino: b.readUInt32LE(off + F.ino),
+    uid: b.readUInt16LE(off + C.uid),
+    gid: b.readUInt16LE(off + C.gid),
     mtimeSec: sb.buildTime,
     mtimeNsec: sb.buildTimeNsec,
   };
+}
+
+/** Field offsets of the in-inode xattr header (`InodeXAttrHeader`, 12 bytes, 7 reserved). */
+export const INODE_XATTR_HEADER_FIELD = { nameFilter: 0, sharedCount: 4 } as const;
+
+/**
+ * Writes the in-inode xattr header: the name filter (stored as given: composefs stores the
+ * complement of the bloom bits) and the count of shared references that follow it.
+ */
+export function writeInodeXattrHeader(b: Buffer, off: number, nameFilter: number, sharedCount: number): void {
+  const F = INODE_XATTR_HEADER_FIELD;
+  put32(b, off + F.nameFilter, nameFilter);
+  put32(b, off + F.sharedCount, sharedCount); // the count byte and 3 reserved
+  put32(b, off + F.sharedCount + 4, 0); // 4 more reserved
+}
+
+/** The shared-reference count of the in-inode xattr header at `off`. */
+export function decodeInodeXattrSharedCount(b: Buffer, off: number): number {
+  return b.readUInt8(off + INODE_XATTR_HEADER_FIELD.sharedCount);
+}
+
+/** Writes shared xattr reference `i` (a u32 id) of the body whose header is at `bodyOff`. */
+export function writeSharedXattrRef(b: Buffer, bodyOff: number, i: number, id: number): void {
+  put32(b, bodyOff + XATTR_IBODY_HEADER_SIZE + 4 * i, id);
+}
+
+/** Shared xattr reference `i` of the body whose header is at `bodyOff`. */
+export function decodeSharedXattrRef(b: Buffer, bodyOff: number, i: number): number {
+  return b.readUInt32LE(bodyOff + XATTR_IBODY_HEADER_SIZE + 4 * i);
 }
 
 /** Size of an in-inode xattr body for a given i_xattr_icount (0 = none). */
@@ -208,16 +384,49 @@ export interface XattrEntry {
   value: Buffer;
 }
 
+/** Field offsets of an xattr entry's header (`XAttrHeader`); the name suffix, then the value follow it. */
+export const XATTR_ENTRY_FIELD = { nameLen: 0, nameIndex: 1, valueSize: 2 } as const;
+export const XATTR_ENTRY_HEADER_SIZE = 4;
+
+/** Size of an xattr entry: header, suffix, value, padded to 4. */
+export function xattrEntrySize(suffixLen: number, valueLen: number): number {
+  return (XATTR_ENTRY_HEADER_SIZE + suffixLen + valueLen + 3) & ~3;
+}
+
+/**
+ * Writes an xattr entry's header and name suffix at `off` and returns where its value of
+ * `valueSize` bytes goes (for values the caller encodes in place); padding is not written.
+ */
+export function writeXattrEntryHead(b: Buffer, off: number, nameIndex: number, suffix: Uint8Array, valueSize: number): number {
+  const F = XATTR_ENTRY_FIELD;
+  b[off + F.nameLen] = suffix.length;
+  b[off + F.nameIndex] = nameIndex;
+  put16(b, off + F.valueSize, valueSize);
+  b.set(suffix, off + XATTR_ENTRY_HEADER_SIZE); // TypedArray set: no native call per (small) copy
+  return off + XATTR_ENTRY_HEADER_SIZE + suffix.length;
+}
+
+/** Writes a whole xattr entry at `off`, zero padding included; returns its size. */
+export function writeXattrEntry(b: Buffer, off: number, nameIndex: number, suffix: Uint8Array, value: Uint8Array): number {
+  const v = writeXattrEntryHead(b, off, nameIndex, suffix, value.length);
+  b.set(value, v);
+  const size = xattrEntrySize(suffix.length, value.length);
+  for (let p = v + value.length; p < off + size; p++) b[p] = 0;
+  return size;
+}
+
 /** Decodes an xattr entry at `off`; returns it with its padded length. */
 export function decodeXattrEntry(b: Buffer, off: number): { entry: XattrEntry; size: number } {
-  const nameLen = b.readUInt8(off);
-  const index = b.readUInt8(off + 1);
-  const valueLen = b.readUInt16LE(off + 2);
-  const end = off + 4 + nameLen + valueLen;
+  const F = XATTR_ENTRY_FIELD;
+  const nameLen = b.readUInt8(off + F.nameLen);
+  const index = b.readUInt8(off + F.nameIndex);
+  const valueLen = b.readUInt16LE(off + F.valueSize);
+  const start = off + XATTR_ENTRY_HEADER_SIZE;
+  const end = start + nameLen + valueLen;
   if (end > b.length) throw new RangeError(`xattr entry at offset ${off} runs past the end of the image`);
-  const suffix = b.subarray(off + 4, off + 4 + nameLen);
-  const value = b.subarray(off + 4 + nameLen, end);
-  return { entry: { index, suffix, value }, size: (4 + nameLen + valueLen + 3) & ~3 };
+  const suffix = b.subarray(start, start + nameLen);
+  const value = b.subarray(start + nameLen, end);
+  return { entry: { index, suffix, value }, size: xattrEntrySize(nameLen, valueLen) };
 }
 
 /** A directory entry as stored: target nid, name, file type. */
@@ -238,33 +447,50 @@ export class ImageError extends Error {
   }
 }
 
+/** Field offsets of a dirent header (`DirectoryEntryHeader`, 12 bytes); names follow all headers. */
+export const DIRENT_FIELD = { nid: 0, nameOff: 8, fileType: 10 } as const;
+
+/**
+ * Writes dirent header `i` of the group at `groupOff`: the target's nid (< 2^53), the offset of
+ * its name from the start of the group, its file type.
+ */
+export function writeDirentHeader(b: Buffer, groupOff: number, i: number, nid: number, nameOff: number, fileType: number): void {
+  const F = DIRENT_FIELD;
+  const h = groupOff + i * DIRENT_SIZE;
+  put64(b, h + F.nid, nid);
+  put16(b, h + F.nameOff, nameOff);
+  b[h + F.fileType] = fileType;
+  b[h + F.fileType + 1] = 0; // reserved
+}
+
 /**
  * Decodes a dirent group (one block or the inline tail) of `len` bytes at `off`: all headers,
  * then all names. The last name ends at the first NUL or at the end of the group (full blocks
  * are zero-padded). Each entry carries the offset of its header.
  */
 export function decodeDirents(b: Buffer, off: number, len: number): (Dirent & { off: number })[] {
+  const F = DIRENT_FIELD;
   if (off + len > b.length) throw new ImageError(`directory block of ${len} bytes runs past the end of the image`, off);
   if (len < DIRENT_SIZE) throw new ImageError(`directory block of ${len} bytes is too short for a dirent`, off);
-  const first = b.readUInt16LE(off + 8);
+  const first = b.readUInt16LE(off + F.nameOff);
   if (first === 0 || first % DIRENT_SIZE !== 0 || first > len) {
-    throw new ImageError(`directory block has a bad first name offset ${first}`, off + 8);
+    throw new ImageError(`directory block has a bad first name offset ${first}`, off + F.nameOff);
   }
   const n = first / DIRENT_SIZE;
   const out: (Dirent & { off: number })[] = [];
   for (let i = 0; i < n; i++) {
     const d = off + i * DIRENT_SIZE;
-    const nameOff = b.readUInt16LE(d + 8);
+    const nameOff = b.readUInt16LE(d + F.nameOff);
     let nameEnd: number;
-    if (i + 1 < n) nameEnd = b.readUInt16LE(d + DIRENT_SIZE + 8);
+    if (i + 1 < n) nameEnd = b.readUInt16LE(d + DIRENT_SIZE + F.nameOff);
     else {
       const z = nameOff <= len ? b.subarray(off + nameOff, off + len).indexOf(0) : -1;
       nameEnd = z === -1 ? len : nameOff + z;
     }
     if (nameOff < first || nameOff > nameEnd || nameEnd > len) {
-      throw new ImageError(`dirent ${i} has bad name offsets ${nameOff}..${nameEnd}`, d + 8);
+      throw new ImageError(`dirent ${i} has bad name offsets ${nameOff}..${nameEnd}`, d + F.nameOff);
     }
-    out.push({ nid: b.readBigUInt64LE(d), fileType: b.readUInt8(d + 10), name: b.subarray(off + nameOff, off + nameEnd), off: d });
+    out.push({ nid: b.readBigUInt64LE(d + F.nid), fileType: b.readUInt8(d + F.fileType), name: b.subarray(off + nameOff, off + nameEnd), off: d });
   }
   return out;
 }

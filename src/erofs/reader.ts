@@ -48,7 +48,17 @@ import {
   decodeInodeHeader,
   decodeSuperblock,
   decodeXattrEntry,
+  decodeInodeFormat,
+  decodeInodeXattrSharedCount,
+  decodeSharedXattrRef,
   xattrBodySize,
+  COMPOSEFS_HEADER_FIELD,
+  SUPERBLOCK_FIELD,
+  INODE_FIELD,
+  EXTENDED_INODE_FIELD,
+  INODE_XATTR_HEADER_FIELD,
+  XATTR_ENTRY_FIELD,
+  DIRENT_FIELD,
   type InodeHeader,
   type Superblock,
   ImageError,
@@ -153,10 +163,10 @@ export function decodeImageHead(img: Buffer): { version: 0 | 1 | 2; sb: Superblo
     throw new ImageError(`not a composefs image: bad composefs magic 0x${hdr.magic.toString(16)} (expected 0x${COMPOSEFS_MAGIC.toString(16)})`, 0);
   }
   if (hdr.version !== COMPOSEFS_HEADER_VERSION) {
-    throw new ImageError(`unsupported composefs header version ${hdr.version}`, 4);
+    throw new ImageError(`unsupported composefs header version ${hdr.version}`, COMPOSEFS_HEADER_FIELD.version);
   }
   if (hdr.composefsVersion > 2) {
-    throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, 12);
+    throw new ImageError(`unknown composefs_version ${hdr.composefsVersion} (expected 0, 1 or 2)`, COMPOSEFS_HEADER_FIELD.composefsVersion);
   }
   if (img.length < IMAGE_HEAD_SIZE) {
     throw new ImageError(`image too short for the EROFS superblock (${img.length} bytes)`, EROFS_SUPER_OFFSET);
@@ -166,10 +176,10 @@ export function decodeImageHead(img: Buffer): { version: 0 | 1 | 2; sb: Superblo
     throw new ImageError(`bad EROFS magic 0x${sb.magic.toString(16)}`, EROFS_SUPER_OFFSET);
   }
   if (sb.blkszbits !== BLOCK_BITS) {
-    throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + 12);
+    throw new ImageError(`unsupported block size 2^${sb.blkszbits} (composefs uses 4096)`, EROFS_SUPER_OFFSET + SUPERBLOCK_FIELD.blkszbits);
   }
   if ((sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
-    throw new ImageError(`unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`, EROFS_SUPER_OFFSET + 80);
+    throw new ImageError(`unsupported EROFS incompatible features 0x${(sb.featureIncompat >>> 0).toString(16)}`, EROFS_SUPER_OFFSET + SUPERBLOCK_FIELD.featureIncompat);
   }
   return { version: hdr.composefsVersion as 0 | 1 | 2, sb };
 }
@@ -196,9 +206,9 @@ class Reader {
 
   read(): { fs: FileSystem; version: 0 | 1 | 2 } {
     this.readHeaders();
-    const rootRaw = this.readInode(this.rootNid, EROFS_SUPER_OFFSET + 14);
+    const rootRaw = this.readInode(this.rootNid, EROFS_SUPER_OFFSET + SUPERBLOCK_FIELD.rootNid);
     if ((rootRaw.h.mode & S_IFMT) !== S_IFDIR) {
-      throw new ImageError(`root inode (nid ${this.rootNid}) is not a directory`, rootRaw.off + 4);
+      throw new ImageError(`root inode (nid ${this.rootNid}) is not a directory`, rootRaw.off + INODE_FIELD.mode);
     }
     const root = new Directory(this.baseStat(rootRaw.h));
     this.dirNids.add(this.rootNid);
@@ -249,11 +259,11 @@ class Reader {
     if (start + n > this.blockOwner.length) {
       throw new ImageError(
         `data blocks ${start}..${start + n - 1} lie past the end of the image (${this.blockOwner.length} blocks)`,
-        inodeOff + 16,
+        inodeOff + INODE_FIELD.u,
       );
     }
     for (let b = start; b < start + n; b++) {
-      if (this.blockOwner[b]) throw new ImageError(`data block ${b} is used by more than one inode`, inodeOff + 16);
+      if (this.blockOwner[b]) throw new ImageError(`data block ${b} is used by more than one inode`, inodeOff + INODE_FIELD.u);
       this.blockOwner[b] = 1;
     }
     this.spend(n * BLOCK_SIZE, inodeOff);
@@ -268,26 +278,24 @@ class Reader {
     if (!Number.isSafeInteger(off) || off + COMPACT_INODE_SIZE > this.img.length) {
       throw new ImageError(`reference to inode nid ${nid}, which lies outside the image`, refOff);
     }
-    const format = this.img.readUInt16LE(off);
-    const extended = (format & 1) === 1;
+    const { extended, layout } = decodeInodeFormat(this.img, off);
     const isize = extended ? EXTENDED_INODE_SIZE : COMPACT_INODE_SIZE;
     this.need(off, isize, `inode nid ${nid}`);
-    const layout = (format >> 1) & 0x7;
     if (layout !== LAYOUT_FLAT_PLAIN && layout !== LAYOUT_FLAT_INLINE && layout !== LAYOUT_CHUNK_BASED) {
       throw new ImageError(`inode nid ${nid} has unsupported data layout ${layout}`, off);
     }
     const h = decodeInodeHeader(this.img, off, this.sb);
     // Refused by the dumpfile parser (which the dump of this image must satisfy): one rule both ways.
     if (h.mtimeNsec >= 1_000_000_000)
-      throw new ImageError(`inode nid ${nid} has mtime nanoseconds ${h.mtimeNsec} (must be < 1000000000)`, extended ? off + 40 : EROFS_SUPER_OFFSET + 32);
+      throw new ImageError(`inode nid ${nid} has mtime nanoseconds ${h.mtimeNsec} (must be < 1000000000)`, extended ? off + EXTENDED_INODE_FIELD.mtimeNsec : EROFS_SUPER_OFFSET + SUPERBLOCK_FIELD.buildTimeNsec);
     const xsize = xattrBodySize(h.xattrIcount);
     const bodyOff = off + isize;
-    this.need(bodyOff, xsize, `xattr body of inode nid ${nid}`, off + 2);
+    this.need(bodyOff, xsize, `xattr body of inode nid ${nid}`, off + INODE_FIELD.xattrIcount);
     const inlineOff = bodyOff + xsize;
     let inlineLen = 0;
     if (layout === LAYOUT_FLAT_INLINE) {
       inlineLen = Number(h.size % BigInt(BLOCK_SIZE));
-      this.need(inlineOff, inlineLen, `inline data of inode nid ${nid}`, off + 8);
+      this.need(inlineOff, inlineLen, `inline data of inode nid ${nid}`, off + INODE_FIELD.size);
     }
     this.spend(isize + xsize + inlineLen, off);
     const xattrs = this.readXattrBody(bodyOff, xsize);
@@ -298,13 +306,14 @@ class Reader {
     const out: RawXattr[] = [];
     if (xsize === 0) return out;
     const end = bodyOff + xsize;
-    const sharedCount = this.img.readUInt8(bodyOff + 4);
+    const sharedCount = decodeInodeXattrSharedCount(this.img, bodyOff);
     const refsEnd = bodyOff + XATTR_IBODY_HEADER_SIZE + 4 * sharedCount;
     if (refsEnd > end) {
-      throw new ImageError(`xattr body declares ${sharedCount} shared xattrs but is only ${xsize} bytes`, bodyOff + 4);
+      throw new ImageError(`xattr body declares ${sharedCount} shared xattrs but is only ${xsize} bytes`, bodyOff + INODE_XATTR_HEADER_FIELD.sharedCount);
     }
-    for (let p = bodyOff + XATTR_IBODY_HEADER_SIZE; p < refsEnd; p += 4) {
-      const s = this.sharedXattr(this.img.readUInt32LE(p), p);
+    for (let k = 0; k < sharedCount; k++) {
+      const p = bodyOff + XATTR_IBODY_HEADER_SIZE + 4 * k;
+      const s = this.sharedXattr(decodeSharedXattrRef(this.img, bodyOff, k), p);
       out.push({ name: s.name, value: s.value, off: p });
     }
     let p = refsEnd;
@@ -343,7 +352,7 @@ class Reader {
   }
 
   private xattrName(index: number, suffix: Buffer, off: number): string {
-    if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + 1);
+    if (index >= XATTR_PREFIXES.length) throw new ImageError(`unknown xattr name index ${index}`, off + XATTR_ENTRY_FIELD.nameIndex);
     return (XATTR_PREFIXES[index] ?? '') + nameKey(suffix);
   }
 
@@ -353,7 +362,7 @@ class Reader {
    */
   private checkStat(stat: Stat, path: string, raw: RawInode): void {
     const bad = statXattrsProblem(stat);
-    if (bad !== null) throw new ImageError(`${showPath(path)}: ${bad}`, raw.off + 2);
+    if (bad !== null) throw new ImageError(`${showPath(path)}: ${bad}`, raw.off + INODE_FIELD.xattrIcount);
   }
 
   private baseStat(h: InodeHeader): Stat {
@@ -389,10 +398,10 @@ class Reader {
   /** The bytes of a FLAT_PLAIN / FLAT_INLINE inode: its blocks, then its inline tail. */
   private readData(raw: RawInode): Buffer {
     const h = raw.h;
-    const layout = (this.img.readUInt16LE(raw.off) >> 1) & 0x7;
+    const layout = raw.h.layout;
     if (layout === LAYOUT_CHUNK_BASED) throw new ImageError(`inode nid ${raw.nid} must not be chunk-based`, raw.off);
     if (h.size > BigInt(this.img.length)) {
-      throw new ImageError(`inode nid ${raw.nid} has size ${h.size}, larger than the image`, raw.off + 8);
+      throw new ImageError(`inode nid ${raw.nid} has size ${h.size}, larger than the image`, raw.off + INODE_FIELD.size);
     }
     const size = Number(h.size);
     const nBlocks = layout === LAYOUT_FLAT_PLAIN ? Math.ceil(size / BLOCK_SIZE) : Math.floor(size / BLOCK_SIZE);
@@ -410,10 +419,10 @@ class Reader {
   /** Dirents of a directory inode, in stored order, with the offset of each dirent. */
   private readDirents(raw: RawInode): { name: Buffer; nid: bigint; off: number }[] {
     const h = raw.h;
-    const layout = (this.img.readUInt16LE(raw.off) >> 1) & 0x7;
+    const layout = raw.h.layout;
     if (layout === LAYOUT_CHUNK_BASED) throw new ImageError(`directory nid ${raw.nid} is chunk-based`, raw.off);
     if (h.size > BigInt(this.img.length)) {
-      throw new ImageError(`directory nid ${raw.nid} has size ${h.size}, larger than the image`, raw.off + 8);
+      throw new ImageError(`directory nid ${raw.nid} has size ${h.size}, larger than the image`, raw.off + INODE_FIELD.size);
     }
     const size = Number(h.size);
     const nBlocks = layout === LAYOUT_FLAT_PLAIN ? Math.ceil(size / BLOCK_SIZE) : Math.floor(size / BLOCK_SIZE);
@@ -454,7 +463,7 @@ class Reader {
         continue;
       }
       const badName = entryNameProblem(e.name);
-      if (badName !== null) throw new ImageError(`${showPath(job.path)}: ${badName}`, e.off + 8);
+      if (badName !== null) throw new ImageError(`${showPath(job.path)}: ${badName}`, e.off + DIRENT_FIELD.nameOff);
       const key = nameKey(e.name);
       const path = childPath(job.path, key);
       if (dir.entries.has(key)) throw new ImageError(`${showPath(path)}: duplicate directory entry`, e.off);
@@ -540,7 +549,7 @@ class Reader {
         content = { type: 'socket' };
         break;
       default:
-        throw new ImageError(`inode nid ${raw.nid} has unknown file type 0o${type.toString(8)}`, raw.off + 4);
+        throw new ImageError(`inode nid ${raw.nid} has unknown file type 0o${type.toString(8)}`, raw.off + INODE_FIELD.mode);
     }
     return new Leaf(stat, content);
   }
@@ -552,7 +561,7 @@ class Reader {
    */
   private symlinkTarget(raw: RawInode): Buffer {
     const t = this.readData(raw);
-    if (t.length === 0) throw new ImageError(`inode nid ${raw.nid}: empty symlink target`, raw.off + 8);
+    if (t.length === 0) throw new ImageError(`inode nid ${raw.nid}: empty symlink target`, raw.off + INODE_FIELD.size);
     if (t.includes(0)) throw new ImageError(`inode nid ${raw.nid}: symlink target contains a NUL byte`, raw.off);
     return t;
   }
@@ -566,7 +575,7 @@ class Reader {
     }
     const id = redirect ? parseObjectPath(redirect.value) : null;
     if (id) return { type: 'external-no-verity', id, size };
-    const layout = (this.img.readUInt16LE(raw.off) >> 1) & 0x7;
+    const layout = raw.h.layout;
     if (layout === LAYOUT_CHUNK_BASED) return { type: 'sparse', size };
     return { type: 'inline', data: this.readData(raw) };
   }

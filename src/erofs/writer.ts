@@ -45,9 +45,20 @@ import {
   LAYOUT_FLAT_PLAIN,
   SUPERBLOCK_SIZE,
   XATTR_IBODY_HEADER_SIZE,
-  encodeComposefsHeader,
-  encodeSuperblock,
+  type CompactInodeHeader,
+  type ErofsVersion,
+  type ExtendedInodeHeader,
+  inodeFormat,
   roundUp,
+  writeCompactInodeHeader,
+  writeComposefsHeader,
+  writeDirentHeader,
+  writeExtendedInodeHeader,
+  writeInodeXattrHeader,
+  writeSharedXattrRef,
+  writeSuperblock,
+  writeXattrEntryHead,
+  xattrEntrySize,
   xattrIcount,
 } from './format.js';
 import {
@@ -98,7 +109,7 @@ import {
 import { type DirContent, type DirEntries, splitDirectory } from './dirblocks.js';
 import { childPath, entryNameProblem, rdevProblem, showPath, statXattrsProblem } from '../tree/validate.js';
 
-export type ErofsVersion = 0 | 1 | 2;
+export type { ErofsVersion };
 
 /** Inodes are 32-byte aligned: nid = offset / 32. */
 const SLOT = 32;
@@ -879,10 +890,10 @@ class FastXattrs {
     this.filter = (this.mc.bit | this.rd.bit) >>> 0;
   }
   mcEntrySize(idLen: number): number {
-    return (4 + this.mc.suffix.length + metacopyLength(idLen) + 3) & ~3;
+    return xattrEntrySize(this.mc.suffix.length, metacopyLength(idLen));
   }
   rdEntrySize(idLen: number): number {
-    return (4 + this.rd.suffix.length + redirectLength(idLen) + 3) & ~3;
+    return xattrEntrySize(this.rd.suffix.length, redirectLength(idLen));
   }
   byteSize(g: IdGroup): number {
     const idLen = g.id.length;
@@ -893,33 +904,17 @@ class FastXattrs {
   }
   write(buf: Buffer, off: number, g: IdGroup, sharedRef: (index: number) => number): void {
     const id = g.id;
-    buf.writeUInt32LE(~this.filter >>> 0, off);
-    buf[off + 4] = (g.mcPos >= 0 ? 1 : 0) + (g.rdPos >= 0 ? 1 : 0);
-    off += XATTR_IBODY_HEADER_SIZE;
-    if (g.mcPos >= 0) {
-      buf.writeUInt32LE(sharedRef(g.mcPos) >>> 0, off);
-      off += 4;
-    }
-    if (g.rdPos >= 0) {
-      buf.writeUInt32LE(sharedRef(g.rdPos) >>> 0, off);
-      off += 4;
-    }
+    let refs = 0;
+    if (g.mcPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(g.mcPos));
+    if (g.rdPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(g.rdPos));
+    writeInodeXattrHeader(buf, off, ~this.filter >>> 0, refs);
+    off += XATTR_IBODY_HEADER_SIZE + 4 * refs;
     if (g.mcPos < 0) {
-      writeMetacopyValue(buf, entryHead(buf, off, this.mc, metacopyLength(id.length)), id);
+      writeMetacopyValue(buf, writeXattrEntryHead(buf, off, this.mc.index, this.mc.suffix, metacopyLength(id.length)), id);
       off += this.mcEntrySize(id.length);
     }
-    if (g.rdPos < 0) writeRedirectValue(buf, entryHead(buf, off, this.rd, redirectLength(id.length)), id);
+    if (g.rdPos < 0) writeRedirectValue(buf, writeXattrEntryHead(buf, off, this.rd.index, this.rd.suffix, redirectLength(id.length)), id);
   }
-}
-
-/** Writes an xattr entry's header and name suffix at `off`; returns where its value goes. */
-function entryHead(buf: Buffer, off: number, name: SplitName, valueLen: number): number {
-  const s = name.suffix;
-  buf[off] = s.length;
-  buf[off + 1] = name.index;
-  buf.writeUInt16LE(valueLen, off + 2);
-  buf.set(s, off + 4);
-  return off + 4 + s.length;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1057,40 +1052,22 @@ function inodeU(inos: Inodes, i: number, blockOffset: number, epoch1: boolean): 
 }
 
 /**
- * Writes the dirents `from`..`to` of a directory at `off`: all 12-byte headers (nid, nameoff,
- * file type), then all names (the layout format.ts `decodeDirents` reads).
+ * Writes the dirents `from`..`to` of a directory as one group at `off`: all headers, then all
+ * names (the layout format.ts `decodeDirents` reads).
  */
 function writeDirents(buf: Buffer, off: number, d: DirContent, from: number, to: number, layout: Layout): void {
   let nameoff = DIRENT_SIZE * (to - from);
   const { names, targets, types } = d;
   const offsets = layout.offset;
   for (let i = from; i < to; i++) {
-    const h = off + (i - from) * DIRENT_SIZE;
-    const nid = offsets[targets[i]] / SLOT;
-    if (nid <= 0xffffffff) buf.writeUInt32LE(nid, h);
-    else {
-      buf.writeUInt32LE(nid % 0x100000000, h);
-      buf.writeUInt32LE(Math.floor(nid / 0x100000000), h + 4);
-    }
-    buf.writeUInt16LE(nameoff, h + 8);
-    buf[h + 10] = types[i];
+    writeDirentHeader(buf, off, i - from, offsets[targets[i]] / SLOT, nameoff, types[i]);
     nameoff += buf.write(names[i], off + nameoff, 'latin1');
   }
 }
 
-/** Little-endian u64 of a (possibly negative: two's complement) bigint or a non-negative number. */
-function writeU64(buf: Buffer, off: number, v: bigint | number): void {
-  if (typeof v === 'number') {
-    buf.writeUInt32LE(v % 0x100000000, off);
-    if (v > 0xffffffff) buf.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
-    return;
-  }
-  if (v >= 0n && v <= 0xffffffffn) {
-    buf.writeUInt32LE(Number(v), off); // high half stays zero
-    return;
-  }
-  buf.writeBigUInt64LE(BigInt.asUintN(64, v), off);
-}
+// One header of each kind, refilled for every inode (no object per inode).
+const compactHeader: CompactInodeHeader = { format: 0, xattrIcount: 0, mode: 0, nlink: 0, size: 0, u: 0, ino: 0, uid: 0, gid: 0 };
+const extendedHeader: ExtendedInodeHeader = { format: 0, xattrIcount: 0, mode: 0, size: 0, u: 0, ino: 0, uid: 0, gid: 0, mtime: 0n, mtimeNsec: 0, nlink: 0 };
 
 /**
  * Writes an inode at its offset into the zero-filled image: the header (the layout format.ts
@@ -1108,29 +1085,34 @@ function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fas
   const nlink = nlinkOf(inos, i);
   const lay = layout.layout[i];
   if (layout.compact[i] === 0) {
-    buf.writeUInt16LE(((lay << 1) | 1) & 0xffff, off);
-    buf.writeUInt16LE(xattrIcount(xs), off + 2);
-    buf.writeUInt16LE(mode, off + 4);
-    writeU64(buf, off + 8, size);
-    buf.writeUInt32LE(u, off + 16);
-    buf.writeUInt32LE(ino, off + 20);
-    buf.writeUInt32LE(st.uid >>> 0, off + 24);
-    buf.writeUInt32LE(st.gid >>> 0, off + 28);
-    writeU64(buf, off + 32, st.mtimeSec);
+    const h = extendedHeader;
+    h.format = inodeFormat(lay, true);
+    h.xattrIcount = xattrIcount(xs);
+    h.mode = mode;
+    h.size = size;
+    h.u = u;
+    h.ino = ino;
+    h.uid = st.uid;
+    h.gid = st.gid;
+    h.mtime = st.mtimeSec;
     // Epoch 2 does not keep sub-second mtimes.
-    buf.writeUInt32LE((ctx.epoch1 ? st.mtimeNsec : 0) >>> 0, off + 40);
-    buf.writeUInt32LE(nlink >>> 0, off + 44);
+    h.mtimeNsec = ctx.epoch1 ? st.mtimeNsec : 0;
+    h.nlink = nlink;
+    writeExtendedInodeHeader(buf, off, h);
     off += EXTENDED_INODE_SIZE;
   } else {
-    buf.writeUInt16LE((lay << 1) & 0xffff, off);
-    buf.writeUInt16LE(xattrIcount(xs), off + 2);
-    buf.writeUInt16LE(mode, off + 4);
-    buf.writeUInt16LE(nlink & 0xffff, off + 6);
-    buf.writeUInt32LE(typeof size === 'number' ? size : Number(size), off + 8);
-    buf.writeUInt32LE(u, off + 16);
-    buf.writeUInt32LE(ino, off + 20);
-    buf.writeUInt16LE(st.uid & 0xffff, off + 24);
-    buf.writeUInt16LE(st.gid & 0xffff, off + 26);
+    // fitsCompact settled that nlink, uid, gid and size fit.
+    const h = compactHeader;
+    h.format = inodeFormat(lay, false);
+    h.xattrIcount = xattrIcount(xs);
+    h.mode = mode;
+    h.nlink = nlink;
+    h.size = Number(size);
+    h.u = u;
+    h.ino = ino;
+    h.uid = st.uid;
+    h.gid = st.gid;
+    writeCompactInodeHeader(buf, off, h);
     off += COMPACT_INODE_SIZE;
   }
 
@@ -1243,8 +1225,8 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
     throw new Error(`the image would be ${layout.end} bytes; at most ${MAX_IMAGE_BYTES} can be built in memory`);
   }
   const buf = Buffer.alloc(layout.end);
-  encodeComposefsHeader({ magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags, composefsVersion: version }).copy(buf, 0);
-  encodeSuperblock({
+  writeComposefsHeader(buf, 0, { magic: COMPOSEFS_MAGIC, version: COMPOSEFS_HEADER_VERSION, flags, composefsVersion: version });
+  writeSuperblock(buf, EROFS_SUPER_OFFSET, {
     magic: EROFS_SUPER_MAGIC,
     featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
     blkszbits: BLOCK_BITS,
@@ -1256,7 +1238,7 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
     metaBlkaddr: 0,
     xattrBlkaddr: epoch1 ? Math.floor(layout.inodesEnd / BLOCK_SIZE) : 0,
     featureIncompat: 0,
-  }).copy(buf, EROFS_SUPER_OFFSET);
+  });
 
   // Epoch 1 shared xattr ids count from the start of the block holding the table (whose
   // number is xattr_blkaddr); epoch 2 ids are absolute offsets / 4.

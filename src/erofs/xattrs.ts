@@ -8,7 +8,15 @@
  * `lustre.`), in the order of an inode's xattrs, and in the order of the shared table.
  */
 
-import { XATTR_FILTER_SEED, XATTR_PREFIXES, XATTR_IBODY_HEADER_SIZE } from './format.js';
+import {
+  XATTR_FILTER_SEED,
+  XATTR_IBODY_HEADER_SIZE,
+  XATTR_PREFIXES,
+  writeInodeXattrHeader,
+  writeSharedXattrRef,
+  writeXattrEntry,
+  xattrEntrySize,
+} from './format.js';
 import { xxh32 } from './xxhash.js';
 
 export const OVERLAY_PREFIX = Buffer.from('trusted.overlay.');
@@ -138,19 +146,14 @@ export function writeRedirectValue(buf: Buffer, off: number, id: Buffer): void {
   }
 }
 
-/** Encoded size of an xattr entry: 4-byte header, suffix, value, padded to 4. */
+/** Encoded size of an xattr entry: header, suffix, value, padded to 4. */
 export function entrySize(x: XattrItem): number {
-  return (4 + x.suffix.length + x.value.length + 3) & ~3;
+  return xattrEntrySize(x.suffix.length, x.value.length);
 }
 
-/** Writes one xattr entry at `off` (the buffer is zero-filled, so padding is free); returns its size. */
+/** Writes one xattr entry at `off`; returns its size. */
 export function writeEntry(buf: Buffer, off: number, x: XattrItem): number {
-  buf[off] = x.suffix.length;
-  buf[off + 1] = x.index;
-  buf.writeUInt16LE(x.value.length, off + 2);
-  x.suffix.copy(buf, off + 4);
-  x.value.copy(buf, off + 4 + x.suffix.length);
-  return entrySize(x);
+  return writeXattrEntry(buf, off, x.index, x.suffix, x.value);
 }
 
 /** A name split into prefix index and suffix, with its bloom filter bit. */
@@ -231,13 +234,10 @@ export class InodeXattrs {
       throw new Error(`an inode references ${this.shared.length} shared xattrs; EROFS allows at most 255`);
     }
     const start = off;
-    buf.writeUInt32LE(~this.filter >>> 0, off);
-    buf[off + 4] = this.shared.length;
-    off += XATTR_IBODY_HEADER_SIZE;
-    for (const k of this.shared) {
-      buf.writeUInt32LE(sharedRef(k) >>> 0, off);
-      off += 4;
-    }
+    const shared = this.shared;
+    writeInodeXattrHeader(buf, off, ~this.filter >>> 0, shared.length);
+    for (let k = 0; k < shared.length; k++) writeSharedXattrRef(buf, start, k, sharedRef(shared[k]));
+    off += XATTR_IBODY_HEADER_SIZE + 4 * shared.length;
     for (const x of this.local) off += writeEntry(buf, off, x);
     return off - start;
   }

@@ -39,7 +39,7 @@ import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, readFile, readdir, readlink, realpath, rename, stat, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { createTemp, errnoReason, openTemp, untrackTemp, writeAll } from './files.js';
-import type { ErofsVersion } from '../erofs/writer.js';
+import type { ErofsVersion } from '../erofs/format.js';
 import type { HashAlg } from '../tree/tree.js';
 
 /** The exact meta.json `cfsctl init` writes for an algorithm and default format. */

@@ -9,7 +9,8 @@
  *   composefs.digest=[?]vN-ALG-12:HEX     self-describing: format (v1/v2), hash, block size
  * `?` makes fs-verity optional at boot (insecure); several such arguments may share one line.
  */
-import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
+import type { ErofsVersion } from '../erofs/format.js';
+import { writeErofs } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { formatKarg, type KargForm } from '../cli/profiles.js';

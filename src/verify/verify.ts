@@ -19,7 +19,8 @@
  * are checked against the same computation.
  */
 import path from 'node:path';
-import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
+import type { ErofsVersion } from '../erofs/format.js';
+import { writeErofs } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import { KeptContent } from '../oci/layers.js';
 import type { ImageMetadata } from '../oci/image.js';
