@@ -137,9 +137,11 @@ const DEMOTED_CHUNK_ENTRIES = BLOCK_SIZE / 4;
  */
 class Inodes {
   n = 0;
-  readonly node: (Leaf | Directory)[] = [];
-  readonly xa: (InodeXattrs | null)[] = [];
-  readonly dir: (DirContent | null)[] = [];
+  // Sized once (the capacity is known): growing them by push cost copies and garbage. Entries
+  // from `n` on are null (node's type leaves that out: nothing reads past `n`).
+  readonly node: (Leaf | Directory)[];
+  readonly xa: (InodeXattrs | null)[];
+  readonly dir: (DirContent | null)[];
   readonly nlink: Int32Array;
   readonly escaped: Uint8Array;
   readonly nData: Int32Array;
@@ -152,6 +154,9 @@ class Inodes {
   readonly kind: Uint8Array;
   readonly isize: Float64Array;
   constructor(capacity: number) {
+    this.node = new Array<Leaf | Directory | null>(capacity).fill(null) as (Leaf | Directory)[];
+    this.xa = new Array<InodeXattrs | null>(capacity).fill(null);
+    this.dir = new Array<DirContent | null>(capacity).fill(null);
     this.nlink = new Int32Array(capacity);
     this.escaped = new Uint8Array(capacity);
     this.nData = new Int32Array(capacity);
@@ -209,8 +214,23 @@ TYPE_BITS[FT_LNK] = S_IFLNK;
 // Chunk format of external files
 // ------------------------------------------------------------------------------------------
 
+/** {@link chunkBits} of a size below 2^53, in number arithmetic (no bigint per file). */
+function chunkBitsOf(size: number): number {
+  if (size <= BLOCK_SIZE) return BLOCK_BITS;
+  const v = size - 1;
+  const hi = Math.floor(v / 0x100000000);
+  const bits = hi > 0 ? 64 - Math.clz32(hi) : 32 - Math.clz32(v);
+  return Math.min(Math.max(bits, BLOCK_BITS), BLOCK_BITS + 31);
+}
+
+/** Number of chunk index entries of a file of a size below 2^53 (epoch 1). */
+function chunkCountOf(size: number): number {
+  return Math.ceil(size / 2 ** chunkBitsOf(size));
+}
+
 /** log2 of the chunk size for a file: just enough for one chunk, between 4 KiB and 8 TiB. */
 function chunkBits(size: bigint): number {
+  if (size <= MAX_EXACT) return chunkBitsOf(Number(size));
   if (size <= 4096n) return BLOCK_BITS;
   let bits: number;
   if (size <= 0x20000000000000n) {
@@ -246,32 +266,42 @@ function sortedKeys(entries: Map<string, Inode>): string[] {
 
 /** A directory's entries with "." and ".." merged in at their byte-order positions. */
 class EntryBuilder {
-  readonly names: string[] = [];
-  readonly targets: number[] = [];
-  readonly types: number[] = [];
+  // Sized once: a directory has exactly its entries plus "." and "..".
+  readonly names: string[];
+  readonly targets: number[];
+  readonly types: number[];
+  private n = 0;
   private dots = 0;
   constructor(
     private readonly me: number,
     private readonly parent: number,
-  ) {}
+    entries: number,
+  ) {
+    this.names = new Array<string>(entries + 2);
+    this.targets = new Array<number>(entries + 2);
+    this.types = new Array<number>(entries + 2);
+  }
   /** Appends an entry; names must come in sorted order. */
   push(name: string, target: number, type: number): number {
     // "." < ".." < any other name starting with "."; names below "." sort before them.
     while (this.dots < 2 && (this.dots === 0 ? '.' : '..') < name) this.pushDot();
-    this.names.push(name);
-    this.targets.push(target);
-    this.types.push(type);
-    return this.names.length - 1;
+    const k = this.n++;
+    this.names[k] = name;
+    this.targets[k] = target;
+    this.types[k] = type;
+    return k;
   }
   private pushDot(): void {
     const first = this.dots === 0;
-    this.names.push(first ? '.' : '..');
-    this.targets.push(first ? this.me : this.parent);
-    this.types.push(FT_DIR);
+    const k = this.n++;
+    this.names[k] = first ? '.' : '..';
+    this.targets[k] = first ? this.me : this.parent;
+    this.types[k] = FT_DIR;
     this.dots++;
   }
   finish(): DirEntries {
     while (this.dots < 2) this.pushDot();
+    if (this.n !== this.names.length) throw new Error('internal error: directory entry count changed while it was collected');
     return this;
   }
 }
@@ -342,9 +372,8 @@ class Collector {
     }
     const inos = this.inos;
     const i = inos.n++;
-    inos.node.push(node);
-    inos.xa.push(xattrs);
-    inos.dir.push(null);
+    inos.node[i] = node;
+    inos.xa[i] = xattrs;
     if (c === null) inos.kind[i] = K_DIR;
     else {
       inos.kind[i] = KIND_OF[c.type];
@@ -376,13 +405,9 @@ class Collector {
       const known = this.hardlinks.get(leaf);
       if (known !== undefined) return known;
     }
-    let idx: number;
-    if (this.epoch1) {
-      const [nDataBlocks, tail] = epoch1LeafData(leaf);
-      idx = this.pushInode(leaf, nlink, nDataBlocks, tail);
-    } else {
-      idx = this.pushInode(leaf, nlink, 0, epoch2LeafTail(leaf));
-    }
+    const idx = this.pushInode(leaf, nlink, 0, 0);
+    if (this.epoch1) setEpoch1LeafData(this.inos, idx);
+    else this.inos.tail[idx] = epoch2LeafTail(leaf);
     if (nlink > 1) this.hardlinks.set(leaf, idx);
     return idx;
   }
@@ -397,31 +422,26 @@ class Collector {
   }
 }
 
-const NO_DATA: [number, number] = [0, 0];
-
-/** Epoch 1 (n_data_blocks, tail) of a leaf, before symlink promotion / chunk demotion. */
-function epoch1LeafData(leaf: Leaf): [number, number] {
-  const c = leaf.content;
-  switch (c.type) {
-    case 'inline': {
-      if (c.data.length === 0) return NO_DATA;
-      let blocks = Math.floor(c.data.length / BLOCK_SIZE);
-      let tail = c.data.length % BLOCK_SIZE;
-      // Never keep more than half a block inline: such a tail gets a block of its own.
-      if (tail > BLOCK_SIZE / 2) {
-        blocks++;
-        tail = 0;
-      }
-      return [blocks, tail];
+/** Epoch 1 n_data_blocks and tail of leaf inode `i`, before symlink promotion / chunk demotion. */
+function setEpoch1LeafData(inos: Inodes, i: number): void {
+  const k = inos.kind[i];
+  const size = inos.isize[i];
+  if (k === K_INLINE) {
+    if (size === 0) return;
+    let blocks = Math.floor(size / BLOCK_SIZE);
+    let tail = size % BLOCK_SIZE;
+    // Never keep more than half a block inline: such a tail gets a block of its own.
+    if (tail > BLOCK_SIZE / 2) {
+      blocks++;
+      tail = 0;
     }
-    case 'symlink':
-      return [0, c.target.length];
-    case 'external':
-    case 'external-no-verity':
-    case 'sparse':
-      return c.size > 0n ? [0, 4 * chunkCount(c.size)] : NO_DATA;
-    default:
-      return NO_DATA;
+    inos.nData[i] = blocks;
+    inos.tail[i] = tail;
+  } else if (k === K_SYMLINK) {
+    inos.tail[i] = size;
+  } else if (k === K_EXTERNAL || k === K_EXTERNAL_NO_VERITY || k === K_SPARSE) {
+    if (size > 0) inos.tail[i] = 4 * chunkCountOf(size);
+    else if (size < 0) inos.tail[i] = 4 * chunkCount(((inos.node[i] as Leaf).content as { size: bigint }).size); // beyond 2^53 bytes
   }
 }
 
@@ -442,7 +462,8 @@ function collectDfs(col: Collector, root: Directory): void {
   type Frame = { me: number; b: EntryBuilder; entries: Map<string, Inode>; keys: string[]; i: number };
   const inos = col.inos;
   const rootIdx = col.pushDir(root);
-  const stack: Frame[] = [{ me: rootIdx, b: new EntryBuilder(rootIdx, rootIdx), entries: col.entriesOf(root), keys: col.keysOf(root), i: 0 }];
+  const rootKeys = col.keysOf(root);
+  const stack: Frame[] = [{ me: rootIdx, b: new EntryBuilder(rootIdx, rootIdx, rootKeys.length), entries: col.entriesOf(root), keys: rootKeys, i: 0 }];
   while (stack.length > 0) {
     const top = stack[stack.length - 1];
     if (top.i >= top.keys.length) {
@@ -455,7 +476,8 @@ function collectDfs(col: Collector, root: Directory): void {
     if (child.kind === 'dir') {
       const idx = col.pushDir(child);
       top.b.push(name, idx, FT_DIR);
-      stack.push({ me: idx, b: new EntryBuilder(idx, top.me), entries: col.entriesOf(child), keys: col.keysOf(child), i: 0 });
+      const keys = col.keysOf(child);
+      stack.push({ me: idx, b: new EntryBuilder(idx, top.me, keys.length), entries: col.entriesOf(child), keys, i: 0 });
     } else {
       const idx = col.collectLeaf(child);
       top.b.push(name, idx, fileType(inos, idx));
@@ -529,12 +551,12 @@ function collectBfs(col: Collector, root: Directory, nlinks: Map<Leaf, number>, 
   for (let q = 0; q < qMe.length; q++) {
     const me = qMe[q];
     const dir = inos.node[me] as Directory;
-    const b = new EntryBuilder(me, qParent[q]);
     let hasWhiteout = false;
     const entries = col.entriesOf(dir);
     let keys = cachedKeys.get(dir);
     if (keys !== undefined) cachedKeys.delete(dir);
     else keys = col.keysOf(dir);
+    const b = new EntryBuilder(me, qParent[q], keys.length);
 
     for (const name of keys) {
       const child = entries.get(name)!;
@@ -635,7 +657,10 @@ function validateAndCountLinks(fs: FileSystem): { nlinks: Map<Leaf, number>; dir
   while (stack.length > 0) {
     const dir = stack.pop()!;
     const dirPath = paths.pop()!;
-    for (const [name, child] of dir.entries) {
+    // Keys and values walked side by side: no [name, child] pair per entry.
+    const values = dir.entries.values();
+    for (const name of dir.entries.keys()) {
+      const child = values.next().value as Inode;
       const bad = entryNameProblem(name);
       if (bad !== null) throw new Error(`${showPath(dirPath)}: ${bad}`);
       if (child.kind === 'dir') {
@@ -669,30 +694,32 @@ function checkStat(stat: Stat, path: string): void {
   if (bad !== null) throw new Error(`${showPath(path)}: ${bad}`);
 }
 
+/** Throws the problem of a leaf, naming its path. */
+function failLeaf(dirPath: string, name: string, why: string): never {
+  throw new Error(`${showPath(childPath(dirPath, name))}: ${why}`);
+}
+
 function validateLeaf(leaf: Leaf, nlink: number, dirPath: string, name: string): void {
   const c = leaf.content;
-  const fail = (why: string): never => {
-    throw new Error(`${showPath(childPath(dirPath, name))}: ${why}`);
-  };
   switch (c.type) {
     case 'chardev':
     case 'blockdev': {
       const bad = rdevProblem(c.rdev);
-      if (bad !== null) fail(bad);
-      if (c.type === 'chardev' && c.rdev === 0n && nlink > 1) fail('invalid composefs filesystem: whiteout inode has nlink > 1');
+      if (bad !== null) failLeaf(dirPath, name, bad);
+      if (c.type === 'chardev' && c.rdev === 0n && nlink > 1) failLeaf(dirPath, name, 'invalid composefs filesystem: whiteout inode has nlink > 1');
       break;
     }
     case 'external':
     case 'external-no-verity':
-      if (c.id.length !== 32 && c.id.length !== 64) fail(`external object id has ${c.id.length} bytes; expected 32 or 64`);
-      if (c.size < 0n || c.size > 0xffffffffffffffffn) fail(`file size ${c.size} out of range`);
+      if (c.id.length !== 32 && c.id.length !== 64) failLeaf(dirPath, name, `external object id has ${c.id.length} bytes; expected 32 or 64`);
+      if (c.size < 0n || c.size > 0xffffffffffffffffn) failLeaf(dirPath, name, `file size ${c.size} out of range`);
       break;
     case 'sparse':
-      if (c.size < 0n || c.size > 0xffffffffffffffffn) fail(`file size ${c.size} out of range`);
+      if (c.size < 0n || c.size > 0xffffffffffffffffn) failLeaf(dirPath, name, `file size ${c.size} out of range`);
       break;
     case 'symlink':
       // One data block is all a (promoted) symlink target gets.
-      if (c.target.length > BLOCK_SIZE) fail(`symlink target of ${c.target.length} bytes is too long (at most ${BLOCK_SIZE})`);
+      if (c.target.length > BLOCK_SIZE) failLeaf(dirPath, name, `symlink target of ${c.target.length} bytes is too long (at most ${BLOCK_SIZE})`);
       break;
     default:
       break;
@@ -1038,7 +1065,8 @@ function inodeU(inos: Inodes, i: number, blockOffset: number, epoch1: boolean): 
     case 'external':
     case 'external-no-verity':
     case 'sparse': {
-      const format = epoch1 ? chunkFormat(c.size) : 31;
+      const n = inos.isize[i];
+      const format = !epoch1 ? 31 : n >= 0 ? chunkBitsOf(n) - BLOCK_BITS : chunkFormat(c.size);
       // A demoted index's block address loses its low 16 bits to the chunk format (as in
       // libcomposefs); the index is all holes, so nothing reads it.
       return inos.nData[i] > 0 ? ((blkaddr & 0xffff0000) | format) >>> 0 : format;
@@ -1061,7 +1089,12 @@ function writeDirents(buf: Buffer, off: number, d: DirContent, from: number, to:
   const offsets = layout.offset;
   for (let i = from; i < to; i++) {
     writeDirentHeader(buf, off, i - from, offsets[targets[i]] / SLOT, nameoff, types[i]);
-    nameoff += buf.write(names[i], off + nameoff, 'latin1');
+    // Names are latin1 keys (one char per byte, at most 255): stored char by char, without a
+    // native call per name.
+    const name = names[i];
+    const at = off + nameoff;
+    for (let j = 0; j < name.length; j++) buf[at + j] = name.charCodeAt(j);
+    nameoff += name.length;
   }
 }
 
