@@ -9,12 +9,13 @@
  * - **V2** ("epoch 2"): composefs-rs's legacy layout. Depth-first order, extended inodes
  *   only, no stubs, whiteouts stored as plain character devices.
  *
- * The work is done in four steps, each its own function:
- *   1. collect: turn the tree into a flat list of inodes (order = write order) with their
- *      xattrs and directory entries;                    ({@link collectBfs}, {@link collectDfs})
- *   2. prepare: share xattrs, find the minimum mtime, settle epoch-1 data blocks;
- *   3. lay out: place every inode, the shared xattr table and the data blocks ({@link layOut});
- *   4. serialise into one preallocated buffer ({@link serialise}).
+ * The work is done in four steps (validation first: validate.ts):
+ *   1. collect: turn the tree into a flat list of inodes (order = write order, inodes.ts) with
+ *      their xattrs and directory entries (collect.ts `collectBfs`, `collectDfs`);
+ *   2. prepare: share xattrs (xattrs.ts), find the minimum mtime, settle epoch-1 data blocks;
+ *   3. lay out: place every inode, the shared xattr table and the data blocks (layout.ts);
+ *   4. serialise into one preallocated buffer (here: `writeInode`, `writeDataBlocks`), every
+ *      on-disk struct through format.ts's in-place writers.
  * Layout never depends on values that are only known later (nids, block addresses, shared
  * xattr ids), so one layout pass followed by one writing pass is enough.
  */
