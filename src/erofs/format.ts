@@ -33,12 +33,14 @@ function put32(b: Uint8Array, off: number, v: number): void {
 
 /** A u64 from a non-negative number (< 2^64) or a bigint (negative: two's complement). */
 function put64(b: Uint8Array, off: number, v: number | bigint): void {
-  if (typeof v === 'number') {
-    put32(b, off, v % 0x100000000);
-    put32(b, off + 4, Math.floor(v / 0x100000000));
-  } else if (v >= 0n && v <= 0xffffffffn) {
-    put32(b, off, Number(v));
-    put32(b, off + 4, 0);
+  // Bigints in the safe-integer range (every real mtime) take the number path: one conversion
+  // instead of bigint comparisons and shifts per field.
+  const n = typeof v === 'number' ? v : Number(v);
+  if (n >= 0 && (typeof v === 'number' || n <= Number.MAX_SAFE_INTEGER)) {
+    put32(b, off, n % 0x100000000);
+    put32(b, off + 4, Math.floor(n / 0x100000000));
+  } else if (typeof v === 'number') {
+    throw new RangeError(`${v} is not a u64`);
   } else {
     const u = BigInt.asUintN(64, v);
     put32(b, off, Number(u & 0xffffffffn));
