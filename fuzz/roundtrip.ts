@@ -7,7 +7,7 @@
  *  2. writing it as an EROFS image either refuses with a one-line Error, or gives an image that
  *     our reader reads back to the same dumpfile, modulo the losses the format forces (V2 stores
  *     no nanoseconds; a V0/V1 root entry that looks like a whiteout stub is taken for one), as
- *     test/roundtrip.test.ts states them ("an image we write, we read back to the same dumpfile").
+ *     test/erofs/roundtrip.test.ts states them ("an image we write, we read back to the same dumpfile").
  */
 import { DumpfileError, MAX_INLINE_CONTENT, parseDumpfile, SYMLINK_MAX } from '../src/dumpfile/parse.js';
 import { writeDumpfile } from '../src/dumpfile/write.js';
@@ -50,7 +50,7 @@ export function checkRoundTrip(fs: FileSystem, version: ErofsVersion): void {
 /**
  * Inline content over 512 bytes and symlink targets over 1024 bytes: C mkcomposefs images and
  * tars may carry them, our reader and writer keep them, the composefs-rs dumpfile grammar (ours)
- * refuses them (test/erofs-reader.test.ts C_UNPARSEABLE). Such trees skip the dumpfile parse-back.
+ * refuses them (test/erofs/reader.test.ts C_UNPARSEABLE). Such trees skip the dumpfile parse-back.
  */
 function beyondDumpfileLimits(fs: FileSystem): boolean {
   for (const { inode } of traverse(fs)) {

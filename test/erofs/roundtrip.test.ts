@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseDumpfile } from '../src/dumpfile/parse.js';
-import { writeDumpfile } from '../src/dumpfile/write.js';
-import { readErofs } from '../src/erofs/reader.js';
-import { writeErofs } from '../src/erofs/writer.js';
-import { IN_CI, goldenCases, have, readGolden, tempDir } from './helpers.js';
+import { parseDumpfile } from '../../src/dumpfile/parse.js';
+import { writeDumpfile } from '../../src/dumpfile/write.js';
+import { readErofs } from '../../src/erofs/reader.js';
+import { writeErofs } from '../../src/erofs/writer.js';
+import { IN_CI, goldenCases, have, readGolden, tempDir } from '../helpers.js';
 
 /** composefs-rs V2 writes one chunk index entry for files over 8 TiB: fsck.erofs rejects those. */
 const FSCK_REJECTS_V2 = new Set(['chunks', 'chunks_1018', 'chunks_1024_xattr'].flatMap((n) => [n, `${n}-sha512`]));

@@ -7,14 +7,14 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { parseDumpfile } from '../src/dumpfile/parse.js';
-import type { ErofsVersion } from '../src/erofs/format.js';
-import { writeErofs } from '../src/erofs/writer.js';
-import { fsverityDigest } from '../src/fsverity/fsverity.js';
-import { xxh32 } from '../src/erofs/xxhash.js';
-import { Directory, FileSystem, Leaf, emptyStat } from '../src/tree/tree.js';
-import { GOLDEN } from './helpers.js';
-import { decodeDirents, decodeInodeHeader, decodeSuperblock, inodeHeaderSize, xattrBodySize } from '../src/erofs/format.js';
+import { parseDumpfile } from '../../src/dumpfile/parse.js';
+import type { ErofsVersion } from '../../src/erofs/format.js';
+import { writeErofs } from '../../src/erofs/writer.js';
+import { fsverityDigest } from '../../src/fsverity/fsverity.js';
+import { xxh32 } from '../../src/erofs/xxhash.js';
+import { Directory, FileSystem, Leaf, emptyStat } from '../../src/tree/tree.js';
+import { GOLDEN } from '../helpers.js';
+import { decodeDirents, decodeInodeHeader, decodeSuperblock, inodeHeaderSize, xattrBodySize } from '../../src/erofs/format.js';
 
 const VERSIONS: ErofsVersion[] = [0, 1, 2];
 

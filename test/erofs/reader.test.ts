@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ImageError, readErofs } from '../src/erofs/reader.js';
+import { ImageError, readErofs } from '../../src/erofs/reader.js';
 import {
   BLOCK_SIZE,
   EROFS_SUPER_OFFSET,
@@ -13,12 +13,12 @@ import {
   decodeSuperblock,
   inodeHeaderSize,
   xattrBodySize,
-} from '../src/erofs/format.js';
-import { parseDumpfile } from '../src/dumpfile/parse.js';
-import { writeDumpfile } from '../src/dumpfile/write.js';
-import { writeErofs } from '../src/erofs/writer.js';
-import { C_VECTORS, GOLDEN } from './helpers.js';
-import { Directory, FileSystem, Leaf, lookup, walk } from '../src/tree/tree.js';
+} from '../../src/erofs/format.js';
+import { parseDumpfile } from '../../src/dumpfile/parse.js';
+import { writeDumpfile } from '../../src/dumpfile/write.js';
+import { writeErofs } from '../../src/erofs/writer.js';
+import { C_VECTORS, GOLDEN } from '../helpers.js';
+import { Directory, FileSystem, Leaf, lookup, walk } from '../../src/tree/tree.js';
 
 const C_IMAGES = C_VECTORS;
 
