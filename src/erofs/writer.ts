@@ -52,7 +52,7 @@ import {
 } from './format.js';
 import { FileSystem, Leaf } from '../tree/tree.js';
 import {
-  type IdGroup,
+  IdGroups,
   metacopyLength,
   redirectLength,
   shareXattrsFast,
@@ -112,25 +112,27 @@ class FastXattrs {
   rdEntrySize(idLen: number): number {
     return xattrEntrySize(this.rd.suffix.length, redirectLength(idLen));
   }
-  byteSize(g: IdGroup): number {
-    const idLen = g.id.length;
+  byteSize(groups: IdGroups, g: number): number {
+    const idLen = groups.id[g].length;
     let size = XATTR_IBODY_HEADER_SIZE;
-    size += g.mcPos >= 0 ? 4 : this.mcEntrySize(idLen);
-    size += g.rdPos >= 0 ? 4 : this.rdEntrySize(idLen);
+    size += groups.mcPos[g] >= 0 ? 4 : this.mcEntrySize(idLen);
+    size += groups.rdPos[g] >= 0 ? 4 : this.rdEntrySize(idLen);
     return size;
   }
-  write(buf: Buffer, off: number, g: IdGroup, sharedRef: (index: number) => number): void {
-    const id = g.id;
+  write(buf: Buffer, off: number, groups: IdGroups, g: number, sharedRef: (index: number) => number): void {
+    const id = groups.id[g];
+    const mcPos = groups.mcPos[g];
+    const rdPos = groups.rdPos[g];
     let refs = 0;
-    if (g.mcPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(g.mcPos));
-    if (g.rdPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(g.rdPos));
+    if (mcPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(mcPos));
+    if (rdPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(rdPos));
     writeInodeXattrHeader(buf, off, ~this.filter >>> 0, refs);
     off += XATTR_IBODY_HEADER_SIZE + 4 * refs;
-    if (g.mcPos < 0) {
+    if (mcPos < 0) {
       writeMetacopyValue(buf, writeXattrEntryHead(buf, off, this.mc.index, this.mc.suffix, metacopyLength(id.length)), id);
       off += this.mcEntrySize(id.length);
     }
-    if (g.rdPos < 0) writeRedirectValue(buf, writeXattrEntryHead(buf, off, this.rd.index, this.rd.suffix, redirectLength(id.length)), id);
+    if (rdPos < 0) writeRedirectValue(buf, writeXattrEntryHead(buf, off, this.rd.index, this.rd.suffix, redirectLength(id.length)), id);
   }
 }
 
@@ -192,7 +194,7 @@ const extendedHeader: ExtendedInodeHeader = { format: 0, xattrIcount: 0, mode: 0
  * Writes an inode at its offset into the zero-filled image: the header (the layout format.ts
  * `decodeInodeHeader` reads, written in place), the xattr body, the inline data.
  */
-function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fastGroup: (IdGroup | null)[], fast: FastXattrs, layout: Layout, ctx: Context, sharedRef: (k: number) => number): void {
+function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, groups: IdGroups, fastGroup: Int32Array, fast: FastXattrs, layout: Layout, ctx: Context, sharedRef: (k: number) => number): void {
   let off = layout.offset[i];
   const st = inos.node[i].stat;
   const xs = xsize[i];
@@ -238,7 +240,7 @@ function writeInode(buf: Buffer, i: number, inos: Inodes, xsize: Int32Array, fas
   if (xs > 0) {
     const x = inos.xa[i];
     if (x !== null) x.write(buf, off, sharedRef);
-    else fast.write(buf, off, fastGroup[i]!, sharedRef);
+    else fast.write(buf, off, groups, fastGroup[i], sharedRef);
     off += xs;
   }
 
@@ -322,14 +324,15 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
     const node = inos.node[i];
     fastId[i] = inos.xa[i] === null && node.kind === 'leaf' && node.content.type === 'external' ? node.content.id : null;
   }
-  const fastGroup: (IdGroup | null)[] = new Array<IdGroup | null>(n).fill(null);
-  const shared = shareXattrsFast(n, inos.xa, fastId, fastGroup, epoch1);
+  const groups = new IdGroups(n);
+  const fastGroup = new Int32Array(n).fill(-1);
+  const shared = shareXattrsFast(n, inos.xa, fastId, groups, fastGroup, epoch1);
   const fast = new FastXattrs(epoch1);
   const xsize = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const x = inos.xa[i];
     if (x !== null) xsize[i] = x.byteSize();
-    else if (fastId[i] !== null) xsize[i] = fast.byteSize(fastGroup[i]!);
+    else if (fastId[i] !== null) xsize[i] = fast.byteSize(groups, fastGroup[i]);
   }
   checkXattrBodies(fs, inos, xsize);
   const [minSec, minNsec] = minMtime(inos);
@@ -363,7 +366,7 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   // number is xattr_blkaddr); epoch 2 ids are absolute offsets / 4.
   const tableBlockStart = epoch1 ? layout.inodesEnd - (layout.inodesEnd % BLOCK_SIZE) : 0;
   const sharedRef = (k: number) => (layout.shared[k] - tableBlockStart) / 4;
-  for (let i = 0; i < n; i++) writeInode(buf, i, inos, xsize, fastGroup, fast, layout, ctx, sharedRef);
+  for (let i = 0; i < n; i++) writeInode(buf, i, inos, xsize, groups, fastGroup, fast, layout, ctx, sharedRef);
   shared.forEach((x, k) => writeEntry(buf, layout.shared[k], x));
   for (let i = 0; i < n; i++) writeDataBlocks(buf, i, inos, layout);
   return buf;

@@ -254,15 +254,28 @@ function compareTriple(a: XattrItem, b: XattrItem): number {
 }
 
 
-/** Occurrence counts and table positions of the metacopy / redirect values of one object id. */
-export interface IdGroup {
-  id: Buffer;
+/**
+ * Per object id (a group, numbered from 0): occurrence counts and shared-table positions of its
+ * metacopy / redirect values. Parallel typed arrays, no object per id: a tree of 500k external
+ * files has about as many ids.
+ */
+export class IdGroups {
+  n = 0;
+  readonly id: Buffer[];
   /** Occurrences of the metacopy value (with digest) and of the redirect value. */
-  mc: number;
-  rd: number;
+  readonly mc: Int32Array;
+  readonly rd: Int32Array;
   /** Positions in the shared table; -1 = stays local. */
-  mcPos: number;
-  rdPos: number;
+  readonly mcPos: Int32Array;
+  readonly rdPos: Int32Array;
+  /** `capacity`: at most one group per inode (an inode's id items all carry its one id). */
+  constructor(capacity: number) {
+    this.id = new Array<Buffer>(capacity);
+    this.mc = new Int32Array(capacity);
+    this.rd = new Int32Array(capacity);
+    this.mcPos = new Int32Array(capacity).fill(-1);
+    this.rdPos = new Int32Array(capacity).fill(-1);
+  }
 }
 
 /** (prefix index, suffix) as one string: the second-level key of the sharing pass. */
@@ -288,53 +301,64 @@ interface ValueGroup {
  * and redirect values of `fastId[i]` (never materialised: they are grouped by id, since those
  * names are never produced by escaping and equal values mean equal ids), or has no xattrs.
  *
- * Fills `fastGroup[i]` for fast inodes and `generic[i].shared` (positions in the table) /
- * `.local`. Returns the table in on-disk order.
+ * Fills `groups`, `fastGroup[i]` (the id group) for fast inodes and `generic[i].shared`
+ * (positions in the table) / `.local`. Returns the table in on-disk order.
  */
 export function shareXattrsFast(
   n: number,
   generic: (InodeXattrs | null)[],
   fastId: (Buffer | null)[],
-  fastGroup: (IdGroup | null)[],
+  groups: IdGroups,
+  fastGroup: Int32Array,
   epoch1: boolean,
 ): XattrItem[] {
   // Keyed by 30 bits of the id (a small integer: no string or heap number per file); different
   // ids with equal keys (a few among hundreds of thousands of digests) share a second-level map
   // keyed by the whole id. (A list searched linearly there let a dumpfile of ids crafted to
   // agree in those bits make this quadratic: 10,000 files took 40 s.)
-  const byId = new Map<number, IdGroup | Map<string, IdGroup>>();
-  const groups: IdGroup[] = [];
-  const idGroup = (id: Buffer): IdGroup => {
+  const byId = new Map<number, number | Map<string, number>>();
+  const newGroup = (id: Buffer): number => {
+    const g = groups.n++;
+    if (g >= groups.mc.length) throw new Error('internal error: more object ids than inodes');
+    groups.id[g] = id;
+    return g;
+  };
+  const idGroup = (id: Buffer): number => {
     const k = id.length >= 4 ? id.readUInt32LE(0) >>> 2 : -1 - id.length;
     const b = byId.get(k);
-    let g: IdGroup | undefined;
-    if (b === undefined) byId.set(k, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
-    else if (b instanceof Map) {
-      const ik = id.toString('latin1');
-      g = b.get(ik);
-      if (g) return g;
-      b.set(ik, (g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 }));
-    } else {
-      if (b.id.equals(id)) return b;
-      g = { id, mc: 0, rd: 0, mcPos: -1, rdPos: -1 };
-      byId.set(k, new Map([[b.id.toString('latin1'), b], [id.toString('latin1'), g]]));
+    if (b === undefined) {
+      const g = newGroup(id);
+      byId.set(k, g);
+      return g;
     }
-    groups.push(g);
+    if (typeof b !== 'number') {
+      const ik = id.toString('latin1');
+      const known = b.get(ik);
+      if (known !== undefined) return known;
+      const g = newGroup(id);
+      b.set(ik, g);
+      return g;
+    }
+    const other = groups.id[b];
+    if (other.equals(id)) return b;
+    const g = newGroup(id);
+    byId.set(k, new Map([[other.toString('latin1'), b], [id.toString('latin1'), g]]));
     return g;
   };
   // Keyed by value first: the common repeated xattr (one SELinux label on many files) costs one
   // lookup. Values carried under several names get a second level keyed by (index, suffix):
   // a list searched linearly here made 40,000 names with one value quadratic.
   const byValue = new Map<string, ValueGroup | Map<string, ValueGroup>>();
-  const groupOf: (ValueGroup | IdGroup)[] = [];
+  // Per generic item in order: its value group, or (a number) its id group.
+  const groupOf: (ValueGroup | number)[] = [];
   for (let i = 0; i < n; i++) {
     const x = generic[i];
     if (x === null) {
       const id = fastId[i];
       if (id !== null) {
         const g = idGroup(id);
-        g.mc++;
-        g.rd++;
+        groups.mc[g]++;
+        groups.rd[g]++;
         fastGroup[i] = g;
       }
       continue;
@@ -343,8 +367,8 @@ export function shareXattrsFast(
     for (const item of x.local) {
       if (item.id !== undefined) {
         const g = idGroup(item.id);
-        if (item.idKind === 1) g.mc++;
-        else g.rd++;
+        if (item.idKind === 1) groups.mc[g]++;
+        else groups.rd[g]++;
         groupOf.push(g);
         continue;
       }
@@ -377,14 +401,16 @@ export function shareXattrsFast(
     }
   }
   byValue.clear();
-  for (const g of groups) {
-    if (g.mc > 1) {
+  for (let g = 0; g < groups.n; g++) {
+    if (groups.mc[g] > 1) {
       const { index, suffix } = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
-      multi.push({ item: { index, suffix, value: metacopyValue(g.id), name: XATTR_OVERLAY_METACOPY }, set: (p) => (g.mcPos = p) });
+      const value = metacopyValue(groups.id[g]);
+      multi.push({ item: { index, suffix, value, name: XATTR_OVERLAY_METACOPY }, set: (p) => (groups.mcPos[g] = p) });
     }
-    if (g.rd > 1) {
+    if (groups.rd[g] > 1) {
       const { index, suffix } = splitCached(XATTR_OVERLAY_REDIRECT, epoch1);
-      multi.push({ item: { index, suffix, value: redirectValue(g.id), name: XATTR_OVERLAY_REDIRECT }, set: (p) => (g.rdPos = p) });
+      const value = redirectValue(groups.id[g]);
+      multi.push({ item: { index, suffix, value, name: XATTR_OVERLAY_REDIRECT }, set: (p) => (groups.rdPos[g] = p) });
     }
   }
   byId.clear();
@@ -402,7 +428,7 @@ export function shareXattrsFast(
     const keep: XattrItem[] = [];
     for (const item of x.local) {
       const g = groupOf[k++];
-      const pos = 'item' in g ? g.position : item.idKind === 1 ? g.mcPos : g.rdPos;
+      const pos = typeof g !== 'number' ? g.position : item.idKind === 1 ? groups.mcPos[g] : groups.rdPos[g];
       if (pos < 0) keep.push(item);
       else x.shared.push(pos);
     }
