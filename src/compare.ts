@@ -5,11 +5,11 @@
  * The causes are the ways an engine's in-build view and its committed layers were seen to
  * differ (buildah, podman, Docker BuildKit): see CAUSES.
  */
-import type { Provenance } from '../oci/layers.js';
-import { countBelow, type Difference } from '../tree/diff.js';
-import { traverse, type Directory, type FileSystem, type Inode, type Stat } from '../tree/tree.js';
-import { forEachStat } from '../transform/transform.js';
-import type { MtimeView } from '../transform/mtimes.js';
+import type { Provenance } from './oci/layers.js';
+import { countBelow, type Difference } from './tree/diff.js';
+import { traverse, type Directory, type FileSystem, type Inode, type Stat } from './tree/tree.js';
+import { forEachStat } from './transform/transform.js';
+import type { MtimeView } from './transform/mtimes.js';
 
 export type SideKind = 'dir' | 'oci' | 'dumpfile';
 

@@ -6,9 +6,9 @@
  * Every profile names the upstream files and revisions it was checked against (`checked`); the
  * README's profile table repeats them.
  */
-import type { ErofsVersion } from '../erofs/writer.js';
-import type { XattrFilterMode } from '../transform/transform.js';
-import type { HashAlg } from '../tree/tree.js';
+import type { ErofsVersion } from './erofs/writer.js';
+import type { XattrFilterMode } from './transform/transform.js';
+import type { HashAlg } from './tree/tree.js';
 
 /**
  * How a release spells one kernel argument:

@@ -3,14 +3,14 @@
  * versions have used produces DIGEST. The source is read (and every file hashed) once; each
  * combination starts from a copy of that raw tree.
  */
-import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
-import { fsverityDigest } from '../fsverity/fsverity.js';
-import { cloneTree } from '../tree/clone.js';
-import type { HashAlg } from '../tree/tree.js';
-import type { XattrFilterMode } from '../transform/transform.js';
-import type { LoadedSource } from '../source/load.js';
-import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
-import { countSubsecond, type MtimeView } from '../transform/mtimes.js';
+import { writeErofs, type ErofsVersion } from './erofs/writer.js';
+import { fsverityDigest } from './fsverity/fsverity.js';
+import { cloneTree } from './tree/clone.js';
+import type { HashAlg } from './tree/tree.js';
+import type { XattrFilterMode } from './transform/transform.js';
+import type { LoadedSource } from './source/load.js';
+import { applyRules, readerForCopies, type Rules } from './transform/rules.js';
+import { countSubsecond, type MtimeView } from './transform/mtimes.js';
 
 /** One combination tried. */
 export interface Attempt {
