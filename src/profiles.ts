@@ -9,6 +9,8 @@
 import type { ErofsVersion } from './erofs/writer.js';
 import type { XattrFilterMode } from './transform/transform.js';
 import type { HashAlg } from './tree/tree.js';
+import type { LoadedSource } from './source/load.js';
+import type { Rules } from './transform/rules.js';
 
 /**
  * How a release spells one kernel argument:
@@ -169,9 +171,22 @@ export function formatKarg(form: KargForm, erofsVersion: ErofsVersion, hash: Has
   return `composefs.digest=${q}v${erofsVersion === 2 ? 2 : 1}-${hash}-12:${hex}`;
 }
 
-/** One line per profile, for --help. */
-export function profilesHelp(): string {
-  const lines = PROFILES.map((p) => `  ${p.name.padEnd(18)} ${p.newest ? '[newest] ' : ''}${p.summary}`);
-  lines.push(`  ${'bootc'.padEnd(18)} = bootc-1.16.4 (the newest bootc release whose tag was read)`);
-  return lines.join('\n');
+/**
+ * Every rule set worth trying for a source kind. Bootable sets come twice: /boot and /sysroot
+ * with /usr's mtime seconds only (composefs-rs up to v0.9.2) and with its nanoseconds too (#396).
+ */
+export function ruleSets(kind: LoadedSource['kind'], bootables: boolean[] = [false, true]): Rules[] {
+  const out: Rules[] = [];
+  for (const bootable of bootables) {
+    for (const bootMtimeNsec of bootable ? [false, true] : [false]) {
+      if (kind === 'dumpfile') {
+        out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
+        continue;
+      }
+      for (const xattrs of ['allowlist-only', 'keep-user-xattrs'] as XattrFilterMode[]) out.push({ propagateUsrToRoot: true, xattrs, bootable, bootMtimeNsec });
+      if (kind === 'oci') out.push({ propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable, tarKeepsAllXattrs: true, bootMtimeNsec });
+      if (kind === 'dir') out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
+    }
+  }
+  return out;
 }

@@ -24,14 +24,16 @@ import { loadRawSource, sourceDirectory, type LoadedSource } from '../source/loa
 import { loadSource, type PipelineOptions as SourceOptions } from '../pipeline.js';
 import { applyRules } from '../transform/rules.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from '../identify.js';
-import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from '../compare.js';
+import { explain, summarize } from '../compare.js';
+import { PATHS_PER_CAUSE, formatReport, subsecondHint } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
 import { keepYoungGenerationSmall } from '../tree/young-gen.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
-import { PROFILES, findProfile, formatKarg, profileKargs, profilesHelp, type Profile } from '../profiles.js';
+import { PROFILES, findProfile, formatKarg, profileKargs, type Profile } from '../profiles.js';
+import { profilesHelp } from './profiles.js';
 import { allKargForms, type KargFormLine } from '../verify/karg.js';
 import { verifyImage, verifyPeFile } from '../verify/verify.js';
 import { formatVerifyReport } from '../verify/format.js';
