@@ -9,12 +9,13 @@
 import { Directory, FileSystem, Leaf } from '../tree/tree.js';
 import { selabel } from './selabel.js';
 import { TransformError } from './transform.js';
+import { InputError } from '../errors.js';
 
 /** Reads the content of a regular-file leaf (inline data, or the file behind an external one). */
 export type ContentReader = (path: Buffer, leaf: Leaf) => Promise<Buffer | undefined>;
 
 /** The tree cannot take the bootable transform. */
-export class BootTransformError extends Error {}
+export class BootTransformError extends InputError {}
 
 /** composefs-rs's errors, prefixed so the user knows which step needs the directory. */
 function topDir(fs: FileSystem, name: string): Directory {

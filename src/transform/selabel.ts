@@ -35,9 +35,10 @@
  */
 import v8 from 'node:v8';
 import { type Directory, type FileSystem, Leaf, type Stat, XATTR_SECURITY_SELINUX, cloneStat, keyBytes, nameKey } from '../tree/tree.js';
+import { InputError } from '../errors.js';
 
 /** Errors of policy loading (composefs-rs fails the transform in the same situations). */
-export class SelabelError extends Error {
+export class SelabelError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'SelabelError';

@@ -25,6 +25,7 @@
  * untouched.
  */
 import { type Directory, type FileSystem, type Inode, type Leaf, type Stat, type Xattrs } from '../tree/tree.js';
+import { InputError } from '../errors.js';
 
 /** The values of cfsctl's `--xattrs` flag (composefs-rs `XattrFiltering`), default first. */
 export const XATTR_FILTER_MODES = ['allowlist-only', 'keep-user-xattrs'] as const;
@@ -58,7 +59,7 @@ export function xattrPredicate(mode: XattrFilterMode): (name: string) => boolean
 }
 
 /** Errors of the tree transforms; messages are composefs-rs's `ImageError` texts. */
-export class TransformError extends Error {
+export class TransformError extends InputError {
   constructor(
     readonly code: 'NotFound' | 'NotADirectory',
     readonly entry: string,

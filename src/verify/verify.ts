@@ -32,6 +32,7 @@ import { loadRawSource, type LoadedSource } from '../source/load.js';
 import type { PipelineOptions as SourceOptions } from '../pipeline.js';
 import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
 import { parseComposefsKargs, type ParsedKarg } from './karg.js';
+import { InputError } from '../errors.js';
 
 /** Where composefs-boot looks for PE files, and what they are there. */
 const PE_DIRS: { dir: string; kind: PeKind; perKernel?: boolean }[] = [
@@ -103,7 +104,7 @@ export interface VerifyReport {
 export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'progress' | 'platform'>;
 
 /** The verification failed to run (bad input); the message names the file and the reason. */
-export class VerifyError extends Error {}
+export class VerifyError extends InputError {}
 
 /**
  * How much of a PE file in a layer is kept: its headers and the sections before the kernel and
