@@ -20,7 +20,7 @@ import type { HashAlg } from '../tree/tree.js';
 import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { CfsError } from '../errors.js';
+import { CfsError, InputError } from '../errors.js';
 import { loadRawTree, parseSource, type LoadedSource, type Source } from '../source/load.js';
 import { annotationKey, compareSources, imageId, loadSource, profileKarg, writeImage, type Built, type PipelineOptions as SourceOptions } from '../pipeline.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from '../identify.js';
@@ -340,7 +340,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     const src = parseSource(source);
     const srcDir = src.kind === 'dir' ? src.path : undefined;
     if (o.repo && srcDir !== undefined && (await isInside(o.repo, srcDir))) {
-      throw new Error(
+      throw new InputError(
         `--repo ${o.repo} is inside the source directory ${srcDir}: the repository's own files would be part of the image (and change it on every run); put the repository outside the source`,
       );
     }
@@ -485,7 +485,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       try {
         ({ fs } = readErofs(image));
       } catch (e) {
-        if (e instanceof ImageError) throw new Error(`${imagePath}: ${e.message}`);
+        if (e instanceof ImageError) throw new InputError(`${imagePath}: ${e.message}`, { cause: e });
         throw e;
       }
       await writeStdout(dumpfileChunks(fs));
@@ -503,7 +503,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         // FIFO for its st_size (0) and print the empty file's digest; reading one instead never
         // ends (/dev/zero). Neither is a measurement: refuse. The size also bounds the read.
         const st = await stat(f, { bigint: true });
-        if (!st.isFile()) throw new Error(`${f}: not a regular file (fs-verity digests are of regular files)`);
+        if (!st.isFile()) throw new InputError(`${f}: not a regular file (fs-verity digests are of regular files)`);
         for (const alg of algs) {
           const d = await fsverityDigestFile(f, alg, st.size);
           process.stdout.write(`${alg}:${d.toString('hex')} ${f}\n`);
