@@ -2,16 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Directory, FileSystem, Leaf, type LeafContent, emptyStat, lookup, splitPath } from '../src/tree/tree.js';
-import {
-  SelabelError,
-  buildPolicy,
-  compilePattern,
-  loadPolicy,
-  lookupLabel,
-  parseConfig,
-  relabel,
-  selabel,
-} from '../src/transform/selabel.js';
+import { SelabelError } from '../src/transform/selinux/errors.js';
+import { compilePattern } from '../src/transform/selinux/matcher.js';
+import { buildPolicy, loadPolicy, lookupLabel, parseConfig } from '../src/transform/selinux/policy.js';
+import { relabel, selabel } from '../src/transform/selinux/relabel.js';
 
 const SEL = 'security.selinux';
 const ctx = (t: string) => `system_u:object_r:${t}:s0`;

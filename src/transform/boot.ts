@@ -7,7 +7,7 @@
  * `security.selinux` is removed everywhere (src/transform/selabel.ts).
  */
 import { Directory, FileSystem, Leaf } from '../tree/tree.js';
-import { selabel } from './selabel.js';
+import { selabel } from './selinux/relabel.js';
 import { TransformError } from './transform.js';
 
 /** Reads the content of a regular-file leaf (inline data, or the file behind an external one). */

@@ -1,0 +1,7 @@
+/** Errors of policy loading (composefs-rs fails the transform in the same situations). */
+export class SelabelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SelabelError';
+  }
+}
