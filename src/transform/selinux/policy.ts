@@ -24,7 +24,7 @@ export interface Policy {
 }
 
 /** Parses file_contexts-style text into composed patterns and contexts (file order). */
-export function parseSpecFile(buf: Buffer, what: string, regexps: string[], contexts: string[], origins: string[] = []): void {
+function parseSpecFile(buf: Buffer, what: string, regexps: string[], contexts: string[], origins: string[] = []): void {
   let nr = 0;
   for (const line of rustLines(buf, what)) {
     const lineNr = ++nr;
@@ -52,7 +52,7 @@ export function parseSpecFile(buf: Buffer, what: string, regexps: string[], cont
 }
 
 /** Parses a .subs file into `aliases` (later definitions replace earlier ones). */
-export function parseSubsFile(buf: Buffer, what: string, aliases: Map<string, string>): void {
+function parseSubsFile(buf: Buffer, what: string, aliases: Map<string, string>): void {
   let nr = 0;
   for (const line of rustLines(buf, what)) {
     const lineNr = nr++;

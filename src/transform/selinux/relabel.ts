@@ -2,7 +2,7 @@
  * SELinux relabelling for the bootable transform: composefs-rs v0.9.0 `selabel`
  * (crates/composefs-boot/src/selabel.rs). Spec: tree-rules.md §6.2–6.3.
  */
-import { type Directory, type FileSystem, Leaf, type Stat, XATTR_SECURITY_SELINUX, cloneStat, keyBytes, nameKey } from '../../tree/tree.js';
+import { type Directory, type FileSystem, Leaf, type Stat, XATTR_SECURITY_SELINUX, cloneStat } from '../../tree/tree.js';
 import { type Policy, type PolicyReader, loadPolicy, lookupLabel } from './policy.js';
 
 function setLabel(stat: Stat, label: Buffer | undefined): void {
@@ -81,7 +81,7 @@ export function relabel(fs: FileSystem, policy: Policy): void {
 }
 
 /** Removes `security.selinux` from every directory and leaf (the no-policy case). */
-export function stripSelinux(fs: FileSystem): void {
+function stripSelinux(fs: FileSystem): void {
   const seen = new Set<Leaf>();
   const stack: Directory[] = [fs.root];
   while (stack.length) {
@@ -107,5 +107,3 @@ export async function selabel(fs: FileSystem, read: PolicyReader): Promise<boole
   relabel(fs, policy);
   return true;
 }
-
-export { keyBytes, nameKey };
