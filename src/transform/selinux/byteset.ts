@@ -1,5 +1,7 @@
-// ---------------------------------------------------------------------------------------------
-// Byte sets.
+/**
+ * Byte sets: the character classes of both regex dialects, over bytes (both engines run with
+ * Unicode off), and the ASCII Perl (`\d \w \s`) and POSIX (`[:name:]`) classes they share.
+ */
 
 export type ByteSet = Uint8Array<ArrayBuffer>; // 256 entries, 0/1
 

@@ -1,4 +1,6 @@
 /**
+ * Compiling and matching file_contexts patterns.
+ *
  * Regex dialects. composefs-rs puts every pattern that regex-syntax (Unicode off, UTF-8 off)
  * accepts into one lazy DFA (anchored at the start of the key; `.` matches every byte but
  * NUL; `\d \w \s \b` ASCII) and compiles the rest with PCRE2 (no UTF: `.` excludes `\n`, `$`
@@ -11,8 +13,9 @@
  *  - only "is there a match" matters, so greediness and alternation order are irrelevant
  *    (JS backtracking is exhaustive like both engines); atomic groups / possessive quantifiers
  *    are emulated with `(?=(X))\k<n>`, back-references with named groups.
- * Constructs we cannot reproduce faithfully make {@link loadPolicy} throw
- * {@link SelabelError} instead of producing a possibly wrong digest (see UNSUPPORTED below).
+ * Constructs we cannot reproduce faithfully make {@link compilePattern} (and so loading the
+ * policy) throw {@link SelabelError} instead of producing a possibly wrong digest (the
+ * `Unsupported` throws in regex-syntax.ts and pcre2.ts).
  *
  * Speed: each pattern's literal prefix (e.g. `/usr/lib/systemd/`) goes into a trie; a key only
  * tests the patterns whose prefix it starts with, in priority order, stopping at the first

@@ -1,3 +1,4 @@
+/** The PCRE2 dialect: composefs-rs's fallback for the patterns regex-syntax rejects. */
 import { type ByteSet, DIGIT, SPACE, WORD, posixClass, setFold, setNot, setOf, setOr, setRange } from './byteset.js';
 import { EMPTY, type Flags, type Node, Unsupported, litNode } from './regex-ast.js';
 

@@ -1,4 +1,6 @@
 /**
+ * Reading the policy from the tree (composefs-rs v0.9.0 crates/composefs-boot/src/selabel.rs).
+ *
  * Policy: /etc/selinux/config names the policy (first line containing `=` whose trimmed key is
  * `SELINUXTYPE`, ASCII case-insensitively); `/etc/selinux/<name>/contexts/files/` supplies
  * `file_contexts` (mandatory), `.local`, `.homedirs` (concatenated in that order) and the
@@ -11,9 +13,6 @@ import type { Directory, FileSystem, Leaf } from '../../tree/tree.js';
 import { SelabelError } from './errors.js';
 import { Matcher, compilePattern } from './matcher.js';
 import { rustLines, rustSplitWhitespace, rustTrim } from './rust-text.js';
-
-// ---------------------------------------------------------------------------------------------
-// Policy.
 
 export interface Policy {
   /** Substitutions: alias path -> original path (latin1 keys of UTF-8 bytes). */
@@ -172,7 +171,7 @@ async function openFile(dir: Directory, name: string, dirPath: string, read: Pol
 /**
  * Reads the policy from the tree like composefs-rs `selabel` (tree variant). Returns undefined
  * when the tree has no policy (no /etc/selinux, no config, or no SELINUXTYPE line): then
- * `security.selinux` must be stripped everywhere ({@link stripSelinux}).
+ * `security.selinux` must be stripped everywhere (relabel.ts `stripSelinux`).
  */
 export async function loadPolicy(fs: FileSystem, read: PolicyReader): Promise<Policy | undefined> {
   const etcSelinux = getDirectoryOpt(fs.root, 'etc/selinux');

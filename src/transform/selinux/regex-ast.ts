@@ -1,7 +1,8 @@
+/**
+ * Regex AST shared by both dialects: regex-syntax.ts and pcre2.ts parse into it, matcher.ts
+ * emits it as a JavaScript RegExp.
+ */
 import { type ByteSet, setFold, setOf } from './byteset.js';
-
-// ---------------------------------------------------------------------------------------------
-// Regex AST shared by both dialects.
 
 export type Node =
   | { t: 'set'; s: ByteSet }

@@ -1,3 +1,8 @@
+/**
+ * The regex crate's dialect (regex-syntax 0.8, Unicode and UTF-8 modes off): composefs-rs puts
+ * every pattern this grammar accepts into its DFA; {@link NotDfa} marks the patterns it hands
+ * to PCRE2 instead (pcre2.ts).
+ */
 import { type ByteSet, DIGIT, SPACE, WORD, posixClass, setAnd, setFold, setMinus, setNot, setOf, setOr, setRange, setXor } from './byteset.js';
 import { EMPTY, type Flags, type Node, Unsupported, litNode } from './regex-ast.js';
 

@@ -1,6 +1,7 @@
 /**
  * SELinux relabelling for the bootable transform: composefs-rs v0.9.0 `selabel`
- * (crates/composefs-boot/src/selabel.rs). Spec: tree-rules.md §6.2–6.3.
+ * (crates/composefs-boot/src/selabel.rs). Spec: tree-rules.md §6.2–6.3. The policy is read
+ * by policy.ts; its patterns are compiled and matched by matcher.ts.
  */
 import { type Directory, type FileSystem, Leaf, type Stat, XATTR_SECURITY_SELINUX, cloneStat } from '../../tree/tree.js';
 import { type Policy, type PolicyReader, loadPolicy, lookupLabel } from './policy.js';

@@ -1,7 +1,9 @@
+/**
+ * Rust text helpers: BufRead::lines (UTF-8 checked per line), char::is_whitespace, str::trim.
+ * composefs-rs reads the policy files with these; JS's `trim`/`split(/\s+/)` use another
+ * whitespace set, so the policy parsers must not.
+ */
 import { SelabelError } from './errors.js';
-
-// ---------------------------------------------------------------------------------------------
-// Rust text helpers: BufRead::lines (UTF-8 checked per line), char::is_whitespace, str::trim.
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
