@@ -4,10 +4,10 @@
  * and xattrs alone; composefs-rs main after PR #396, 2026-09-18, copies the nanoseconds too:
  * `empty_toplevel_dirs` in crates/composefs-boot/src/lib.rs at 235f25b9); then every path is
  * relabelled from the SELinux policy inside the tree, or, when the tree has none,
- * `security.selinux` is removed everywhere (src/transform/selabel.ts).
+ * `security.selinux` is removed everywhere (src/transform/selinux/).
  */
 import { Directory, FileSystem, Leaf } from '../tree/tree.js';
-import { selabel } from './selabel.js';
+import { selabel } from './selinux/relabel.js';
 import { TransformError } from './transform.js';
 import { InputError } from '../errors.js';
 
