@@ -13,6 +13,7 @@
  * struct, reserved bytes included, so the buffer need not be zero-filled. Layout rules (which
  * inode goes where) are not here: see the writer.
  */
+import { InputError } from '../errors.js';
 
 /** The composefs format versions: 0 and 1 are C mkcomposefs's layouts, 2 the older composefs-rs one. */
 export type ErofsVersion = 0 | 1 | 2;
@@ -439,7 +440,7 @@ export interface Dirent {
 }
 
 /** A malformed image: the reason and the byte offset where it was found. */
-export class ImageError extends Error {
+export class ImageError extends InputError {
   constructor(
     message: string,
     readonly offset: number,

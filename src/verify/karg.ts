@@ -13,7 +13,7 @@ import type { ErofsVersion } from '../erofs/format.js';
 import { writeErofs } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
-import { formatKarg, type KargForm } from '../cli/profiles.js';
+import { formatKarg, type KargForm } from '../profiles.js';
 
 /** One composefs argument found on a command line. */
 export interface ParsedKarg {
