@@ -121,6 +121,17 @@ test('BuildKit 0.13, containerd store, SOURCE_DATE_EPOCH + rewrite-timestamp=tru
   // what ships: the uki image exported the same way carries the very base layers measured
   const uki = exportOci(d, text, 'uki', args, ',rewrite-timestamp=true');
   assert.deepEqual(uki.layers.slice(0, base.layers.length), base.layers, 'the uki image is built on the measured (rewritten) base layers');
+  // the docker exporter writes the same layers; the image exporter refuses the option (dockerd
+  // 26.1 always unpacks into its store)
+  const saved = path.join(work, 'base-epoch-docker.tar');
+  d.build(context, text, [...args, '--target', 'base', '--output', `type=docker,dest=${saved},rewrite-timestamp=true`]);
+  assertIds(outsideIds(`docker-archive:${saved}`), outside, 'type=docker = the type=oci export');
+  const file = path.join(d.dir, 'Dockerfile.epoch');
+  writeFileSync(file, text);
+  const image = d.tryDocker(['buildx', 'build', '--network=none', '-f', file, ...args, '--target', 'base', '--output', 'type=image,name=base-epoch,rewrite-timestamp=true', context]);
+  t.diagnostic(`type=image,rewrite-timestamp=true: ${image.output.trim().split('\n').pop()}`);
+  assert.notEqual(image.status, 0);
+  assert.match(image.output, /exporter option "rewrite-timestamp" conflicts with "unpack"/);
   // without the clamp: every whole second later than the epoch differs, V2 included
   for (const [v, h] of COMBOS) assert.notEqual(inb.seconds.get(`V${v}-${h}`), outside.get(`V${v}-${h}`), `V${v} ${h}: --layer-mtimes seconds alone differs`);
   assert.match(inb.warningsKeep, /warning: \d+ of \d+ paths have sub-second mtimes.*--clamp-mtime EPOCH with BuildKit rewrite-timestamp/, 'compute-id names the count and the fix');
