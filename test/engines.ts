@@ -317,14 +317,14 @@ export class Dockerd {
     return '';
   }
 
-  /** Host directories dockerd creates whatever its roots (plugin discovery), if they were absent before. */
+  /** Host directories dockerd creates whatever its roots (plugin discovery; 26.1 also /run/containerd), if they were absent before. */
   private created: string[] = [];
 
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    this.created = ['/run/docker', '/run/docker/plugins'].filter((d) => !existsSync(d));
-    // an empty configuration file, so that no /etc/docker/daemon.json of the host applies
-    // (the containerd image store is a feature flag of the configuration file in dockerd 26)
+    this.created = ['/run/docker', '/run/docker/plugins', '/run/containerd'].filter((d) => !existsSync(d));
+    // a configuration file of its own, so that no /etc/docker/daemon.json of the host applies
+    // (empty but for the containerd image store, a feature flag of the file in dockerd 26)
     const config = this.driver === 'containerd-store' ? { features: { 'containerd-snapshotter': true } } : {};
     writeFileSync(path.join(this.dir, 'daemon.json'), JSON.stringify(config) + '\n');
     if (this.bin) {
