@@ -64,7 +64,7 @@ const CAUSES: Record<CauseId, { title: string; fix?: string }> = {
     fix: 'the in-build view cannot give the shipped id: compute it outside the build from the exported image',
   },
   'dir-without-layer-entry': {
-    title: "directory changed without a layer entry: its whole seconds differ (re-created, or only its mtime changed, which a vfs diff skips), the layers keep an earlier entry's mtime",
+    title: "directory changed without a layer entry: its whole seconds differ (re-created, or only its mtime changed, which vfs and containerd-image-store diffs skip), the layers keep an earlier entry's mtime",
     fix: 'the in-build view cannot give the shipped id: compute it outside the build from the exported image',
   },
   'stale-mount': {
@@ -211,8 +211,9 @@ function mtimeCause(
 
 /**
  * Whether the layers look clamped: of the mtimes the mounted view has later than anything in
- * the layers, most are exactly the layers' latest mtime (the epoch). A tree merely
- * touched after the commit has those paths at their own earlier times instead.
+ * the layers (by whole seconds: a sub-second part in the layers' last second is what every layer
+ * writer drops, no sign of a clamp), most are exactly the layers' latest mtime (the epoch). A
+ * tree merely touched after the commit has those paths at their own earlier times instead.
  */
 function clampEvidence(diffs: Difference[], swap: boolean, latest: bigint): boolean {
   let atLatest = 0;
@@ -221,7 +222,7 @@ function clampEvidence(diffs: Difference[], swap: boolean, latest: bigint): bool
     if (d.field !== 'mtime') continue;
     const m = swap ? d.inodeB : d.inodeA;
     const t = swap ? d.inodeA : d.inodeB;
-    if (!m || !t || ns(m.stat) <= latest) continue;
+    if (!m || !t || m.stat.mtimeSec * 1_000_000_000n <= latest) continue;
     if (ns(t.stat) === latest) atLatest++;
     else other++;
   }

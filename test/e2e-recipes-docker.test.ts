@@ -8,10 +8,11 @@
  *
  * Rows: overlay2 (layer writer rounds mtimes down to seconds: `--layer-mtimes seconds`); vfs
  * (hardlinks to lower-layer files split: computed outside); the containerd image store does not
- * exist in dockerd 20.10 (not tested);
+ * exist in dockerd 20.10 (e2e-recipes-docker26.test.ts tests it with trixie's dockerd 26.1);
  * a base changed only in mtimes (a digest stage not FROM base is served from the cache with the
  * old id; FROM base reruns); SOURCE_DATE_EPOCH + rewrite-timestamp (not available in 20.10: its
- * exporter has no `image` type for `docker build --output`; the build arg alone changes nothing).
+ * exporter has no `image` type for `docker build --output`; the build arg alone changes nothing;
+ * with BuildKit 0.13: e2e-recipes-docker26.test.ts).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { IN_CI, ROOT, have, runCfs, tempDir } from './helpers.js';
 
@@ -22,19 +22,23 @@ export type Ids = Map<Combo, string>;
 /**
  * Appended to a recipe: computes, in the build, every id from the same bind mount the recipe's
  * uki stage measured, as it is (`keep`: no option, so that compute-id's warning shows) and as the
- * layers carry it (`--layer-mtimes seconds`), with compute-id's
- * warnings and the in-build dumpfile (what `cfs compare` is given), and copies the uki stage's
- * kernel argument. FROM uki, so that the uki image's layers are the base's plus two.
+ * layers carry it (`--layer-mtimes seconds`; with `epoch`, also `clamp`: that plus
+ * `--clamp-mtime $SOURCE_DATE_EPOCH`, as BuildKit's rewrite-timestamp writes them), with
+ * compute-id's warnings and the in-build dumpfile (what `cfs compare` is given), and copies the
+ * uki stage's kernel argument. FROM uki, so that the uki image's layers are the base's plus two.
  */
-export const IDS_STAGE = `
+function idsStage(epoch: boolean): string {
+  const modes = epoch ? 'keep seconds clamp' : 'keep seconds';
+  return `
 FROM uki AS ids
-RUN --mount=type=bind,source=cfs,target=/usr/local/bin/cfs \\
+${epoch ? 'ARG SOURCE_DATE_EPOCH\n' : ''}RUN --mount=type=bind,source=cfs,target=/usr/local/bin/cfs \\
     --mount=type=bind,from=base,target=/mnt/base \\
     --mount=type=cache,target=/var/cache/cfs \\
     export CFS_CACHE_DIR=/var/cache/cfs && mkdir -p /out \\
- && for m in keep seconds; do for v in 1 2; do for h in sha256 sha512; do \\
+ && for m in ${modes}; do for v in 1 2; do for h in sha256 sha512; do \\
+      case "$m" in keep) f= ;; seconds) f="--layer-mtimes seconds" ;; \\
+        clamp) [ -n "$SOURCE_DATE_EPOCH" ] || continue; f="--layer-mtimes seconds --clamp-mtime $SOURCE_DATE_EPOCH" ;; esac; \\
       printf '%s V%s-%s ' "$m" "$v" "$h"; \\
-      if [ "$m" = keep ]; then f=; else f="--layer-mtimes $m"; fi; \\
       cfs --erofs-version "$v" --hash "$h" compute-id $f /mnt/base 2>>/out/warnings-$m || exit 1; \\
     done; done; done > /out/ids \\
  && cfs create-dumpfile /mnt/base > /out/inbuild.dump \\
@@ -42,13 +46,20 @@ RUN --mount=type=bind,source=cfs,target=/usr/local/bin/cfs \\
 FROM scratch AS out
 COPY --from=ids /out /
 `;
+}
+export const IDS_STAGE = idsStage(false);
+/** IDS_STAGE with the `clamp` view too (needs the build argument SOURCE_DATE_EPOCH). */
+export const IDS_STAGE_EPOCH = idsStage(true);
 
 /** What the ids stage recorded. */
 export interface InBuild {
   keep: Ids;
   seconds: Ids;
+  /** --layer-mtimes seconds --clamp-mtime $SOURCE_DATE_EPOCH (IDS_STAGE_EPOCH only) */
+  clamp: Ids;
   warningsKeep: string;
   warningsSeconds: string;
+  warningsClamp: string;
   dump: string;
   karg: string;
 }
@@ -56,16 +67,19 @@ export interface InBuild {
 export function readOut(dir: string): InBuild {
   const keep: Ids = new Map();
   const seconds: Ids = new Map();
+  const clamp: Ids = new Map();
   for (const line of readFileSync(path.join(dir, 'ids'), 'utf8').trim().split('\n')) {
     const [m, k, v] = line.split(' ');
-    (m === 'keep' ? keep : seconds).set(k as Combo, v);
+    (m === 'keep' ? keep : m === 'clamp' ? clamp : seconds).set(k as Combo, v);
   }
   const text = (f: string) => (existsSync(path.join(dir, f)) ? readFileSync(path.join(dir, f), 'utf8') : '');
   return {
     keep,
     seconds,
+    clamp,
     warningsKeep: text('warnings-keep'),
     warningsSeconds: text('warnings-seconds'),
+    warningsClamp: text('warnings-clamp'),
     dump: text('inbuild.dump'),
     karg: text('karg').trim(),
   };
@@ -253,24 +267,35 @@ export class Containers {
 }
 
 /**
- * A private Docker daemon: Debian's dockerd 20.10 (docker.io) with its own data root, exec root,
- * pidfile and unix socket, no iptables and no bridge; it starts its own containerd under the exec
- * root. The client is /usr/bin/docker, Debian's 20.10 client that matches it (a docker on PATH
- * before it, e.g. /usr/local/bin/docker, may be another release that expects buildx).
+ * A private Docker daemon with its own data root, exec root, pidfile and unix socket, no iptables
+ * and no bridge; it starts its own containerd under the exec root. By default Debian bookworm's
+ * dockerd 20.10 (docker.io) and its client /usr/bin/docker (a docker on PATH before it, e.g.
+ * /usr/local/bin/docker, may be another release that expects buildx). With `bin`, the daemon,
+ * client, buildx plugin and containerd unpacked from Debian trixie's packages by
+ * .ci/docker-trixie.sh (dockerd 26.1, BuildKit 0.13, buildx 0.13, containerd 1.7; runc stays
+ * bookworm's); `containerdStore` turns on the containerd image store (snapshotter overlayfs).
  */
 export class Dockerd {
   static readonly DOCKERD = '/usr/sbin/dockerd';
   static readonly CLIENT = '/usr/bin/docker';
   readonly sock: string;
   readonly pidfile: string;
+  readonly dockerd: string;
+  readonly client: string;
+  private readonly path: string;
   private log = '';
 
   constructor(
     readonly dir: string,
-    readonly driver: 'overlay2' | 'vfs',
+    readonly driver: 'overlay2' | 'vfs' | 'containerd-store',
+    readonly bin?: string,
   ) {
     this.sock = path.join(dir, 'docker.sock');
     this.pidfile = path.join(dir, 'dockerd.pid');
+    this.dockerd = bin ? path.join(bin, 'usr/sbin/dockerd') : Dockerd.DOCKERD;
+    this.client = bin ? path.join(bin, 'usr/bin/docker') : Dockerd.CLIENT;
+    // trixie's containerd and shim first (dockerd starts `containerd` from PATH)
+    this.path = bin ? `${path.join(bin, 'usr/bin')}:${path.join(bin, 'usr/sbin')}:${process.env.PATH ?? '/usr/bin:/bin'}` : (process.env.PATH ?? '');
   }
 
   static available(): string {
@@ -278,14 +303,35 @@ export class Dockerd {
     return '';
   }
 
-  /** Host directories dockerd creates whatever its roots (plugin discovery), if they were absent before. */
+  /** Where .ci/docker-trixie.sh unpacks trixie's Docker (the same default and variable). */
+  static trixieRoot(): string {
+    const dir = process.env.CFS_DOCKER_TRIXIE ?? path.join(process.env.HOME ?? '/root', '.cache/composefs-ts/docker-trixie');
+    return path.join(dir, 'root');
+  }
+
+  /** Why trixie's Docker cannot run here, or ''. */
+  static trixieAvailable(): string {
+    const root = Dockerd.trixieRoot();
+    if (!existsSync(path.join(root, '.complete'))) return `trixie's docker.io 26.1 + buildx are not unpacked in ${root} (run .ci/docker-trixie.sh)`;
+    if (!have('runc')) return 'runc is not installed';
+    return '';
+  }
+
+  /** Host directories dockerd creates whatever its roots (plugin discovery; 26.1 also /run/containerd), if they were absent before. */
   private created: string[] = [];
 
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    this.created = ['/run/docker', '/run/docker/plugins'].filter((d) => !existsSync(d));
-    // an empty configuration file, so that no /etc/docker/daemon.json of the host applies
-    writeFileSync(path.join(this.dir, 'daemon.json'), '{}\n');
+    this.created = ['/run/docker', '/run/docker/plugins', '/run/containerd'].filter((d) => !existsSync(d));
+    // a configuration file of its own, so that no /etc/docker/daemon.json of the host applies
+    // (empty but for the containerd image store, a feature flag of the file in dockerd 26)
+    const config = this.driver === 'containerd-store' ? { features: { 'containerd-snapshotter': true } } : {};
+    writeFileSync(path.join(this.dir, 'daemon.json'), JSON.stringify(config) + '\n');
+    if (this.bin) {
+      // the buildx plugin, found through the client's private configuration directory
+      mkdirSync(path.join(this.dir, 'client/cli-plugins'), { recursive: true });
+      symlinkSync(path.join(this.bin, 'usr/libexec/docker/cli-plugins/docker-buildx'), path.join(this.dir, 'client/cli-plugins/docker-buildx'));
+    }
     this.log = path.join(this.dir, 'dockerd.log');
     const args = [
       '--config-file', path.join(this.dir, 'daemon.json'),
@@ -294,14 +340,14 @@ export class Dockerd {
       '--pidfile', this.pidfile,
       '-H', `unix://${this.sock}`,
       '--iptables=false', '--ip6tables=false', '--bridge=none',
-      '--storage-driver', this.driver,
+      ...(this.driver === 'containerd-store' ? [] : ['--storage-driver', this.driver]),
     ];
     const out = openSync(this.log, 'a');
-    const child = spawn(Dockerd.DOCKERD, args, { stdio: ['ignore', out, out], detached: true });
+    const child = spawn(this.dockerd, args, { stdio: ['ignore', out, out], detached: true, env: { ...process.env, PATH: this.path } });
     child.unref();
     const deadline = Date.now() + 60_000;
     for (;;) {
-      const r = spawnSync(Dockerd.CLIENT, ['-H', `unix://${this.sock}`, 'version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' });
+      const r = spawnSync(this.client, ['-H', `unix://${this.sock}`, 'version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' });
       if (r.status === 0) break;
       if (child.exitCode !== null || Date.now() > deadline) {
         throw new Error(`dockerd (${this.driver}) did not start:\n${readFileSync(this.log, 'utf8').split('\n').slice(-15).join('\n')}`);
@@ -311,7 +357,7 @@ export class Dockerd {
   }
 
   docker(args: string[], env: NodeJS.ProcessEnv = {}): string {
-    const r = spawnSync(Dockerd.CLIENT, ['-H', `unix://${this.sock}`, ...args], {
+    const r = spawnSync(this.client, ['-H', `unix://${this.sock}`, ...args], {
       env: { ...process.env, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(this.dir, 'client'), ...env },
       encoding: 'utf8',
       maxBuffer: 1 << 28,
@@ -322,18 +368,21 @@ export class Dockerd {
 
   /** Like docker() but returns the result instead of throwing. */
   tryDocker(args: string[]): { status: number; output: string } {
-    const r = spawnSync(Dockerd.CLIENT, ['-H', `unix://${this.sock}`, ...args], {
+    const r = spawnSync(this.client, ['-H', `unix://${this.sock}`, ...args], {
       env: { ...process.env, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(this.dir, 'client') },
       encoding: 'utf8',
     });
     return { status: r.status ?? -1, output: r.stdout + r.stderr };
   }
 
-  /** Writes a Dockerfile into the context dir's parent and builds it (BuildKit, no network). */
+  /**
+   * Writes a Dockerfile into the daemon's directory and builds it (BuildKit, no network): `docker
+   * build` with 20.10, `docker buildx build` (the daemon's own builder) with trixie's client.
+   */
   build(context: string, text: string, args: string[]): string {
     const file = path.join(this.dir, `Dockerfile-${Math.random().toString(36).slice(2)}`);
     writeFileSync(file, text);
-    return this.docker(['build', '--network=none', '--progress=plain', '-f', file, ...args, context]);
+    return this.docker([...(this.bin ? ['buildx'] : []), 'build', '--network=none', '--progress=plain', '-f', file, ...args, context]);
   }
 
   layers(image: string): string[] {
