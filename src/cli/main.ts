@@ -618,8 +618,11 @@ function exitCleanlyOnInterrupts(): void {
  */
 function endOnceWritten(code: number): void {
   let pending = 2;
-  const done = () => {
-    if (--pending === 0) exitRemovingTemps(code);
+  let failed = false;
+  // A stream that failed is left to its 'error' handler (exitCleanlyOnInterrupts): exit 2.
+  const done = (e?: Error | null) => {
+    if (e) failed = true;
+    if (--pending === 0 && !failed) exitRemovingTemps(code);
   };
   process.stdout.write('', done);
   process.stderr.write('', done);
