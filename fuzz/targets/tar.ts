@@ -4,8 +4,8 @@
  * first. Invariants: a rejection is a LayerApplyError/DecompressError naming the layer in one
  * line; an accepted tree passes the round trips of fuzz/roundtrip.ts.
  */
-import { DecompressError } from '../../src/oci/decompress.js';
-import { applyLayer, LayerApplyError, newOciFileSystem } from '../../src/oci/layers.js';
+import { DecompressError } from '../../src/source/decompress.js';
+import { applyLayer, LayerApplyError, newOciFileSystem } from '../../src/source/tar/members.js';
 import { S_IFDIR } from '../../src/tree/tree.js';
 import { TransformError, transformForOci } from '../../src/transform/transform.js';
 import { checkRoundTrip, versionFor } from '../roundtrip.js';

@@ -27,7 +27,7 @@ import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type
 import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
 import { diffTrees } from '../tree/diff.js';
 import { availableParallelism } from 'node:os';
-import { keepYoungGenerationSmall } from '../tree/young-gen.js';
+import { keepYoungGenerationSmall } from '../source/oci/young-gen.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';

@@ -8,11 +8,13 @@
  *                   OCI layer tarballs (the same image outside the build)
  */
 import { readFile, stat } from 'node:fs/promises';
+import { readDumpfile, readStdin } from './dumpfile.js';
 import { parseDumpfile } from '../dumpfile/parse.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
-import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/image.js';
-import { KeptContent, Provenance } from '../oci/layers.js';
+import { type LayerProgress, loadOciSource } from './oci/image.js';
+import type { ImageMetadata } from './oci/manifest.js';
+import { KeptContent, Provenance } from './tar/members.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import type { ContentReader } from '../transform/boot.js';
@@ -52,23 +54,6 @@ export interface SourceOptions {
   kept?: KeptContent;
   /** OCI sources: filled with the image's manifest annotations and config labels. */
   metadata?: ImageMetadata;
-}
-
-/** Reads a dumpfile, naming it in errors (a directory gives EISDIR from read(), without a path). */
-async function readDumpfile(file: string): Promise<Buffer> {
-  try {
-    return await readFile(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new Error(`dumpfile ${file} is a directory, not a dumpfile`);
-    throw e; // errors of open() carry the path
-  }
-}
-
-/** Reads all of standard input. */
-async function readStdin(): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 function splitSpec(spec: string): { kind: string; rest: string } {

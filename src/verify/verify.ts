@@ -21,8 +21,8 @@
 import path from 'node:path';
 import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
-import { KeptContent } from '../oci/layers.js';
-import type { ImageMetadata } from '../oci/image.js';
+import { KeptContent } from '../source/tar/members.js';
+import type { ImageMetadata } from '../source/oci/manifest.js';
 import { PeError, bufferReader, readCmdlines, readPe, withFileReader, type ByteReader, type PeCmdline } from '../pe/pe.js';
 import { cloneTree } from '../tree/clone.js';
 import { keyBytes, type Directory, type FileSystem, type HashAlg, type Leaf } from '../tree/tree.js';

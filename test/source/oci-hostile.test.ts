@@ -11,11 +11,12 @@ import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { writeDumpfile } from '../src/dumpfile/write.js';
-import { type LayerProgress, listSome, loadOciSource } from '../src/oci/image.js';
-import { buildFromLayers } from '../src/oci/layers.js';
-import { IN_CI, ROOT, assertCleanError, have, runCfs, tempDir } from './helpers.js';
-import { TarBuilder, sha256hex, writeOciLayout, zstdRleFrame, zstdSkippable } from './tar-builder.js';
+import { writeDumpfile } from '../../src/dumpfile/write.js';
+import { type LayerProgress, loadOciSource } from '../../src/source/oci/image.js';
+import { listSome } from '../../src/source/oci/manifest.js';
+import { buildFromLayers } from '../../src/source/tar/members.js';
+import { IN_CI, ROOT, assertCleanError, have, runCfs, tempDir } from '../helpers.js';
+import { TarBuilder, sha256hex, writeOciLayout, zstdRleFrame, zstdSkippable } from '../tar-builder.js';
 
 async function* chunked(b: Buffer, chunk: number): AsyncGenerator<Buffer> {
   if (chunk <= 0) {
@@ -77,7 +78,7 @@ function zstdCli(input: Buffer, ...args: string[]): Buffer {
 
 /** Loads `file` as a `layers:` source in a fresh node; returns its peak RSS (bytes) and outcome. */
 function loadInChild(file: string): { rss: number; ok: boolean; message: string } {
-  const mod = pathToFileURL(path.join(ROOT, 'build/src/oci/image.js')).href;
+  const mod = pathToFileURL(path.join(ROOT, 'build/src/source/oci/image.js')).href;
   const script = `
     const { loadOciSource } = await import(${JSON.stringify(mod)});
     let ok = true, message = '';
@@ -136,7 +137,7 @@ test('zstd bomb from the zstd CLI: a 512 MiB member of zeros, bounded memory, sa
 
 /** Decodes `file` with `decompress` alone in a fresh node; returns its peak RSS (bytes) and the size. */
 function decodeInChild(file: string): { rss: number; size: number } {
-  const mod = pathToFileURL(path.join(ROOT, 'build/src/oci/decompress.js')).href;
+  const mod = pathToFileURL(path.join(ROOT, 'build/src/source/decompress.js')).href;
   const scriptFile = path.join(path.dirname(file), 'decode-in-child.mjs');
   writeFileSync(
     scriptFile,

@@ -19,12 +19,284 @@
  * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
  * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
  */
-import type { HashPool } from '../fsverity/pool.js';
-import type { ObjectSink } from '../repo/repo.js';
-import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from '../tree/tree.js';
-import { type ByteSource, StreamByteSource } from './bytes.js';
-import { decompress } from './decompress.js';
-import { readTarEntries, type TarEntry, TarFormatError } from './tar-entry.js';
+import { FsVerityHasher, fsverityDigest } from '../../fsverity/fsverity.js';
+import type { HashPool } from '../../fsverity/pool.js';
+import type { ObjectSink } from '../../repo/repo.js';
+import { DIGEST_SIZE, Directory, emptyStat, FileSystem, INLINE_CONTENT_MAX, type HashAlg, type Inode, Leaf, type LeafContent, type Stat, type Xattrs, nameKey } from '../../tree/tree.js';
+import { type ByteSource, ShortInputError, StreamByteSource, fileBacked } from '../bytes.js';
+import { decompress } from '../decompress.js';
+import { displayPath, paxMtimeNsec, type RawTarEntry, readTar, T, TarFormatError, typeflagName } from './reader.js';
+
+// ---------------------------------------------------------------------------------------------
+// composefs view of a member
+
+export type TarItem =
+  | { kind: 'dir' }
+  /** `kept`: the content of an external file, when a `keep` predicate asked for it. */
+  | { kind: 'leaf'; content: LeafContent; kept?: Buffer }
+  | { kind: 'hardlink'; target: Buffer };
+
+/** Largest file whose content a `keep` predicate may retain whole. */
+const KEEP_MAX = 64n << 20n;
+
+/**
+ * What a `keep` predicate asks for: nothing, the whole content (files up to {@link KEEP_MAX}),
+ * or at most this many leading bytes (e.g. the headers and first sections of a large UKI).
+ */
+export type KeepWish = boolean | number;
+
+/** Collects the kept bytes of one member, up to its limit. */
+class Keeper {
+  private parts: Buffer[] = [];
+  private left: number;
+  constructor(limit: number) {
+    this.left = limit;
+  }
+  push(c: Uint8Array): void {
+    if (this.left <= 0) return;
+    const take = c.length <= this.left ? c : c.subarray(0, this.left);
+    this.parts.push(Buffer.from(take));
+    this.left -= take.length;
+  }
+  get data(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+function keepLimit(wish: KeepWish, size: bigint): number {
+  if (wish === true) return size <= KEEP_MAX ? Number(size) : 0;
+  if (wish === false || wish <= 0) return 0;
+  return Math.min(wish, Number(size));
+}
+
+/** composefs-rs `TarEntry`: absolute path (see {@link makeAbsolutePath}), stat, item. */
+export interface TarEntry {
+  path: Buffer;
+  stat: Stat;
+  item: TarItem;
+  /** The member's path as stored (lossy), for messages. */
+  name: string;
+}
+
+/** composefs-rs `make_absolute_path`: one leading '/' stripped, '/' prepended, trailing '/' removed; "/" -> "". */
+export function makeAbsolutePath(p: Buffer): Buffer {
+  const rest = p.length > 0 && p[0] === 0x2f ? p.subarray(1) : p;
+  let end = rest.length + 1;
+  const out = Buffer.concat([Buffer.from('/'), rest]);
+  while (end > 1 && out[end - 1] === 0x2f) end--;
+  if (end === 1) return Buffer.alloc(0);
+  return out.subarray(0, end);
+}
+
+/** Linux `makedev` (glibc encoding), as composefs-rs (rustix) computes it. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+function isFileType(t: number): boolean {
+  return t === T.REG || t === T.AREG || t === T.CONT;
+}
+
+/**
+ * composefs-rs `get_entry` for one member: reads (or hashes) the content from `src` and returns the
+ * composefs entry. Regular files of at most 64 bytes are inline, larger ones are external with their
+ * fs-verity digest, computed while streaming.
+ */
+/**
+ * Hashing by worker threads (see {@link toTarEntry}): digests arrive after the entry is returned
+ * and are written into its (preallocated) id; `pending` collects what to wait for.
+ */
+export interface ParallelHashing {
+  pool: HashPool;
+  pending: Promise<void>[];
+  /**
+   * Streamed (non-file) contents at least this large are copied to a worker; smaller ones are
+   * hashed here. Infinity when the cores are busy anyway (e.g. gzip decompression on 2 cores).
+   */
+  streamMin: number;
+}
+
+/**
+ * A zeroed id buffer, filled in when its digest arrives. From Node's shared pool (an
+ * ArrayBuffer of its own per file costs more than the 32 or 64 bytes it holds).
+ */
+function newId(hash: HashAlg): Buffer {
+  return Buffer.allocUnsafe(DIGEST_SIZE[hash]).fill(0);
+}
+
+/** Members at least this large of a tar *file* are read and hashed by a worker on its own. */
+const RANGE_MIN = 64 << 10;
+
+export async function toTarEntry(
+  raw: RawTarEntry,
+  src: ByteSource,
+  hash: HashAlg,
+  sink?: ObjectSink,
+  keep?: (path: Buffer) => KeepWish,
+  par?: ParallelHashing,
+): Promise<TarEntry> {
+  const name = displayPath(raw.path);
+  const fail = (msg: string): never => {
+    throw new TarFormatError(msg, name, raw.offset);
+  };
+  let item: TarItem;
+  const t = raw.typeflag;
+  if (isFileType(t)) {
+    if (raw.size > BigInt(INLINE_CONTENT_MAX)) {
+      if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
+      // Content read later (the SELinux policy of the bootable transform).
+      const limit = keep === undefined ? 0 : keepLimit(keep(makeAbsolutePath(raw.path)), raw.size);
+      const wantKept = limit > 0;
+      const file = par && !sink ? fileBacked(src) : undefined;
+      const at = file?.fileAt();
+      if (par && at && !wantKept && raw.size >= RANGE_MIN && raw.size <= BigInt(at.left)) {
+        // A worker reads the member from the file and hashes it; we skip it (readTar does).
+        const id = newId(hash);
+        const p = par.pool.hashRange(at.path, at.offset, raw.size, hash).then(
+          (d) => {
+            id.set(d);
+          },
+          (e: Error) => {
+            // e.g. the file changed meanwhile: name the layer's member, as for any read error
+            throw new TarFormatError(`reading file content: ${e.message}`, name, raw.offset);
+          },
+        );
+        p.catch(() => {}); // awaited (and reported) by readTarEntries
+        par.pending.push(p);
+        // Bounded bookkeeping: at most a few thousand members queued ahead of the workers.
+        if (par.pending.length >= 4096) await Promise.all(par.pending.splice(0, 2048));
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size } };
+        return finish(item);
+      }
+      const pool = par?.pool;
+      if (pool && !sink && !file && Number(raw.size) >= par!.streamMin) {
+        // A worker hashes the content while we go on parsing: the digest is filled into `id`
+        // (in place) before readTarEntries returns.
+        const id = newId(hash);
+        const st = pool.stream(hash);
+        const kept = wantKept ? new Keeper(limit) : undefined;
+        try {
+          await src.each(Number(raw.size), (c) => {
+            st.write(c);
+            kept?.push(c);
+            return pool.room();
+          });
+        } catch (e) {
+          if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
+          throw e;
+        }
+        st.end((d) => id.set(d));
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
+        return finish(item);
+      }
+      if (!sink && raw.size < BigInt(RANGE_MIN)) {
+        // Small content: one read (usually a view of what is buffered) and one native call.
+        const n = Number(raw.size);
+        const data = await src.read(n);
+        if (data.length < n) fail('unexpected end of tar stream inside file content');
+        const id = fsverityDigest(data, hash);
+        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: wantKept ? Buffer.from(data.subarray(0, limit)) : undefined };
+        return finish(item);
+      }
+      const h = new FsVerityHasher(hash);
+      const out = await sink?.objectWriter();
+      // Content we must read back later (the SELinux policy of the bootable transform).
+      const kept = wantKept ? new Keeper(limit) : undefined;
+      try {
+        for await (const c of src.chunks(Number(raw.size))) {
+          h.update(c);
+          if (out) await out.write(c);
+          kept?.push(c);
+        }
+      } catch (e) {
+        await out?.abort();
+        if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
+        throw e;
+      }
+      const id = h.digest();
+      await out?.commit(id);
+      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
+    } else {
+      const n = Number(raw.size);
+      const data = await src.read(n);
+      if (data.length < n) fail('unexpected end of tar stream inside file content');
+      item = { kind: 'leaf', content: { type: 'inline', data: Buffer.from(data) } };
+    }
+  } else {
+    switch (t) {
+      case T.DIR:
+        item = { kind: 'dir' };
+        break;
+      case T.LINK:
+        item = { kind: 'hardlink', target: makeAbsolutePath(raw.linkTarget ?? Buffer.alloc(0)) };
+        break;
+      case T.SYMLINK:
+        item = { kind: 'leaf', content: { type: 'symlink', target: raw.linkTarget ?? Buffer.alloc(0) } };
+        break;
+      case T.CHR:
+      case T.BLK: {
+        if (raw.devMajor === undefined || raw.devMinor === undefined) fail('device entry without device numbers');
+        const rdev = makedev(raw.devMajor!, raw.devMinor!);
+        item = { kind: 'leaf', content: t === T.CHR ? { type: 'chardev', rdev } : { type: 'blockdev', rdev } };
+        break;
+      }
+      case T.FIFO:
+        item = { kind: 'leaf', content: { type: 'fifo' } };
+        break;
+      default:
+        return fail(`unsupported tar entry type ${typeflagName(t)}`);
+    }
+  }
+  return finish(item);
+
+  /** The entry for `item`, with the member's stat. */
+  function finish(item: TarItem): TarEntry {
+    const xattrs: Xattrs = new Map();
+    for (const [k, v] of raw.xattrs) xattrs.set(nameKey(k), v);
+    const stat: Stat = {
+      mode: raw.mode >>> 0,
+      uid: Number(raw.uid & 0xffffffffn),
+      gid: Number(raw.gid & 0xffffffffn),
+      mtimeSec: BigInt.asIntN(64, raw.mtime),
+      mtimeNsec: raw.pax === undefined ? 0 : mtimeNsec(raw.pax),
+      xattrs,
+    };
+    return { path: makeAbsolutePath(raw.path), stat, item, name };
+  }
+
+  function mtimeNsec(pax: Buffer): number {
+    try {
+      return paxMtimeNsec(pax);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+  }
+}
+
+/** Streams every composefs entry of a tar. */
+export async function readTarEntries(
+  src: ByteSource,
+  hash: HashAlg,
+  onEntry: (e: TarEntry) => Promise<void> | void,
+  sink?: ObjectSink,
+  keep?: (path: Buffer) => KeepWish,
+  pool?: HashPool,
+  streamMin = 0,
+): Promise<void> {
+  const par: ParallelHashing | undefined = pool && { pool, pending: [], streamMin };
+  await readTar(src, async (raw, s) => {
+    const e = await toTarEntry(raw, s, hash, sink, keep, par);
+    await onEntry(e);
+  });
+  // Digests computed by the pool's workers are filled in by now.
+  if (par) {
+    await Promise.all(par.pending);
+    await par.pool.flush();
+  }
+}
+
 
 /** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
 export class LayerError extends Error {

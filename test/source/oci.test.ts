@@ -8,15 +8,16 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { writeDumpfile } from '../src/dumpfile/write.js';
-import { fsverityDigest } from '../src/fsverity/fsverity.js';
-import { applyLayer, buildFromLayers, newOciFileSystem } from '../src/oci/layers.js';
-import { loadOciSource, resolveLayoutRef, splitLayoutRef } from '../src/oci/image.js';
-import { makeAbsolutePath, makedev, paxMtimeNsec } from '../src/oci/tar-entry.js';
-import { transformForOci } from '../src/transform/transform.js';
-import type { FileSystem } from '../src/tree/tree.js';
-import { header, paxRecord, TarBuilder } from './tar-builder.js';
-import { runCfs, tempDir } from './helpers.js';
+import { writeDumpfile } from '../../src/dumpfile/write.js';
+import { fsverityDigest } from '../../src/fsverity/fsverity.js';
+import { applyLayer, buildFromLayers, newOciFileSystem } from '../../src/source/tar/members.js';
+import { loadOciSource, resolveLayoutRef, splitLayoutRef } from '../../src/source/oci/image.js';
+import { makeAbsolutePath, makedev } from '../../src/source/tar/members.js';
+import { paxMtimeNsec } from '../../src/source/tar/reader.js';
+import { transformForOci } from '../../src/transform/transform.js';
+import type { FileSystem } from '../../src/tree/tree.js';
+import { header, paxRecord, TarBuilder } from '../tar-builder.js';
+import { runCfs, tempDir } from '../helpers.js';
 
 async function* once(b: Buffer, chunk = 0): AsyncGenerator<Buffer> {
   if (chunk <= 0) {
