@@ -3,6 +3,7 @@
  * callers for now; see docs/architecture.md).
  */
 import { loadRawSource, type LoadedSource, type SourceOptions } from './source/load.js';
+import { bootReads } from './transform/boot.js';
 import { TransformError } from './transform/transform.js';
 import { applyRules, type Rules } from './transform/rules.js';
 
@@ -11,7 +12,9 @@ export type PipelineOptions = SourceOptions & Rules;
 
 /** Loads a SOURCE argument into its final tree. */
 export async function loadSource(spec: string, opts: PipelineOptions): Promise<LoadedSource> {
-  const loaded = await loadRawSource(spec, opts);
+  // The bootable transform names the files it will read back; sources that keep no contents
+  // (OCI layers) keep those.
+  const loaded = await loadRawSource(spec, opts.bootable && !opts.keep ? { ...opts, keep: bootReads } : opts);
   try {
     await applyRules(loaded, opts);
   } catch (e) {

@@ -20,8 +20,10 @@ import type { HashAlg } from '../tree/tree.js';
 import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadRawSource, sourceDirectory, type LoadedSource } from '../source/load.js';
-import { loadSource, type PipelineOptions as SourceOptions } from '../pipeline.js';
+import { loadRawSource as loadRaw, sourceDirectory, type LoadedSource, type SourceOptions as RawOptions } from '../source/load.js';
+import { loadSource as load, type PipelineOptions as SourceOptions } from '../pipeline.js';
+import { withLoadProgress } from './progress.js';
+import { bootReads } from '../transform/boot.js';
 import { applyRules } from '../transform/rules.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from './identify.js';
 import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
@@ -152,6 +154,10 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
   return cmd;
 }
 
+/** The pipeline's loaders, with their progress shown on stderr (--progress, or a TTY). */
+const loadSource = (spec: string, o: SourceOptions) => withLoadProgress(o.progress, (onProgress) => load(spec, { ...o, onProgress }));
+const loadRawSource = (spec: string, o: RawOptions) => withLoadProgress(o.progress, (onProgress) => loadRaw(spec, { ...o, onProgress }));
+
 interface Built {
   loaded: LoadedSource;
   image: Buffer;
@@ -172,6 +178,8 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     progress: t.progress === true || process.stderr.isTTY === true,
     platform: t.platform,
     mtimes: mtimeView(t),
+    // OCI sources keep what the bootable transform reads (compare and identify apply it later)
+    keep: bootReads,
   };
 }
 
@@ -507,7 +515,9 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       };
       const isPeFile = !/^[a-z][a-z-]*:/.test(target) && (await stat(target).then((st) => st.isFile(), () => false));
       if (!isPeFile && source !== undefined) throw new UsageError(`'${target}' is not a UKI file: a second argument only goes with a UKI file`);
-      const report = isPeFile ? await verifyPeFile(target, source, opts) : await verifyImage(target, opts);
+      const report = await withLoadProgress(opts.progress, (onProgress) =>
+        isPeFile ? verifyPeFile(target, source, { ...opts, onProgress }) : verifyImage(target, { ...opts, onProgress }),
+      );
       if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else await writeStdout([formatVerifyReport(report)]);
       if (!report.ok) process.exitCode = EXIT_DIFFERENT;

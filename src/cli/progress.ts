@@ -1,3 +1,5 @@
+import type { LoadProgress } from '../source/load.js';
+
 /**
  * A one-line progress display on stderr for long work, shown when stderr is a TTY or when
  * asked for (--progress); silent otherwise so logs and pipes stay clean.
@@ -35,6 +37,33 @@ export class Progress {
     this.timer = undefined;
     if (this.tty) process.stderr.write('\r\x1b[K');
     else this.draw();
+  }
+}
+
+/** The line for a loader's progress snapshot. */
+export function describeLoad(p: LoadProgress): string {
+  if (p.stage === 'scan') return `scanning ${p.path}: ${p.entries} entries listed, ${p.filesHashed} files hashed (${human(p.bytesHashed)})`;
+  if (p.layer === 0) return `reading ${p.spec}`;
+  const pct = p.size > 0 ? ` (${Math.floor((100 * p.read) / p.size)}%)` : '';
+  return `${p.label} of ${p.layers}: ${human(p.read)} of ${human(p.size)} read${pct}, ${p.entries} entries`;
+}
+
+/**
+ * Runs `load` with the loader's progress shown (when `enabled`): `load` gets the callback to pass
+ * as `onProgress`; the line shows the latest snapshot and is cleared (TTY) or printed a last
+ * time (otherwise) when `load` ends.
+ */
+export async function withLoadProgress<T>(enabled: boolean, load: (onProgress?: (p: LoadProgress) => void) => Promise<T>): Promise<T> {
+  if (!enabled) return load(undefined);
+  let last: LoadProgress | undefined;
+  const progress = new Progress(true, () => (last ? describeLoad(last) : ''));
+  progress.start();
+  try {
+    return await load((p) => {
+      last = p;
+    });
+  } finally {
+    progress.stop();
   }
 }
 

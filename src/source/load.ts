@@ -14,7 +14,9 @@ import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
 import { type LayerProgress, loadOciSource } from './oci/image.js';
 import type { ImageMetadata } from './oci/manifest.js';
-import { KeptContent, Provenance } from './tar/members.js';
+import { type KeepWish, KeptContent, Provenance } from './tar/members.js';
+import { type ObjectService, objectService } from '../objects/service.js';
+import { availableParallelism } from 'node:os';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import type { ContentReader } from '../transform/boot.js';
@@ -45,16 +47,63 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
+  /**
+   * Turns file contents into object ids (src/objects/service.ts); default: one made from `hash`,
+   * `repo` and `jobs` for this load (and closed after it). A given service is not closed.
+   */
+  objects?: ObjectService;
+  /** Directory sources: the progress display (until they report through `onProgress`). */
   progress: boolean;
+  /**
+   * Called with where loading stands, from the loader's own timer (at most every ~200 ms) and
+   * once at the end.
+   */
+  onProgress?: (p: LoadProgress) => void;
   /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
-  /** OCI sources: which file contents to keep for `read` (default: the SELinux policy). */
+  /**
+   * OCI sources: which file contents to keep for `read` (e.g. the bootable transform's
+   * src/transform/boot.ts `bootReads`); default: none.
+   */
+  keep?: (path: Buffer) => KeepWish;
+  /** OCI sources: keeps contents in this map (by leaf) as its `wants` asks; overrides `keep`. */
   kept?: KeptContent;
   /** OCI sources: filled with the image's manifest annotations and config labels. */
   metadata?: ImageMetadata;
 }
+
+/** A snapshot of where loading stands (see {@link SourceOptions.onProgress}). */
+export type LoadProgress =
+  | {
+      stage: 'scan';
+      /** The directory being scanned. */
+      path: string;
+      /** Directory entries listed so far. */
+      entries: number;
+      filesHashed: number;
+      bytesHashed: bigint;
+    }
+  | {
+      stage: 'layers';
+      /** The SOURCE being read. */
+      spec: string;
+      /** 1-based index of the layer being read (0 before the first). */
+      layer: number;
+      layers: number;
+      /** The layer as errors name it: "layer 2 (sha256:…)". */
+      label: string;
+      /** Size of the current layer's blob (compressed, as stored). */
+      size: number;
+      /** Bytes of the current layer's blob read so far. */
+      read: number;
+      /** Tar members applied so far, over all layers. */
+      entries: number;
+    };
+
+/** How often loaders call `onProgress` while they work. */
+const PROGRESS_MS = 200;
 
 function splitSpec(spec: string): { kind: string; rest: string } {
   const m = /^([a-z][a-z-]*):(.*)$/s.exec(spec);
@@ -198,31 +247,31 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
     case 'layers': {
       const spec = source.spec;
       const provenance = opts.provenance ? new Provenance() : undefined;
-      const kept = opts.kept ?? new KeptContent();
+      const kept = opts.kept ?? new KeptContent(opts.keep);
       const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
-      const progress = new Progress(opts.progress, () => {
-        if (counters.layer === 0) return `reading ${spec}`;
-        const pct = counters.size > 0 ? ` (${Math.floor((100 * counters.read()) / counters.size)}%)` : '';
-        return (
-          `${counters.label} of ${counters.layers}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
-          `${counters.entries} entries`
-        );
-      });
-      progress.start();
+      const onProgress = opts.onProgress;
+      const report = () =>
+        onProgress?.({ stage: 'layers', spec, layer: counters.layer, layers: counters.layers, label: counters.label, size: counters.size, read: counters.read(), entries: counters.entries });
+      // One hashing thread fewer than cores unless -j says: the main thread reads, inflates and parses.
+      const jobs = opts.jobsGiven ? opts.jobs : Math.max(1, availableParallelism() - 1);
+      const objects = opts.objects ?? objectService({ alg: opts.hash, repo: opts.repo, jobs });
+      const timer = onProgress && setInterval(report, PROGRESS_MS);
+      timer?.unref();
+      if (onProgress) report();
       let fs: FileSystem;
       try {
         fs = await loadOciSource(spec, {
           metadata: opts.metadata,
-          hash: opts.hash,
+          objects,
           platform: opts.platform,
           provenance,
-          sink: opts.repo,
           kept,
-          jobs: opts.jobsGiven ? opts.jobs : undefined,
-          progress: opts.progress ? counters : undefined,
+          progress: onProgress ? counters : undefined,
         });
       } finally {
-        progress.stop();
+        clearInterval(timer);
+        if (onProgress) report();
+        if (!opts.objects) await objects.close();
       }
       const read: ContentReader = async (p, leaf) => {
         const c = kept.byLeaf.get(leaf);

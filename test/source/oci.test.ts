@@ -11,6 +11,8 @@ import { gzipSync } from 'node:zlib';
 import { writeDumpfile } from '../../src/dumpfile/write.js';
 import { fsverityDigest } from '../../src/fsverity/fsverity.js';
 import { applyLayer, buildFromLayers, newOciFileSystem } from '../../src/source/tar/members.js';
+import { objectService } from '../../src/objects/service.js';
+import { loadSource } from '../../src/pipeline.js';
 import { loadOciSource, resolveLayoutRef, splitLayoutRef } from '../../src/source/oci/image.js';
 import { makeAbsolutePath, makedev } from '../../src/source/tar/members.js';
 import { paxMtimeNsec } from '../../src/source/tar/reader.js';
@@ -447,8 +449,9 @@ test('OCI layout, oci-archive, docker-archive, layers: with digest verification'
     assert.equal(writeDumpfile(fs2).toString('latin1'), expected);
     await rejectsWith(loadOciSource(`oci:${layout.dir}:nope`, { hash: 'sha256' }), 'no image named "nope"', 'latest');
 
-    // with transform_for_oci: root from /usr, /run emptied, xattrs filtered
-    const fsT = await loadOciSource(`oci:${layout.dir}`, { hash: 'sha256', transform: { propagateUsrToRoot: true, xattrs: 'allowlist-only' } });
+    // with transform_for_oci (the pipeline's rules; sources apply none): root from /usr, /run
+    // emptied, xattrs filtered
+    const { fs: fsT } = await loadSource(`oci:${layout.dir}`, { hash: 'sha256', jobs: 1, progress: false, propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable: false });
     const dT = writeDumpfile(fsT).toString('latin1');
     assert.ok(dT.startsWith('/ 0 40750 5 0 0 0 99.0 - - -\n'), dT);
     assert.ok(dT.includes('/run 0 40755 2 0 0 0 99.0 - - -\n'));
@@ -726,6 +729,11 @@ test('reproduces upstream EXPECTED_BASE_IMAGE_DUMPFILE', async () => {
 test('applyLayer accepts a Node readable stream', async () => {
   const { Readable } = await import('node:stream');
   const fs = newOciFileSystem();
-  await applyLayer(fs, Readable.from([base().build()]), { hash: 'sha512' });
+  const objects = objectService({ alg: 'sha512' });
+  try {
+    await applyLayer(fs, Readable.from([base().build()]), { objects });
+  } finally {
+    await objects.close();
+  }
   assert.equal(fs.root.entries.size, 2);
 });

@@ -15,9 +15,7 @@
  * blobs against their descriptors, and each layer's uncompressed sha256 against the config's
  * rootfs.diff_ids. A mismatch is an error naming the blob.
  */
-import { HashPool } from '../../fsverity/pool.js';
-import type { ObjectSink } from '../../repo/repo.js';
-import { transformForOci } from '../../transform/transform.js';
+import { type ObjectService, objectService } from '../../objects/service.js';
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -27,34 +25,25 @@ import { dockerArchiveLayers } from './docker-archive.js';
 import { type ImageMetadata, type Platform, hostPlatform, layoutLayers, parsePlatform } from './manifest.js';
 import { ArchiveStore, DirStore, type LayerSpec, OciSourceError, applyVerifiedLayer, fileRange } from './store.js';
 
-export interface OciTransformLike {
-  propagateUsrToRoot: boolean;
-  xattrs: 'allowlist-only' | 'keep-user-xattrs';
-}
-
-export interface OciSourceOptions {
-  /** Hash of external file object ids. */
-  hash: HashAlg;
+interface OciSourceCommon {
   /** "os/arch[/variant]"; default: the host (linux/amd64 on x64). */
   platform?: string;
-  /**
-   * If given, composefs-rs `transform_for_oci` is applied (root from /usr, /run emptied, xattr
-   * filter), via src/transform/transform.ts. Without it the merged tree is returned as is.
-   */
-  transform?: OciTransformLike;
   /** Filled with where each directory came from (for `cfs compare`). */
   provenance?: Provenance;
-  /** Stores external file contents as objects (with --repo). */
-  sink?: ObjectSink;
-  /** Keeps the SELinux policy files' contents (for --bootable). */
+  /** Keeps the contents it asks for, e.g. the SELinux policy files (for --bootable). */
   kept?: KeptContent;
-  /** Hashing threads for tar member contents (default: one per core). */
-  jobs?: number;
   /** Filled with the image's manifest annotations and config labels (where the source has them). */
   metadata?: ImageMetadata;
   /** Filled in as layers are read, for a progress display (read it from a timer). */
   progress?: LayerProgress;
 }
+
+/**
+ * How to load an OCI source: file contents become object ids through `objects` (hash only, or
+ * hash and store), or, without one, through a hash-only service of `hash` with `jobs` hashing
+ * threads (default: one fewer than cores), closed when loading ends.
+ */
+export type OciSourceOptions = OciSourceCommon & ({ objects: ObjectService; hash?: undefined; jobs?: undefined } | { objects?: undefined; hash: HashAlg; jobs?: number });
 
 /** Where loading stands: which layer, how much of its blob was read, entries applied so far. */
 export interface LayerProgress {
@@ -149,17 +138,13 @@ async function layerSpecs(spec: string, want: Platform, meta?: ImageMetadata): P
   }
 }
 
-/**
- * Loads an OCI source into the merged tree (composefs-rs `create_filesystem`; with
- * `opts.transform`, including `transform_for_oci`).
- */
+/** Loads an OCI source into the merged tree (composefs-rs `create_filesystem`). */
 export async function loadOciSource(spec: string, opts: OciSourceOptions): Promise<FileSystem> {
   const want = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   const layers = await layerSpecs(spec, want, opts.metadata);
   const fs = newOciFileSystem();
-  // Without a sink, file contents are hashed by worker threads while the main thread parses.
-  // One thread fewer than cores: the main thread is busy too (reading, parsing, copying).
-  const pool = opts.sink || layers.length === 0 ? undefined : new HashPool(opts.jobs ?? Math.max(1, availableParallelism() - 1));
+  // One hashing thread fewer than cores: the main thread is busy too (reading, parsing, copying).
+  const objects = opts.objects ?? objectService({ alg: opts.hash, jobs: opts.jobs ?? Math.max(1, availableParallelism() - 1) });
   const progress = opts.progress;
   if (progress) progress.layers = layers.length;
   try {
@@ -174,12 +159,11 @@ export async function loadOciSource(spec: string, opts: OciSourceOptions): Promi
         progress.size = l.blob.size;
         progress.read = () => 0;
       }
-      await applyVerifiedLayer(fs, l, opts.hash, { provenance: opts.provenance, sink: opts.sink, kept: opts.kept, pool, progress });
+      await applyVerifiedLayer(fs, l, { objects, provenance: opts.provenance, kept: opts.kept, progress });
       if (progress) progress.read = () => l.blob.size;
     }
   } finally {
-    await pool?.close();
+    if (!opts.objects) await objects.close();
   }
-  if (opts.transform) transformForOci(fs, opts.transform);
   return fs;
 }

@@ -2,17 +2,17 @@
  * Blob stores of OCI sources (an image layout directory, an archive read in place) and verified
  * blob reads: every layer is checked against its digest and diff_id while it is applied.
  */
-import { HashPool } from '../../fsverity/pool.js';
 import { createHash, type Hash } from 'node:crypto';
 import { constants as fsc, createReadStream } from 'node:fs';
 import { type FileHandle, lstat, open } from 'node:fs/promises';
 import path from 'node:path';
-import type { FileSystem, HashAlg } from '../../tree/tree.js';
+import type { FileSystem } from '../../tree/tree.js';
 import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from '../bytes.js';
 import { type Compression, decompress, detectCompression } from '../decompress.js';
 import { applyTar } from '../tar/members.js';
 import { readTar, T, TarFormatError } from '../tar/reader.js';
 import type { OciSourceOptions } from './image.js';
+import type { ObjectService } from '../../objects/service.js';
 
 export class OciSourceError extends Error {
   constructor(message: string) {
@@ -259,8 +259,7 @@ async function openPlainTar(b: Blob): Promise<FileStreamSource | undefined> {
 export async function applyVerifiedLayer(
   fs: FileSystem,
   l: LayerSpec,
-  hash: HashAlg,
-  extra: Pick<OciSourceOptions, 'provenance' | 'sink' | 'kept' | 'progress'> & { pool?: HashPool },
+  extra: Pick<OciSourceOptions, 'provenance' | 'kept' | 'progress'> & { objects: ObjectService },
 ): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
@@ -273,10 +272,8 @@ export async function applyVerifiedLayer(
   // over the data on the main thread.
   let src: ByteSource & { close(): Promise<void> };
   const kind = await peekCompression(l.blob);
-  const direct = kind === 'none' && hex === undefined && l.diffId === undefined && extra.pool !== undefined ? await openPlainTar(l.blob) : undefined;
-  // gzip is inflated by one thread of its own: with fewer than 2 hashing workers the cores are
-  // busy already, and handing contents over costs more than it saves.
-  const streamMin = kind === 'gzip' ? ((extra.pool?.jobs ?? 0) >= 2 ? 1 << 20 : Infinity) : 64 << 10;
+  // Read in place when the object service may have workers read members from the file.
+  const direct = kind === 'none' && hex === undefined && l.diffId === undefined && !extra.objects.stores ? await openPlainTar(l.blob) : undefined;
   // An uncompressed blob whose digest is its diff_id: one sha256 pass checks both.
   const sameHash = kind === 'none' && alg === 'sha256' && l.diffId === `sha256:${hex}`;
   const progress = extra.progress;
@@ -292,7 +289,7 @@ export async function applyVerifiedLayer(
     src = new StreamByteSource(plain);
   }
   try {
-    await applyTar(fs, src, { hash, label: l.label, ...extra, counter: progress, streamMin });
+    await applyTar(fs, src, { label: l.label, ...extra, counter: progress, inflating: kind === 'gzip' });
     if (direct) await direct.close();
   } catch (e) {
     await src.close().catch(() => {});

@@ -19,10 +19,8 @@
  * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
  * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
  */
-import { FsVerityHasher, fsverityDigest } from '../../fsverity/fsverity.js';
-import type { HashPool } from '../../fsverity/pool.js';
-import type { ObjectSink } from '../../repo/repo.js';
-import { DIGEST_SIZE, Directory, emptyStat, FileSystem, INLINE_CONTENT_MAX, type HashAlg, type Inode, Leaf, type LeafContent, type Stat, type Xattrs, nameKey } from '../../tree/tree.js';
+import { type ContentResult, type ObjectService, ShortContentError, objectService } from '../../objects/service.js';
+import { Directory, emptyStat, FileSystem, INLINE_CONTENT_MAX, type HashAlg, type Inode, Leaf, type LeafContent, type Stat, type Xattrs, nameKey } from '../../tree/tree.js';
 import { type ByteSource, ShortInputError, StreamByteSource, fileBacked } from '../bytes.js';
 import { decompress } from '../decompress.js';
 import { displayPath, paxMtimeNsec, type RawTarEntry, readTar, T, TarFormatError, typeflagName } from './reader.js';
@@ -44,24 +42,6 @@ const KEEP_MAX = 64n << 20n;
  * or at most this many leading bytes (e.g. the headers and first sections of a large UKI).
  */
 export type KeepWish = boolean | number;
-
-/** Collects the kept bytes of one member, up to its limit. */
-class Keeper {
-  private parts: Buffer[] = [];
-  private left: number;
-  constructor(limit: number) {
-    this.left = limit;
-  }
-  push(c: Uint8Array): void {
-    if (this.left <= 0) return;
-    const take = c.length <= this.left ? c : c.subarray(0, this.left);
-    this.parts.push(Buffer.from(take));
-    this.left -= take.length;
-  }
-  get data(): Buffer {
-    return Buffer.concat(this.parts);
-  }
-}
 
 function keepLimit(wish: KeepWish, size: bigint): number {
   if (wish === true) return size <= KEEP_MAX ? Number(size) : 0;
@@ -100,42 +80,17 @@ function isFileType(t: number): boolean {
 }
 
 /**
- * composefs-rs `get_entry` for one member: reads (or hashes) the content from `src` and returns the
- * composefs entry. Regular files of at most 64 bytes are inline, larger ones are external with their
- * fs-verity digest, computed while streaming.
+ * composefs-rs `get_entry` for one member: reads the content from `src` (or leaves it to the
+ * object service, which may have a worker read it from the file) and returns the composefs entry.
+ * Regular files of at most 64 bytes are inline, larger ones are external with their object id.
  */
-/**
- * Hashing by worker threads (see {@link toTarEntry}): digests arrive after the entry is returned
- * and are written into its (preallocated) id; `pending` collects what to wait for.
- */
-export interface ParallelHashing {
-  pool: HashPool;
-  pending: Promise<void>[];
-  /**
-   * Streamed (non-file) contents at least this large are copied to a worker; smaller ones are
-   * hashed here. Infinity when the cores are busy anyway (e.g. gzip decompression on 2 cores).
-   */
-  streamMin: number;
-}
-
-/**
- * A zeroed id buffer, filled in when its digest arrives. From Node's shared pool (an
- * ArrayBuffer of its own per file costs more than the 32 or 64 bytes it holds).
- */
-function newId(hash: HashAlg): Buffer {
-  return Buffer.allocUnsafe(DIGEST_SIZE[hash]).fill(0);
-}
-
-/** Members at least this large of a tar *file* are read and hashed by a worker on its own. */
-const RANGE_MIN = 64 << 10;
-
 export async function toTarEntry(
   raw: RawTarEntry,
   src: ByteSource,
-  hash: HashAlg,
-  sink?: ObjectSink,
+  objects: ObjectService,
   keep?: (path: Buffer) => KeepWish,
-  par?: ParallelHashing,
+  /** The stream is being inflated on this thread (gzip): see ContentOptions.inflating. */
+  inflating = false,
 ): Promise<TarEntry> {
   const name = displayPath(raw.path);
   const fail = (msg: string): never => {
@@ -148,76 +103,20 @@ export async function toTarEntry(
       if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
       // Content read later (the SELinux policy of the bootable transform).
       const limit = keep === undefined ? 0 : keepLimit(keep(makeAbsolutePath(raw.path)), raw.size);
-      const wantKept = limit > 0;
-      const file = par && !sink ? fileBacked(src) : undefined;
-      const at = file?.fileAt();
-      if (par && at && !wantKept && raw.size >= RANGE_MIN && raw.size <= BigInt(at.left)) {
-        // A worker reads the member from the file and hashes it; we skip it (readTar does).
-        const id = newId(hash);
-        const p = par.pool.hashRange(at.path, at.offset, raw.size, hash).then(
-          (d) => {
-            id.set(d);
-          },
-          (e: Error) => {
-            // e.g. the file changed meanwhile: name the layer's member, as for any read error
-            throw new TarFormatError(`reading file content: ${e.message}`, name, raw.offset);
-          },
-        );
-        p.catch(() => {}); // awaited (and reported) by readTarEntries
-        par.pending.push(p);
-        // Bounded bookkeeping: at most a few thousand members queued ahead of the workers.
-        if (par.pending.length >= 4096) await Promise.all(par.pending.splice(0, 2048));
-        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size } };
-        return finish(item);
-      }
-      const pool = par?.pool;
-      if (pool && !sink && !file && Number(raw.size) >= par!.streamMin) {
-        // A worker hashes the content while we go on parsing: the digest is filled into `id`
-        // (in place) before readTarEntries returns.
-        const id = newId(hash);
-        const st = pool.stream(hash);
-        const kept = wantKept ? new Keeper(limit) : undefined;
-        try {
-          await src.each(Number(raw.size), (c) => {
-            st.write(c);
-            kept?.push(c);
-            return pool.room();
-          });
-        } catch (e) {
-          if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
-          throw e;
-        }
-        st.end((d) => id.set(d));
-        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
-        return finish(item);
-      }
-      if (!sink && raw.size < BigInt(RANGE_MIN)) {
-        // Small content: one read (usually a view of what is buffered) and one native call.
-        const n = Number(raw.size);
-        const data = await src.read(n);
-        if (data.length < n) fail('unexpected end of tar stream inside file content');
-        const id = fsverityDigest(data, hash);
-        item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: wantKept ? Buffer.from(data.subarray(0, limit)) : undefined };
-        return finish(item);
-      }
-      const h = new FsVerityHasher(hash);
-      const out = await sink?.objectWriter();
-      // Content we must read back later (the SELinux policy of the bootable transform).
-      const kept = wantKept ? new Keeper(limit) : undefined;
+      let r: ContentResult;
       try {
-        for await (const c of src.chunks(Number(raw.size))) {
-          h.update(c);
-          if (out) await out.write(c);
-          kept?.push(c);
-        }
+        r = await objects.hashContent(src, raw.size, {
+          keep: limit,
+          file: fileBacked(src)?.fileAt(),
+          inflating,
+          // e.g. the file changed meanwhile: name the layer's member, as for any read error
+          failure: (e) => new TarFormatError(`reading file content: ${e.message}`, name, raw.offset),
+        });
       } catch (e) {
-        await out?.abort();
-        if (e instanceof ShortInputError) fail('unexpected end of tar stream inside file content');
+        if (e instanceof ShortInputError || e instanceof ShortContentError) fail('unexpected end of tar stream inside file content');
         throw e;
       }
-      const id = h.digest();
-      await out?.commit(id);
-      item = { kind: 'leaf', content: { type: 'external', id, size: raw.size }, kept: kept?.data };
+      item = { kind: 'leaf', content: { type: 'external', id: r.id, size: raw.size }, kept: r.kept };
     } else {
       const n = Number(raw.size);
       const data = await src.read(n);
@@ -275,28 +174,20 @@ export async function toTarEntry(
   }
 }
 
-/** Streams every composefs entry of a tar. */
+/** Streams every composefs entry of a tar; every object id is filled in when this returns. */
 export async function readTarEntries(
   src: ByteSource,
-  hash: HashAlg,
+  objects: ObjectService,
   onEntry: (e: TarEntry) => Promise<void> | void,
-  sink?: ObjectSink,
   keep?: (path: Buffer) => KeepWish,
-  pool?: HashPool,
-  streamMin = 0,
+  inflating = false,
 ): Promise<void> {
-  const par: ParallelHashing | undefined = pool && { pool, pending: [], streamMin };
   await readTar(src, async (raw, s) => {
-    const e = await toTarEntry(raw, s, hash, sink, keep, par);
+    const e = await toTarEntry(raw, s, objects, keep, inflating);
     await onEntry(e);
   });
-  // Digests computed by the pool's workers are filled in by now.
-  if (par) {
-    await Promise.all(par.pending);
-    await par.pool.flush();
-  }
+  await objects.settle();
 }
-
 
 /** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
 export class LayerError extends Error {
@@ -424,45 +315,35 @@ export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance, kept?
 }
 
 export interface ApplyOptions {
-  hash: HashAlg;
+  /** Turns file contents into object ids (hash only, or hash and store). */
+  objects: ObjectService;
   /** Name of the layer in error messages (e.g. "layer 2 (sha256:…)"). */
   label?: string;
   /** Skip decompression detection (the stream is known to be a plain tar). */
   raw?: boolean;
   /** Records where directories came from (see {@link Provenance}). */
   provenance?: Provenance;
-  /** Stores external file contents as objects (with --repo). */
-  sink?: ObjectSink;
   /** Keeps the content of the external files it selects, by leaf (see {@link KeptContent}). */
   kept?: KeptContent;
-  /** Worker threads that hash external file contents while the tar is parsed (without a sink). */
-  pool?: HashPool;
-  /** With `pool`: streamed contents smaller than this are hashed on this thread (default 0). */
-  streamMin?: number;
+  /** The stream is gzip being inflated on this thread (see ContentOptions.inflating). */
+  inflating?: boolean;
   /** Counts the members applied (for progress displays). */
   counter?: { entries: number };
 }
 
 /**
- * Contents the bootable transform reads back (the SELinux policy under /etc/selinux), kept
- * while streaming because external file contents are otherwise never stored.
+ * Contents read back after loading (e.g. the SELinux policy the bootable transform reads, which
+ * the caller names: src/transform/boot.ts `bootReads`), kept while streaming because external
+ * file contents are otherwise never stored.
  */
 export class KeptContent {
   readonly byLeaf = new WeakMap<Leaf, Buffer>();
-  /**
-   * /etc/selinux/config and the file_contexts family. Subclasses may keep other files, or only
-   * their first N bytes (a number; see KeepWish in tar-entry.ts).
-   */
-  wants(path: Buffer): boolean | number {
-    // Asked for every member: the usual answer without building a string.
-    if (path.indexOf(SELINUX) === -1) return false;
-    // tar paths may carry `./` components; composefs-rs normalises them when applying
-    const p = '/' + path.toString('latin1').split('/').filter((c) => c !== '' && c !== '.').join('/');
-    return p === '/etc/selinux/config' || /^\/etc\/selinux\/[^/]+\/contexts\/files\/[^/]+$/.test(p);
+  constructor(private readonly want: (path: Buffer) => KeepWish = () => false) {}
+  /** Whether to keep a member's content: all of it, or its first N bytes (see {@link KeepWish}). */
+  wants(path: Buffer): KeepWish {
+    return this.want(path);
   }
 }
-
-const SELINUX = Buffer.from('/selinux/');
 
 /** A readable or async iterable of byte chunks. */
 export type ByteStream = AsyncIterable<Uint8Array> | NodeJS.ReadableStream;
@@ -494,7 +375,7 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
   try {
     await readTarEntries(
       src,
-      opts.hash,
+      opts.objects,
       (e) => {
         if (opts.counter) opts.counter.entries++;
         try {
@@ -504,10 +385,8 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
           throw err;
         }
       },
-      opts.sink,
       opts.kept && ((p) => opts.kept!.wants(p)),
-      opts.pool,
-      opts.streamMin,
+      opts.inflating,
     );
   } catch (err) {
     if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);
@@ -538,14 +417,19 @@ export function newOciFileSystem(): FileSystem {
 /** Builds the merged tree (before `transform_for_oci`) from layers in order, bottom first. */
 export async function buildFromLayers(
   layers: Iterable<ByteStream | (() => ByteStream | Promise<ByteStream>)>,
-  opts: { hash: HashAlg; labels?: string[] },
+  opts: { hash: HashAlg; labels?: string[]; jobs?: number },
 ): Promise<FileSystem> {
   const fs = newOciFileSystem();
-  let i = 0;
-  for (const l of layers) {
-    const stream = typeof l === 'function' ? await l() : l;
-    await applyLayer(fs, stream, { hash: opts.hash, label: opts.labels?.[i] ?? `layer ${i + 1}` });
-    i++;
+  const objects = objectService({ alg: opts.hash, jobs: opts.jobs });
+  try {
+    let i = 0;
+    for (const l of layers) {
+      const stream = typeof l === 'function' ? await l() : l;
+      await applyLayer(fs, stream, { objects, label: opts.labels?.[i] ?? `layer ${i + 1}` });
+      i++;
+    }
+  } finally {
+    await objects.close();
   }
   return fs;
 }
