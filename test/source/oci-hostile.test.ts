@@ -14,6 +14,7 @@ import { gzipSync } from 'node:zlib';
 import { writeDumpfile } from '../../src/dumpfile/write.js';
 import { type LayerProgress, loadOciSource } from '../../src/source/oci/image.js';
 import { listSome } from '../../src/source/oci/manifest.js';
+import { loadRawTree, type LoadProgress } from '../../src/source/load.js';
 import { buildFromLayers } from '../../src/source/tar/members.js';
 import { IN_CI, ROOT, assertCleanError, have, runCfs, tempDir } from '../helpers.js';
 import { TarBuilder, sha256hex, writeOciLayout, zstdRleFrame, zstdSkippable } from '../tar-builder.js';
@@ -550,6 +551,13 @@ test('--progress reports layer sources: layer, bytes read of the blob, entries',
     assert.equal(p.layer, 2);
     assert.equal(p.entries, 7);
     assert.equal(p.read(), p.size);
+    // the library contract: snapshots from the loader's timer, the first before any layer, the
+    // last once loading has ended
+    const snaps: LoadProgress[] = [];
+    await loadRawTree({ kind: 'layers', spec }, { hash: 'sha256', jobs: 1, progress: false, onProgress: (s) => snaps.push(s) });
+    assert.deepEqual(snaps[0], { stage: 'layers', spec, layer: 0, layers: 0, label: '', size: 0, read: 0, entries: 0 });
+    const last = snaps[snaps.length - 1];
+    assert.deepEqual(last, { stage: 'layers', spec, layer: 2, layers: 2, label: `layer 2 (${path.join(dir, 'b.tar')})`, size: p.size, read: p.size, entries: 7 });
     // the CLI: stderr gets the state (at least the final one: stderr is not a TTY here)
     const r = runCfs(['compute-id', '--progress', spec]);
     assert.equal(r.status, 0, r.stderr);
