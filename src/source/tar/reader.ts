@@ -1,7 +1,8 @@
 /**
  * A streaming tar reader with the exact acceptance rules composefs-rs v0.9.0 applies to OCI layer
  * tarballs (tar-core 0.1 `Parser::with_defaults()` driven by composefs-oci `split_async` and
- * `get_entry`), and the conversion of each member to a composefs (path, stat, item).
+ * `get_entry`): headers and extensions in, raw members out (members.ts turns them into tree
+ * entries).
  *
  * We parse the headers ourselves instead of using tar-stream because we need the raw bytes of
  * PAX values (xattr values, non-UTF-8 paths), the raw mode field, tar-core's exact error cases and
