@@ -23,7 +23,7 @@ import type { FileSystem, HashAlg } from '../../tree/tree.js';
 import { KeptContent, Provenance, newOciFileSystem } from '../tar/members.js';
 import { dockerArchiveLayers } from './docker-archive.js';
 import { type ImageMetadata, type Platform, hostPlatform, layoutLayers, parsePlatform } from './manifest.js';
-import { ArchiveStore, DirStore, type LayerSpec, OciSourceError, applyVerifiedLayer, fileRange } from './store.js';
+import { ArchiveStore, DirStore, type LayerProgress, type LayerSpec, OciSourceError, applyVerifiedLayer, fileRange } from './store.js';
 
 interface OciSourceCommon {
   /** "os/arch[/variant]"; default: the host (linux/amd64 on x64). */
@@ -45,20 +45,7 @@ interface OciSourceCommon {
  */
 export type OciSourceOptions = OciSourceCommon & ({ objects: ObjectService; hash?: undefined; jobs?: undefined } | { objects?: undefined; hash: HashAlg; jobs?: number });
 
-/** Where loading stands: which layer, how much of its blob was read, entries applied so far. */
-export interface LayerProgress {
-  /** 1-based index of the layer being read (0 before the first). */
-  layer: number;
-  layers: number;
-  /** The layer as errors name it: "layer 2 (sha256:…)". */
-  label: string;
-  /** Size of the current layer's blob (compressed, as stored). */
-  size: number;
-  /** Bytes of the current layer's blob read so far. */
-  read(): number;
-  /** Tar members applied so far, over all layers. */
-  entries: number;
-}
+export type { LayerProgress } from './store.js';
 
 /** composefs-rs `parse_oci_layout_ref`: split at the last ':' unless the tail contains '/'. */
 export function splitLayoutRef(s: string): [string, string | undefined] {

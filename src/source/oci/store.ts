@@ -9,9 +9,8 @@ import path from 'node:path';
 import type { FileSystem } from '../../tree/tree.js';
 import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } from '../bytes.js';
 import { type Compression, decompress, detectCompression } from '../decompress.js';
-import { applyTar } from '../tar/members.js';
+import { type KeptContent, type Provenance, applyTar } from '../tar/members.js';
 import { readTar, T, TarFormatError } from '../tar/reader.js';
-import type { OciSourceOptions } from './image.js';
 import type { ObjectService } from '../../objects/service.js';
 
 export class OciSourceError extends Error {
@@ -255,11 +254,26 @@ async function openPlainTar(b: Blob): Promise<FileStreamSource | undefined> {
   return fh && new FileStreamSource(fh, Buffer.from(b.file.path), b.file.start, b.file.start + b.size);
 }
 
+/** Where loading stands: which layer, how much of its blob was read, entries applied so far. */
+export interface LayerProgress {
+  /** 1-based index of the layer being read (0 before the first). */
+  layer: number;
+  layers: number;
+  /** The layer as errors name it: "layer 2 (sha256:…)". */
+  label: string;
+  /** Size of the current layer's blob (compressed, as stored). */
+  size: number;
+  /** Bytes of the current layer's blob read so far. */
+  read(): number;
+  /** Tar members applied so far, over all layers. */
+  entries: number;
+}
+
 /** Applies one layer, verifying the blob digest and diff_id while streaming. */
 export async function applyVerifiedLayer(
   fs: FileSystem,
   l: LayerSpec,
-  extra: Pick<OciSourceOptions, 'provenance' | 'kept' | 'progress'> & { objects: ObjectService },
+  extra: { objects: ObjectService; provenance?: Provenance; kept?: KeptContent; progress?: LayerProgress },
 ): Promise<void> {
   const [alg, hex] = l.digest ? l.digest.split(':') : ['sha256', undefined];
   const blobHash = createHash(alg);
