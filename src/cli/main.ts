@@ -20,9 +20,8 @@ import type { HashAlg } from '../tree/tree.js';
 import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadRawSource as loadRaw, sourceDirectory, type LoadedSource, type SourceOptions as RawOptions } from '../source/load.js';
-import { loadSource as load, type PipelineOptions as SourceOptions } from '../pipeline.js';
-import { withLoadProgress } from './progress.js';
+import { loadRawSource, sourceDirectory, type LoadedSource } from '../source/load.js';
+import { loadSource, type PipelineOptions as SourceOptions } from '../pipeline.js';
 import { bootReads } from '../transform/boot.js';
 import { applyRules } from '../transform/rules.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from './identify.js';
@@ -38,6 +37,7 @@ import { allKargForms, type KargFormLine } from '../verify/karg.js';
 import { verifyImage, verifyPeFile } from '../verify/verify.js';
 import { formatVerifyReport } from '../verify/format.js';
 import { LAYER_MTIMES, parseEpoch, type LayerMtimes, type MtimeView } from '../transform/mtimes.js';
+import { progressPrinter } from './progress.js';
 
 export const VERSION = '0.1.0';
 
@@ -154,10 +154,6 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
   return cmd;
 }
 
-/** The pipeline's loaders, with their progress shown on stderr (--progress, or a TTY). */
-const loadSource = (spec: string, o: SourceOptions) => withLoadProgress(o.progress, (onProgress) => load(spec, { ...o, onProgress }));
-const loadRawSource = (spec: string, o: RawOptions) => withLoadProgress(o.progress, (onProgress) => loadRaw(spec, { ...o, onProgress }));
-
 interface Built {
   loaded: LoadedSource;
   image: Buffer;
@@ -176,6 +172,7 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     bootable,
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
+    onProgress: progressPrinter(t.progress === true || process.stderr.isTTY === true),
     platform: t.platform,
     mtimes: mtimeView(t),
     // OCI sources keep what the bootable transform reads (compare and identify apply it later)
@@ -511,13 +508,12 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         jobs: o.jobs ?? availableParallelism(),
         jobsGiven: o.jobs !== undefined,
         progress: o.progress === true || process.stderr.isTTY === true,
+        onProgress: progressPrinter(o.progress === true || process.stderr.isTTY === true),
         platform: o.platform,
       };
       const isPeFile = !/^[a-z][a-z-]*:/.test(target) && (await stat(target).then((st) => st.isFile(), () => false));
       if (!isPeFile && source !== undefined) throw new UsageError(`'${target}' is not a UKI file: a second argument only goes with a UKI file`);
-      const report = await withLoadProgress(opts.progress, (onProgress) =>
-        isPeFile ? verifyPeFile(target, source, { ...opts, onProgress }) : verifyImage(target, { ...opts, onProgress }),
-      );
+      const report = isPeFile ? await verifyPeFile(target, source, opts) : await verifyImage(target, opts);
       if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else await writeStdout([formatVerifyReport(report)]);
       if (!report.ok) process.exitCode = EXIT_DIFFERENT;

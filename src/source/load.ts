@@ -38,6 +38,11 @@ export interface LoadedSource {
   dirPath?: string;
 }
 
+/** A snapshot of a loader's progress, for {@link SourceOptions.onProgress}. */
+export type LoadProgress =
+  | { stage: 'scan'; path: string; entries: number; filesHashed: number; bytesHashed: bigint; done?: boolean }
+  | { stage: 'layers'; spec: string; layer: number; layers: number; label: string; size: number; read: number; entries: number; done?: boolean };
+
 export interface SourceOptions {
   /** Hash of object ids computed from file content. */
   hash: HashAlg;
@@ -47,16 +52,11 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
-  /**
-   * Turns file contents into object ids (src/objects/service.ts); default: one made from `hash`,
-   * `repo` and `jobs` for this load (and closed after it). A given service is not closed.
-   */
-  objects?: ObjectService;
-  /** Directory sources: the progress display (until they report through `onProgress`). */
+  /** Directory sources (until they report through `onProgress`): draw progress. */
   progress: boolean;
   /**
-   * Called with where loading stands, from the loader's own timer (at most every ~200 ms) and
-   * once at the end.
+   * Called with a snapshot of the loader's progress from its own timer (unref'd, at most every
+   * ~200 ms) and once at the end (`done`, also when loading fails).
    */
   onProgress?: (p: LoadProgress) => void;
   /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
@@ -72,35 +72,12 @@ export interface SourceOptions {
   kept?: KeptContent;
   /** OCI sources: filled with the image's manifest annotations and config labels. */
   metadata?: ImageMetadata;
+  /**
+   * Turns file contents into object ids (src/objects/service.ts); default: one made from `hash`,
+   * `repo` and `jobs` for this load (and closed after it). A given service is not closed.
+   */
+  objects?: ObjectService;
 }
-
-/** A snapshot of where loading stands (see {@link SourceOptions.onProgress}). */
-export type LoadProgress =
-  | {
-      stage: 'scan';
-      /** The directory being scanned. */
-      path: string;
-      /** Directory entries listed so far. */
-      entries: number;
-      filesHashed: number;
-      bytesHashed: bigint;
-    }
-  | {
-      stage: 'layers';
-      /** The SOURCE being read. */
-      spec: string;
-      /** 1-based index of the layer being read (0 before the first). */
-      layer: number;
-      layers: number;
-      /** The layer as errors name it: "layer 2 (sha256:…)". */
-      label: string;
-      /** Size of the current layer's blob (compressed, as stored). */
-      size: number;
-      /** Bytes of the current layer's blob read so far. */
-      read: number;
-      /** Tar members applied so far, over all layers. */
-      entries: number;
-    };
 
 /** How often loaders call `onProgress` while they work. */
 const PROGRESS_MS = 200;
@@ -250,14 +227,14 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
       const kept = opts.kept ?? new KeptContent(opts.keep);
       const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
       const onProgress = opts.onProgress;
-      const report = () =>
-        onProgress?.({ stage: 'layers', spec, layer: counters.layer, layers: counters.layers, label: counters.label, size: counters.size, read: counters.read(), entries: counters.entries });
+      const report = (done?: boolean) =>
+        onProgress?.({ stage: 'layers', spec, layer: counters.layer, layers: counters.layers, label: counters.label, size: counters.size, read: counters.read(), entries: counters.entries, ...(done ? { done } : {}) });
       // One hashing thread fewer than cores unless -j says: the main thread reads, inflates and parses.
       const jobs = opts.jobsGiven ? opts.jobs : Math.max(1, availableParallelism() - 1);
       const objects = opts.objects ?? objectService({ alg: opts.hash, repo: opts.repo, jobs });
       const timer = onProgress && setInterval(report, PROGRESS_MS);
       timer?.unref();
-      if (onProgress) report();
+      report();
       let fs: FileSystem;
       try {
         fs = await loadOciSource(spec, {
@@ -270,7 +247,7 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
         });
       } finally {
         clearInterval(timer);
-        if (onProgress) report();
+        report(true);
         if (!opts.objects) await objects.close();
       }
       const read: ContentReader = async (p, leaf) => {
