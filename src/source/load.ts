@@ -8,15 +8,13 @@
  *                   OCI layer tarballs (the same image outside the build)
  */
 import { readFile, stat } from 'node:fs/promises';
-import { readDumpfile, readStdin } from './dumpfile.js';
-import { parseDumpfile } from '../dumpfile/parse.js';
+import { loadDumpfile } from './dumpfile.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
-import { type LayerProgress, loadOciSource } from './oci/image.js';
+import { loadOci } from './oci/load.js';
 import type { ImageMetadata } from './oci/manifest.js';
-import { type KeepWish, KeptContent, Provenance } from './tar/members.js';
-import { type ObjectService, objectService } from '../objects/service.js';
-import { availableParallelism } from 'node:os';
+import type { KeepWish, KeptContent, Provenance } from './tar/members.js';
+import type { ObjectService } from '../objects/service.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import type { ContentReader } from '../transform/boot.js';
@@ -78,9 +76,6 @@ export interface SourceOptions {
    */
   objects?: ObjectService;
 }
-
-/** How often loaders call `onProgress` while they work. */
-const PROGRESS_MS = 200;
 
 function splitSpec(spec: string): { kind: string; rest: string } {
   const m = /^([a-z][a-z-]*):(.*)$/s.exec(spec);
@@ -201,15 +196,8 @@ export function loadRawSource(spec: string, opts: SourceOptions): Promise<Loaded
 /** Loads a source as it is, before any finishing rule. */
 export async function loadRawTree(source: Source, opts: SourceOptions): Promise<LoadedSource> {
   switch (source.kind) {
-    case 'dumpfile': {
-      const rest = source.path;
-      const text = rest === '-' ? await readStdin() : await readDumpfile(rest);
-      const { fs, objectHash } = parseDumpfile(text);
-      const read: ContentReader = async () => {
-        throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
-      };
-      return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}`, read };
-    }
+    case 'dumpfile':
+      return loadDumpfile(source.path);
     case 'dir': {
       const rest = source.path;
       const fs = await scanDir(rest, opts);
@@ -221,42 +209,8 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':
-    case 'layers': {
-      const spec = source.spec;
-      const provenance = opts.provenance ? new Provenance() : undefined;
-      const kept = opts.kept ?? new KeptContent(opts.keep);
-      const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
-      const onProgress = opts.onProgress;
-      const report = (done?: boolean) =>
-        onProgress?.({ stage: 'layers', spec, layer: counters.layer, layers: counters.layers, label: counters.label, size: counters.size, read: counters.read(), entries: counters.entries, ...(done ? { done } : {}) });
-      // One hashing thread fewer than cores unless -j says: the main thread reads, inflates and parses.
-      const jobs = opts.jobsGiven ? opts.jobs : Math.max(1, availableParallelism() - 1);
-      const objects = opts.objects ?? objectService({ alg: opts.hash, repo: opts.repo, jobs });
-      const timer = onProgress && setInterval(report, PROGRESS_MS);
-      timer?.unref();
-      report();
-      let fs: FileSystem;
-      try {
-        fs = await loadOciSource(spec, {
-          metadata: opts.metadata,
-          objects,
-          platform: opts.platform,
-          provenance,
-          kept,
-          progress: onProgress ? counters : undefined,
-        });
-      } finally {
-        clearInterval(timer);
-        report(true);
-        if (!opts.objects) await objects.close();
-      }
-      const read: ContentReader = async (p, leaf) => {
-        const c = kept.byLeaf.get(leaf);
-        if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);
-        return c;
-      };
-      return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance, read };
-    }
+    case 'layers':
+      return loadOci(source.spec, opts);
   }
 }
 
