@@ -16,6 +16,7 @@ import { availableParallelism } from 'node:os';
 import { FsVerityHasher, fsverityDigest, fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
 import type { Repository } from '../repo/repo.js';
+import { InputError } from '../errors.js';
 import { DIGEST_SIZE, type HashAlg } from '../tree/tree.js';
 
 /**
@@ -316,7 +317,7 @@ class StoringObjects extends Objects {
 }
 
 /** The content source ended before the content's size (callers report it with their context). */
-export class ShortContentError extends Error {
+export class ShortContentError extends InputError {
   constructor() {
     super('unexpected end of input inside file content');
   }

@@ -12,8 +12,9 @@ import { type Compression, decompress, detectCompression } from '../decompress.j
 import { type KeptContent, type Provenance, applyTar } from '../tar/members.js';
 import { readTar, T, TarFormatError } from '../tar/reader.js';
 import type { ObjectService } from '../../objects/service.js';
+import { InputError } from '../../errors.js';
 
-export class OciSourceError extends Error {
+export class OciSourceError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'OciSourceError';

@@ -24,6 +24,7 @@ import { Directory, emptyStat, FileSystem, INLINE_CONTENT_MAX, type HashAlg, typ
 import { type ByteSource, ShortInputError, StreamByteSource, fileBacked } from '../bytes.js';
 import { decompress } from '../decompress.js';
 import { displayPath, paxMtimeNsec, type RawTarEntry, readTar, T, TarFormatError, typeflagName } from './reader.js';
+import { InputError } from '../../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // composefs view of a member
@@ -190,7 +191,7 @@ export async function readTarEntries(
 }
 
 /** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
-export class LayerError extends Error {
+export class LayerError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'LayerError';
@@ -357,7 +358,7 @@ function describe(label: string | undefined, e: { entryName?: string; offset?: n
 }
 
 /** Error raised while applying a layer: names the layer and the member, then the reason. */
-export class LayerApplyError extends Error {
+export class LayerApplyError extends InputError {
   constructor(
     readonly layer: string | undefined,
     readonly entryName: string | undefined,

@@ -25,6 +25,7 @@
  * - device numbers come from the ustar/GNU devmajor/devminor octal fields (absent in v7 headers).
  */
 import type { ByteSource } from '../bytes.js';
+import { InputError } from '../../errors.js';
 
 export const BLOCK = 512;
 /** tar-core `Limits::default().max_metadata_size`. */
@@ -32,7 +33,7 @@ export const MAX_METADATA_SIZE = 1024 * 1024;
 const U64_MASK = (1n << 64n) - 1n;
 
 /** A malformed or unsupported tar stream. The message never includes a stack-like dump. */
-export class TarFormatError extends Error {
+export class TarFormatError extends InputError {
   constructor(
     message: string,
     /** The member's path as stored in the tar (lossy UTF-8), when known. */
