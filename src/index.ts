@@ -27,7 +27,7 @@ export { objectService, type ObjectService, type ObjectServiceOptions } from './
 export { applyRules, readerForCopies, type Rules } from './transform/rules.js';
 export { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from './transform/transform.js';
 export { LAYER_MTIMES, type LayerMtimes, type MtimeView } from './transform/mtimes.js';
-export type { ContentReader } from './transform/boot.js';
+export { bootReads, type ContentReader } from './transform/boot.js';
 
 // The pipeline: final tree, image, id, karg, comparison
 export {
