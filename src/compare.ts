@@ -5,7 +5,7 @@
  * The causes are the ways an engine's in-build view and its committed layers were seen to
  * differ (buildah, podman, Docker BuildKit): see CAUSES.
  */
-import type { Provenance } from './oci/layers.js';
+import type { Provenance } from './source/tar/members.js';
 import { countBelow, type Difference } from './tree/diff.js';
 import { type Directory, type FileSystem, type Inode, type Stat } from './tree/tree.js';
 import { forEachStat } from './transform/transform.js';

@@ -20,13 +20,14 @@ export type { Directory, FileSystem, HashAlg, Inode, Leaf, Stat } from './tree/t
 export type { ErofsVersion } from './erofs/format.js';
 
 // Sources: SOURCE strings and loading a raw tree
-export { loadRawTree, parseSource, type LoadedSource, type Source, type SourceOptions } from './source/load.js';
+export { loadRawTree, parseSource, type LoadedSource, type LoadProgress, type Source, type SourceOptions } from './source/load.js';
+export { objectService, type ObjectService, type ObjectServiceOptions } from './objects/service.js';
 
 // Rules: the finishing steps from raw tree to final tree
 export { applyRules, readerForCopies, type Rules } from './transform/rules.js';
 export { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from './transform/transform.js';
 export { LAYER_MTIMES, type LayerMtimes, type MtimeView } from './transform/mtimes.js';
-export type { ContentReader } from './transform/boot.js';
+export { bootReads, type ContentReader } from './transform/boot.js';
 
 // The pipeline: final tree, image, id, karg, comparison
 export {

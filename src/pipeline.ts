@@ -10,6 +10,7 @@ import { writeErofs } from './erofs/writer.js';
 import { fsverityDigest } from './fsverity/fsverity.js';
 import { formatKarg, profileKargs, type Profile } from './profiles.js';
 import { loadRawTree, parseSource, type LoadedSource, type Source, type SourceOptions } from './source/load.js';
+import { bootReads } from './transform/boot.js';
 import { TransformError } from './transform/transform.js';
 import { applyRules, type Rules } from './transform/rules.js';
 import type { MtimeView } from './transform/mtimes.js';
@@ -18,6 +19,14 @@ import type { FileSystem, HashAlg } from './tree/tree.js';
 
 /** What loading a source and finishing its tree takes. */
 export type PipelineOptions = SourceOptions & Rules;
+
+/**
+ * The bootable transform names the files it will read back (`bootReads`); sources that keep no
+ * contents (OCI layers) are asked to keep those when the rules make the tree bootable.
+ */
+function keepingBootReads<T extends PipelineOptions>(opts: T): T {
+  return opts.bootable && !opts.keep ? { ...opts, keep: bootReads } : opts;
+}
 
 /** A SOURCE argument (parsed with {@link parseSource}) or an already parsed {@link Source}. */
 export type SourceArg = Source | string;
@@ -30,7 +39,7 @@ const asSource = (s: SourceArg): Source => (typeof s === 'string' ? parseSource(
  * source.
  */
 export async function loadSource(source: SourceArg, opts: PipelineOptions): Promise<LoadedSource> {
-  const loaded = await loadRawTree(asSource(source), opts);
+  const loaded = await loadRawTree(asSource(source), keepingBootReads(opts));
   try {
     await applyRules(loaded, opts);
   } catch (e) {
@@ -130,7 +139,7 @@ export interface Comparison {
  * Directory provenance of OCI sources is recorded (which layer a directory came from).
  */
 export async function compareSources(a: SourceArg, b: SourceArg, opts: PipelineOptions & ImageOptions): Promise<Comparison> {
-  const base = { ...opts, provenance: true };
+  const base = { ...keepingBootReads(opts), provenance: true };
   const la = await loadRawTree(asSource(a), base);
   const lb = await loadRawTree(asSource(b), base);
   const view: MtimeView = opts.mtimes ?? { layerMtimes: 'keep' };

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { CORPUS_DIR, fuzz, readInputs, REGRESSIONS_DIR, replay, targetNames } from '../fuzz/engine.js';
 import { Rng, mutate } from '../fuzz/mutate.js';
 import { fixOciDigests, fixTarChecksums } from '../fuzz/tarfix.js';
-import { loadOciSource } from '../src/oci/image.js';
+import { loadOciSource } from '../src/source/oci/image.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir } from './helpers.js';

@@ -1,10 +1,10 @@
 /**
- * Layer decompression framing (src/oci/decompress.ts): gzip (multi-member), zstd (fzstd), plain
+ * Layer decompression framing (src/source/decompress.ts): gzip (multi-member), zstd (fzstd), plain
  * pass-through, xz/bzip2 refusal. Invariants: a rejection is a one-line DecompressError; the
  * output does not depend on how the input is cut into chunks (one chunk vs. pieces of sizes
  * drawn from the input), and plain input comes out unchanged. Output is read up to OUTPUT_CAP.
  */
-import { decompress, DecompressError } from '../../src/oci/decompress.js';
+import { decompress, DecompressError } from '../../src/source/decompress.js';
 import { expectRejection, expectSame, Finding, type FuzzTarget } from '../target.js';
 
 /** Enough to see framing errors; bombs beyond this are the memory bound's business. */

@@ -1,11 +1,12 @@
 /**
- * Layer tars (src/oci/tar-entry.ts, merged by src/oci/layers.ts; gzip/zstd layers go through
- * src/oci/decompress.ts). The input is up to four layers separated by LAYER_SEP, applied bottom
+ * Layer tars (src/source/tar/reader.ts, merged by src/source/tar/members.ts; gzip/zstd layers go
+ * through src/source/decompress.ts). The input is up to four layers separated by LAYER_SEP, applied bottom
  * first. Invariants: a rejection is a LayerApplyError/DecompressError naming the layer in one
  * line; an accepted tree passes the round trips of fuzz/roundtrip.ts.
  */
-import { DecompressError } from '../../src/oci/decompress.js';
-import { applyLayer, LayerApplyError, newOciFileSystem } from '../../src/oci/layers.js';
+import { objectService } from '../../src/objects/service.js';
+import { DecompressError } from '../../src/source/decompress.js';
+import { applyLayer, LayerApplyError, newOciFileSystem } from '../../src/source/tar/members.js';
 import { S_IFDIR } from '../../src/tree/tree.js';
 import { TransformError, transformForOci } from '../../src/transform/transform.js';
 import { checkRoundTrip, versionFor } from '../roundtrip.js';
@@ -47,13 +48,16 @@ export const target: FuzzTarget = {
   async run(input) {
     const fs = newOciFileSystem();
     const layers = split(input);
+    const objects = objectService({ alg: 'sha256', jobs: 1 });
     try {
       for (const [i, l] of layers.entries()) {
-        await applyLayer(fs, once(l), { hash: 'sha256', label: `layer ${i + 1}` });
+        await applyLayer(fs, once(l), { objects, label: `layer ${i + 1}` });
       }
     } catch (e) {
       expectRejection(e, [LayerApplyError, DecompressError], 'applyLayer');
       return;
+    } finally {
+      await objects.close();
     }
     // As the CLI does: the root takes /usr's metadata. Trees without /usr get a plain root.
     if (fs.root.entries.has('usr')) {

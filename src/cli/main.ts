@@ -25,8 +25,9 @@ import { loadRawTree, parseSource, type LoadedSource, type Source } from '../sou
 import { annotationKey, compareSources, imageId, loadSource, profileKarg, writeImage, type Built, type PipelineOptions as SourceOptions } from '../pipeline.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from '../identify.js';
 import { PATHS_PER_CAUSE, formatReport, subsecondHint } from './compare.js';
+import { bootReads } from '../transform/boot.js';
 import { availableParallelism } from 'node:os';
-import { keepYoungGenerationSmall } from '../tree/young-gen.js';
+import { keepYoungGenerationSmall } from '../source/oci/young-gen.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
@@ -36,6 +37,7 @@ import { allKargForms, type KargFormLine } from '../verify/karg.js';
 import { verifyImage, verifyPeFile } from '../verify/verify.js';
 import { formatVerifyReport } from '../verify/format.js';
 import { LAYER_MTIMES, parseEpoch, type LayerMtimes, type MtimeView } from '../transform/mtimes.js';
+import { progressPrinter } from './progress.js';
 
 export const VERSION = '0.1.0';
 
@@ -164,8 +166,11 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     bootable,
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
+    onProgress: progressPrinter(t.progress === true || process.stderr.isTTY === true),
     platform: t.platform,
     mtimes: mtimeView(t),
+    // OCI sources keep what the bootable transform reads (compare and identify apply it later)
+    keep: bootReads,
   };
 }
 
@@ -465,6 +470,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         jobs: o.jobs ?? availableParallelism(),
         jobsGiven: o.jobs !== undefined,
         progress: o.progress === true || process.stderr.isTTY === true,
+        onProgress: progressPrinter(o.progress === true || process.stderr.isTTY === true),
         platform: o.platform,
       };
       const isPeFile = !/^[a-z][a-z-]*:/.test(target) && (await stat(target).then((st) => st.isFile(), () => false));

@@ -87,11 +87,6 @@ export interface ObjectWriter {
   abort(): Promise<void>;
 }
 
-/** Where streamed external files go when objects are wanted (a {@link Repository}). */
-export interface ObjectSink {
-  objectWriter(): Promise<ObjectWriter>;
-}
-
 /** Entries of a composefs-rs repository directory (v0.9.0 layout). */
 const REPO_ENTRIES = new Set(['meta.json', 'objects', 'images', 'streams']);
 /** Temporary files of ours, with the creating PID in group 1. */
@@ -141,7 +136,7 @@ function pidRunning(pid: number): boolean {
   }
 }
 
-export class Repository implements ObjectSink {
+export class Repository {
   /** objects/XX directories known to be real directories. */
   private readonly fanouts = new Set<string>();
 

@@ -8,11 +8,13 @@
  *                   OCI layer tarballs (the same image outside the build)
  */
 import { readFile, stat } from 'node:fs/promises';
-import { parseDumpfile } from '../dumpfile/parse.js';
+import { loadDumpfile } from './dumpfile.js';
 import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
 import { HashError, HashPool } from '../fsverity/pool.js';
-import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/image.js';
-import { KeptContent, Provenance } from '../oci/layers.js';
+import { loadOci } from './oci/load.js';
+import type { ImageMetadata } from './oci/manifest.js';
+import type { KeepWish, KeptContent, Provenance } from './tar/members.js';
+import type { ObjectService } from '../objects/service.js';
 import { Repository } from '../repo/repo.js';
 import { scanDirectory, type ScanCounters } from '../scan/scan.js';
 import type { ContentReader } from '../transform/boot.js';
@@ -34,6 +36,11 @@ export interface LoadedSource {
   dirPath?: string;
 }
 
+/** A snapshot of a loader's progress, for {@link SourceOptions.onProgress}. */
+export type LoadProgress =
+  | { stage: 'scan'; path: string; entries: number; filesHashed: number; bytesHashed: bigint; done?: boolean }
+  | { stage: 'layers'; spec: string; layer: number; layers: number; label: string; size: number; read: number; entries: number; done?: boolean };
+
 export interface SourceOptions {
   /** Hash of object ids computed from file content. */
   hash: HashAlg;
@@ -43,32 +50,31 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
+  /** Directory sources (until they report through `onProgress`): draw progress. */
   progress: boolean;
+  /**
+   * Called with a snapshot of the loader's progress from its own timer (unref'd, at most every
+   * ~200 ms) and once at the end (`done`, also when loading fails).
+   */
+  onProgress?: (p: LoadProgress) => void;
   /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
   provenance?: boolean;
-  /** OCI sources: which file contents to keep for `read` (default: the SELinux policy). */
+  /**
+   * OCI sources: which file contents to keep for `read` (e.g. the bootable transform's
+   * src/transform/boot.ts `bootReads`); default: none.
+   */
+  keep?: (path: Buffer) => KeepWish;
+  /** OCI sources: keeps contents in this map (by leaf) as its `wants` asks; overrides `keep`. */
   kept?: KeptContent;
   /** OCI sources: filled with the image's manifest annotations and config labels. */
   metadata?: ImageMetadata;
-}
-
-/** Reads a dumpfile, naming it in errors (a directory gives EISDIR from read(), without a path). */
-async function readDumpfile(file: string): Promise<Buffer> {
-  try {
-    return await readFile(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new Error(`dumpfile ${file} is a directory, not a dumpfile`);
-    throw e; // errors of open() carry the path
-  }
-}
-
-/** Reads all of standard input. */
-async function readStdin(): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  /**
+   * Turns file contents into object ids (src/objects/service.ts); default: one made from `hash`,
+   * `repo` and `jobs` for this load (and closed after it). A given service is not closed.
+   */
+  objects?: ObjectService;
 }
 
 function splitSpec(spec: string): { kind: string; rest: string } {
@@ -190,15 +196,8 @@ export function loadRawSource(spec: string, opts: SourceOptions): Promise<Loaded
 /** Loads a source as it is, before any finishing rule. */
 export async function loadRawTree(source: Source, opts: SourceOptions): Promise<LoadedSource> {
   switch (source.kind) {
-    case 'dumpfile': {
-      const rest = source.path;
-      const text = rest === '-' ? await readStdin() : await readDumpfile(rest);
-      const { fs, objectHash } = parseDumpfile(text);
-      const read: ContentReader = async () => {
-        throw new UsageError('a dumpfile source holds no file contents: cannot read the SELinux policy for --bootable');
-      };
-      return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}`, read };
-    }
+    case 'dumpfile':
+      return loadDumpfile(source.path);
     case 'dir': {
       const rest = source.path;
       const fs = await scanDir(rest, opts);
@@ -210,42 +209,8 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':
-    case 'layers': {
-      const spec = source.spec;
-      const provenance = opts.provenance ? new Provenance() : undefined;
-      const kept = opts.kept ?? new KeptContent();
-      const counters: LayerProgress = { layer: 0, layers: 0, label: '', size: 0, read: () => 0, entries: 0 };
-      const progress = new Progress(opts.progress, () => {
-        if (counters.layer === 0) return `reading ${spec}`;
-        const pct = counters.size > 0 ? ` (${Math.floor((100 * counters.read()) / counters.size)}%)` : '';
-        return (
-          `${counters.label} of ${counters.layers}: ${human(counters.read())} of ${human(counters.size)} read${pct}, ` +
-          `${counters.entries} entries`
-        );
-      });
-      progress.start();
-      let fs: FileSystem;
-      try {
-        fs = await loadOciSource(spec, {
-          metadata: opts.metadata,
-          hash: opts.hash,
-          platform: opts.platform,
-          provenance,
-          sink: opts.repo,
-          kept,
-          jobs: opts.jobsGiven ? opts.jobs : undefined,
-          progress: opts.progress ? counters : undefined,
-        });
-      } finally {
-        progress.stop();
-      }
-      const read: ContentReader = async (p, leaf) => {
-        const c = kept.byLeaf.get(leaf);
-        if (!c) throw new UsageError(`--bootable with an OCI source: the content of ${p.toString('utf8')} was not kept`);
-        return c;
-      };
-      return { fs, objectHash: opts.hash, kind: 'oci', description: spec, provenance, read };
-    }
+    case 'layers':
+      return loadOci(source.spec, opts);
   }
 }
 

@@ -42,6 +42,22 @@ export function emptyToplevelDirs(fs: FileSystem, opts: BootOptions = {}): void 
   }
 }
 
+const SELINUX = Buffer.from('/selinux/');
+
+/**
+ * The files whose content {@link transformForBoot} reads through its `ContentReader`:
+ * /etc/selinux/config and the file_contexts family of each policy
+ * (`/etc/selinux/NAME/contexts/files/*`: what the policy loader opens). A source that
+ * does not keep file contents (OCI layers) is given this to keep them while streaming. Paths are
+ * as in a tar (they may carry `./` components; composefs-rs normalises them when applying).
+ */
+export function bootReads(path: Buffer): boolean {
+  // Asked for every member: the usual answer without building a string.
+  if (path.indexOf(SELINUX) === -1) return false;
+  const p = '/' + path.toString('latin1').split('/').filter((c) => c !== '' && c !== '.').join('/');
+  return p === '/etc/selinux/config' || /^\/etc\/selinux\/[^/]+\/contexts\/files\/[^/]+$/.test(p);
+}
+
 /** transform_for_boot; `read` supplies the content of the policy files when not inline. */
 export async function transformForBoot(fs: FileSystem, read: ContentReader, opts: BootOptions = {}): Promise<void> {
   emptyToplevelDirs(fs, opts);

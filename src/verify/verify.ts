@@ -22,8 +22,9 @@ import path from 'node:path';
 import type { ErofsVersion } from '../erofs/format.js';
 import { writeErofs } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
-import { KeptContent } from '../oci/layers.js';
-import type { ImageMetadata } from '../oci/image.js';
+import { KeptContent } from '../source/tar/members.js';
+import { bootReads } from '../transform/boot.js';
+import type { ImageMetadata } from '../source/oci/manifest.js';
 import { PeError, bufferReader, readCmdlines, readPe, withFileReader, type ByteReader, type PeCmdline } from '../pe/pe.js';
 import { cloneTree } from '../tree/clone.js';
 import { keyBytes, type Directory, type FileSystem, type HashAlg, type Leaf } from '../tree/tree.js';
@@ -102,7 +103,7 @@ export interface VerifyReport {
 }
 
 /** How to read the source (the tree options are fixed by what is tried). */
-export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'progress' | 'platform'>;
+export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'progress' | 'onProgress' | 'platform' | 'keep'>;
 
 /** The verification failed to run (bad input); the message names the file and the reason. */
 export class VerifyError extends InputError {}
@@ -394,7 +395,8 @@ function finish(report: Omit<VerifyReport, 'problems' | 'ok'>): VerifyReport {
  * its sealing labels/annotations.
  */
 export async function verifyImage(spec: string, opts: VerifySourceOptions): Promise<VerifyReport> {
-  const kept = new UkiKept();
+  opts = { keep: bootReads, ...opts }; // the bootable digests read the SELinux policy
+  const kept = new UkiKept(opts.keep);
   const metadata: ImageMetadata = { annotations: {}, labels: {} };
   const raw = await loadRawSource(spec, { ...opts, hash: 'sha512', kept, metadata });
   if (raw.kind === 'dumpfile') throw new VerifyError(`${spec}: a dumpfile holds no file contents: cannot read the UKIs or the SELinux policy`);
@@ -431,6 +433,7 @@ export async function verifyImage(spec: string, opts: VerifySourceOptions): Prom
  * one is given (and that source's labels), else only that they are well formed.
  */
 export async function verifyPeFile(file: string, spec: string | undefined, opts: VerifySourceOptions): Promise<VerifyReport> {
+  opts = { keep: bootReads, ...opts }; // the bootable digests read the SELinux policy
   const kind: PeKind = file.endsWith('.addon.efi') ? 'addon' : 'uki';
   const notes: string[] = [];
   if (spec === undefined) {

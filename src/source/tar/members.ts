@@ -19,13 +19,176 @@
  * The tree starts from composefs-rs `Stat::uninitialized()` (all zero). `transform_for_oci` (root
  * from /usr, /run emptied, xattr filter) is separate: src/transform/transform.ts.
  */
-import type { HashPool } from '../fsverity/pool.js';
-import type { ObjectSink } from '../repo/repo.js';
-import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from '../tree/tree.js';
-import { type ByteSource, StreamByteSource } from './bytes.js';
-import { decompress } from './decompress.js';
-import { readTarEntries, type TarEntry, TarFormatError } from './tar-entry.js';
-import { InputError } from '../errors.js';
+import { type ContentResult, type ObjectService, ShortContentError, objectService } from '../../objects/service.js';
+import { Directory, emptyStat, FileSystem, INLINE_CONTENT_MAX, type HashAlg, type Inode, Leaf, type LeafContent, type Stat, type Xattrs, nameKey } from '../../tree/tree.js';
+import { type ByteSource, ShortInputError, StreamByteSource, fileBacked } from '../bytes.js';
+import { decompress } from '../decompress.js';
+import { displayPath, paxMtimeNsec, type RawTarEntry, readTar, T, TarFormatError, typeflagName } from './reader.js';
+import { InputError } from '../../errors.js';
+
+// ---------------------------------------------------------------------------------------------
+// composefs view of a member
+
+export type TarItem =
+  | { kind: 'dir' }
+  /** `kept`: the content of an external file, when a `keep` predicate asked for it. */
+  | { kind: 'leaf'; content: LeafContent; kept?: Buffer }
+  | { kind: 'hardlink'; target: Buffer };
+
+/** Largest file whose content a `keep` predicate may retain whole. */
+const KEEP_MAX = 64n << 20n;
+
+/**
+ * What a `keep` predicate asks for: nothing, the whole content (files up to {@link KEEP_MAX}),
+ * or at most this many leading bytes (e.g. the headers and first sections of a large UKI).
+ */
+export type KeepWish = boolean | number;
+
+function keepLimit(wish: KeepWish, size: bigint): number {
+  if (wish === true) return size <= KEEP_MAX ? Number(size) : 0;
+  if (wish === false || wish <= 0) return 0;
+  return Math.min(wish, Number(size));
+}
+
+/** composefs-rs `TarEntry`: absolute path (see {@link makeAbsolutePath}), stat, item. */
+export interface TarEntry {
+  path: Buffer;
+  stat: Stat;
+  item: TarItem;
+  /** The member's path as stored (lossy), for messages. */
+  name: string;
+}
+
+/** composefs-rs `make_absolute_path`: one leading '/' stripped, '/' prepended, trailing '/' removed; "/" -> "". */
+export function makeAbsolutePath(p: Buffer): Buffer {
+  const rest = p.length > 0 && p[0] === 0x2f ? p.subarray(1) : p;
+  let end = rest.length + 1;
+  const out = Buffer.concat([Buffer.from('/'), rest]);
+  while (end > 1 && out[end - 1] === 0x2f) end--;
+  if (end === 1) return Buffer.alloc(0);
+  return out.subarray(0, end);
+}
+
+/** Linux `makedev` (glibc encoding), as composefs-rs (rustix) computes it. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+function isFileType(t: number): boolean {
+  return t === T.REG || t === T.AREG || t === T.CONT;
+}
+
+/**
+ * composefs-rs `get_entry` for one member: reads the content from `src` (or leaves it to the
+ * object service, which may have a worker read it from the file) and returns the composefs entry.
+ * Regular files of at most 64 bytes are inline, larger ones are external with their object id.
+ */
+export async function toTarEntry(
+  raw: RawTarEntry,
+  src: ByteSource,
+  objects: ObjectService,
+  keep?: (path: Buffer) => KeepWish,
+  /** The stream is being inflated on this thread (gzip): see ContentOptions.inflating. */
+  inflating = false,
+): Promise<TarEntry> {
+  const name = displayPath(raw.path);
+  const fail = (msg: string): never => {
+    throw new TarFormatError(msg, name, raw.offset);
+  };
+  let item: TarItem;
+  const t = raw.typeflag;
+  if (isFileType(t)) {
+    if (raw.size > BigInt(INLINE_CONTENT_MAX)) {
+      if (raw.size > BigInt(Number.MAX_SAFE_INTEGER)) fail(`member size ${raw.size} is too large`);
+      // Content read later (the SELinux policy of the bootable transform).
+      const limit = keep === undefined ? 0 : keepLimit(keep(makeAbsolutePath(raw.path)), raw.size);
+      let r: ContentResult;
+      try {
+        r = await objects.hashContent(src, raw.size, {
+          keep: limit,
+          file: fileBacked(src)?.fileAt(),
+          inflating,
+          // e.g. the file changed meanwhile: name the layer's member, as for any read error
+          failure: (e) => new TarFormatError(`reading file content: ${e.message}`, name, raw.offset),
+        });
+      } catch (e) {
+        if (e instanceof ShortInputError || e instanceof ShortContentError) fail('unexpected end of tar stream inside file content');
+        throw e;
+      }
+      item = { kind: 'leaf', content: { type: 'external', id: r.id, size: raw.size }, kept: r.kept };
+    } else {
+      const n = Number(raw.size);
+      const data = await src.read(n);
+      if (data.length < n) fail('unexpected end of tar stream inside file content');
+      item = { kind: 'leaf', content: { type: 'inline', data: Buffer.from(data) } };
+    }
+  } else {
+    switch (t) {
+      case T.DIR:
+        item = { kind: 'dir' };
+        break;
+      case T.LINK:
+        item = { kind: 'hardlink', target: makeAbsolutePath(raw.linkTarget ?? Buffer.alloc(0)) };
+        break;
+      case T.SYMLINK:
+        item = { kind: 'leaf', content: { type: 'symlink', target: raw.linkTarget ?? Buffer.alloc(0) } };
+        break;
+      case T.CHR:
+      case T.BLK: {
+        if (raw.devMajor === undefined || raw.devMinor === undefined) fail('device entry without device numbers');
+        const rdev = makedev(raw.devMajor!, raw.devMinor!);
+        item = { kind: 'leaf', content: t === T.CHR ? { type: 'chardev', rdev } : { type: 'blockdev', rdev } };
+        break;
+      }
+      case T.FIFO:
+        item = { kind: 'leaf', content: { type: 'fifo' } };
+        break;
+      default:
+        return fail(`unsupported tar entry type ${typeflagName(t)}`);
+    }
+  }
+  return finish(item);
+
+  /** The entry for `item`, with the member's stat. */
+  function finish(item: TarItem): TarEntry {
+    const xattrs: Xattrs = new Map();
+    for (const [k, v] of raw.xattrs) xattrs.set(nameKey(k), v);
+    const stat: Stat = {
+      mode: raw.mode >>> 0,
+      uid: Number(raw.uid & 0xffffffffn),
+      gid: Number(raw.gid & 0xffffffffn),
+      mtimeSec: BigInt.asIntN(64, raw.mtime),
+      mtimeNsec: raw.pax === undefined ? 0 : mtimeNsec(raw.pax),
+      xattrs,
+    };
+    return { path: makeAbsolutePath(raw.path), stat, item, name };
+  }
+
+  function mtimeNsec(pax: Buffer): number {
+    try {
+      return paxMtimeNsec(pax);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+  }
+}
+
+/** Streams every composefs entry of a tar; every object id is filled in when this returns. */
+export async function readTarEntries(
+  src: ByteSource,
+  objects: ObjectService,
+  onEntry: (e: TarEntry) => Promise<void> | void,
+  keep?: (path: Buffer) => KeepWish,
+  inflating = false,
+): Promise<void> {
+  await readTar(src, async (raw, s) => {
+    const e = await toTarEntry(raw, s, objects, keep, inflating);
+    await onEntry(e);
+  });
+  await objects.settle();
+}
 
 /** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
 export class LayerError extends InputError {
@@ -153,45 +316,35 @@ export function applyEntry(fs: FileSystem, e: TarEntry, prov?: Provenance, kept?
 }
 
 export interface ApplyOptions {
-  hash: HashAlg;
+  /** Turns file contents into object ids (hash only, or hash and store). */
+  objects: ObjectService;
   /** Name of the layer in error messages (e.g. "layer 2 (sha256:…)"). */
   label?: string;
   /** Skip decompression detection (the stream is known to be a plain tar). */
   raw?: boolean;
   /** Records where directories came from (see {@link Provenance}). */
   provenance?: Provenance;
-  /** Stores external file contents as objects (with --repo). */
-  sink?: ObjectSink;
   /** Keeps the content of the external files it selects, by leaf (see {@link KeptContent}). */
   kept?: KeptContent;
-  /** Worker threads that hash external file contents while the tar is parsed (without a sink). */
-  pool?: HashPool;
-  /** With `pool`: streamed contents smaller than this are hashed on this thread (default 0). */
-  streamMin?: number;
+  /** The stream is gzip being inflated on this thread (see ContentOptions.inflating). */
+  inflating?: boolean;
   /** Counts the members applied (for progress displays). */
   counter?: { entries: number };
 }
 
 /**
- * Contents the bootable transform reads back (the SELinux policy under /etc/selinux), kept
- * while streaming because external file contents are otherwise never stored.
+ * Contents read back after loading (e.g. the SELinux policy the bootable transform reads, which
+ * the caller names: src/transform/boot.ts `bootReads`), kept while streaming because external
+ * file contents are otherwise never stored.
  */
 export class KeptContent {
   readonly byLeaf = new WeakMap<Leaf, Buffer>();
-  /**
-   * /etc/selinux/config and the file_contexts family. Subclasses may keep other files, or only
-   * their first N bytes (a number; see KeepWish in tar-entry.ts).
-   */
-  wants(path: Buffer): boolean | number {
-    // Asked for every member: the usual answer without building a string.
-    if (path.indexOf(SELINUX) === -1) return false;
-    // tar paths may carry `./` components; composefs-rs normalises them when applying
-    const p = '/' + path.toString('latin1').split('/').filter((c) => c !== '' && c !== '.').join('/');
-    return p === '/etc/selinux/config' || /^\/etc\/selinux\/[^/]+\/contexts\/files\/[^/]+$/.test(p);
+  constructor(private readonly want: (path: Buffer) => KeepWish = () => false) {}
+  /** Whether to keep a member's content: all of it, or its first N bytes (see {@link KeepWish}). */
+  wants(path: Buffer): KeepWish {
+    return this.want(path);
   }
 }
-
-const SELINUX = Buffer.from('/selinux/');
 
 /** A readable or async iterable of byte chunks. */
 export type ByteStream = AsyncIterable<Uint8Array> | NodeJS.ReadableStream;
@@ -223,7 +376,7 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
   try {
     await readTarEntries(
       src,
-      opts.hash,
+      opts.objects,
       (e) => {
         if (opts.counter) opts.counter.entries++;
         try {
@@ -233,10 +386,8 @@ export async function applyTar(fs: FileSystem, src: ByteSource, opts: ApplyOptio
           throw err;
         }
       },
-      opts.sink,
       opts.kept && ((p) => opts.kept!.wants(p)),
-      opts.pool,
-      opts.streamMin,
+      opts.inflating,
     );
   } catch (err) {
     if (err instanceof TarFormatError) throw new LayerApplyError(opts.label, err.entryName, err.message, err.offset);
@@ -267,14 +418,19 @@ export function newOciFileSystem(): FileSystem {
 /** Builds the merged tree (before `transform_for_oci`) from layers in order, bottom first. */
 export async function buildFromLayers(
   layers: Iterable<ByteStream | (() => ByteStream | Promise<ByteStream>)>,
-  opts: { hash: HashAlg; labels?: string[] },
+  opts: { hash: HashAlg; labels?: string[]; jobs?: number },
 ): Promise<FileSystem> {
   const fs = newOciFileSystem();
-  let i = 0;
-  for (const l of layers) {
-    const stream = typeof l === 'function' ? await l() : l;
-    await applyLayer(fs, stream, { hash: opts.hash, label: opts.labels?.[i] ?? `layer ${i + 1}` });
-    i++;
+  const objects = objectService({ alg: opts.hash, jobs: opts.jobs });
+  try {
+    let i = 0;
+    for (const l of layers) {
+      const stream = typeof l === 'function' ? await l() : l;
+      await applyLayer(fs, stream, { objects, label: opts.labels?.[i] ?? `layer ${i + 1}` });
+      i++;
+    }
+  } finally {
+    await objects.close();
   }
   return fs;
 }

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { runCfs, tempDir } from './helpers.js';
+import { runCfs, tempDir } from '../helpers.js';
 
 test('large members: tar, tar.gz and directory give the same id; truncation names the entry', () => {
   const { dir, cleanup } = tempDir();

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { test } from 'node:test';
-import { IN_CI, ROOT, tempDir } from './helpers.js';
+import { IN_CI, ROOT, tempDir } from '../helpers.js';
 
 const SEA = path.join(ROOT, 'dist/cfs');
 const TIME = '/usr/bin/time';

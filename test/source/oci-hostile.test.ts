@@ -11,11 +11,13 @@ import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { writeDumpfile } from '../src/dumpfile/write.js';
-import { type LayerProgress, listSome, loadOciSource } from '../src/oci/image.js';
-import { buildFromLayers } from '../src/oci/layers.js';
-import { IN_CI, ROOT, assertCleanError, have, runCfs, tempDir } from './helpers.js';
-import { TarBuilder, sha256hex, writeOciLayout, zstdRleFrame, zstdSkippable } from './tar-builder.js';
+import { writeDumpfile } from '../../src/dumpfile/write.js';
+import { type LayerProgress, loadOciSource } from '../../src/source/oci/image.js';
+import { listSome } from '../../src/source/oci/manifest.js';
+import { loadRawTree, type LoadProgress } from '../../src/source/load.js';
+import { buildFromLayers } from '../../src/source/tar/members.js';
+import { IN_CI, ROOT, assertCleanError, have, runCfs, tempDir } from '../helpers.js';
+import { TarBuilder, sha256hex, writeOciLayout, zstdRleFrame, zstdSkippable } from '../tar-builder.js';
 
 async function* chunked(b: Buffer, chunk: number): AsyncGenerator<Buffer> {
   if (chunk <= 0) {
@@ -77,7 +79,7 @@ function zstdCli(input: Buffer, ...args: string[]): Buffer {
 
 /** Loads `file` as a `layers:` source in a fresh node; returns its peak RSS (bytes) and outcome. */
 function loadInChild(file: string): { rss: number; ok: boolean; message: string } {
-  const mod = pathToFileURL(path.join(ROOT, 'build/src/oci/image.js')).href;
+  const mod = pathToFileURL(path.join(ROOT, 'build/src/source/oci/image.js')).href;
   const script = `
     const { loadOciSource } = await import(${JSON.stringify(mod)});
     let ok = true, message = '';
@@ -136,7 +138,7 @@ test('zstd bomb from the zstd CLI: a 512 MiB member of zeros, bounded memory, sa
 
 /** Decodes `file` with `decompress` alone in a fresh node; returns its peak RSS (bytes) and the size. */
 function decodeInChild(file: string): { rss: number; size: number } {
-  const mod = pathToFileURL(path.join(ROOT, 'build/src/oci/decompress.js')).href;
+  const mod = pathToFileURL(path.join(ROOT, 'build/src/source/decompress.js')).href;
   const scriptFile = path.join(path.dirname(file), 'decode-in-child.mjs');
   writeFileSync(
     scriptFile,
@@ -549,6 +551,14 @@ test('--progress reports layer sources: layer, bytes read of the blob, entries',
     assert.equal(p.layer, 2);
     assert.equal(p.entries, 7);
     assert.equal(p.read(), p.size);
+    // the library contract: snapshots from the loader's timer, the first before any layer, the
+    // last (`done`) once loading has ended
+    const snaps: LoadProgress[] = [];
+    await loadRawTree({ kind: 'layers', spec }, { hash: 'sha256', jobs: 1, progress: false, onProgress: (s) => snaps.push(s) });
+    assert.deepEqual(snaps[0], { stage: 'layers', spec, layer: 0, layers: 0, label: '', size: 0, read: 0, entries: 0 });
+    const last = snaps[snaps.length - 1];
+    assert.deepEqual(last, { stage: 'layers', spec, layer: 2, layers: 2, label: `layer 2 (${path.join(dir, 'b.tar')})`, size: p.size, read: p.size, entries: 7, done: true });
+    assert.equal(snaps.filter((x) => x.done).length, 1);
     // the CLI: stderr gets the state (at least the final one: stderr is not a TTY here)
     const r = runCfs(['compute-id', '--progress', spec]);
     assert.equal(r.status, 0, r.stderr);
