@@ -22,7 +22,7 @@ import {
 import path from 'node:path';
 import { test } from 'node:test';
 import { CLI, IN_CI, ROOT, have } from './helpers.js';
-import { embeddedAddonDirs, materializeAddon } from '../src/scan/addon-file.js';
+import { embeddedAddonDirs, materializeAddon } from '../src/native/addon-file.js';
 
 const SEA = path.join(ROOT, 'dist/cfs');
 const ADDON = path.join(ROOT, 'build/Release/xattr.node');

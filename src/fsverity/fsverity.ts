@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { HashAlg } from '../tree/tree.js';
-import { findXattrAddon } from '../scan/xattr-native.js';
+import { findXattrAddon } from '../native/addon.js';
 
 export const FSVERITY_BLOCK_SIZE = 4096;
 /** fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*). */
