@@ -1,7 +1,7 @@
 {
   "targets": [
     {
-      "target_name": "xattr",
+      "target_name": "cfs_native",
       "sources": ["native/module.c", "native/xattrs.c", "native/verity.c", "native/scan.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "defines": ["NAPI_VERSION=8"],

@@ -1,22 +1,23 @@
 /*
- * composefs-ts native helper (build/Release/xattr.node). Node has no xattr API, and its own
- * file reads cost a thread-pool round trip per call; this addon exposes:
+ * composefs-ts native addon (cfs_native.node: build/Release/ when built from source,
+ * prebuilds/linux-x64/cfs_native.napi.node in the npm package). Node has no xattr API, and its
+ * own file reads cost a thread-pool round trip per call; this addon exposes:
  *
- *   readXattrs(path: Buffer): Array<[name: Buffer, value: Buffer]>
+ *   readXattrs(path: Buffer): Array<[name: Buffer, value: Buffer]>            (xattrs.c)
  *       Synchronous; llistxattr + lgetxattr of one path.
  *   scanDir(dir, alg, hashMax): Promise<Buffer>            (scan.c)
  *       One directory read whole on the libuv thread pool: stats, small contents, symlink
  *       targets, xattrs and digests of small files, as packed records.
  *   hashAvailable(), verityFileAsync(path, alg, size[, offset]), verityBuffer(data, alg, out),
- *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)
+ *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)              (verity.c)
  *       fs-verity digests computed with the SHA functions of the OpenSSL inside node.
  *
  * Paths are raw bytes (no encoding assumptions); xattr names and values come back as Buffers in
  * the order the kernel lists them. Failures raise/reject an Error with .code ("ENOENT", ...),
  * .errno (negative, like Node's own errors), .syscall, .path (string) and .pathBuffer (raw).
  *
- * xattr sizes are queried first and the call retried on ERANGE, so any list/value the kernel
- * accepts (at most 64 KiB each on Linux) is read in full.
+ * Only Node-API (NAPI_VERSION 8, binding.gyp) and libuv's uv_err_name are used, both stable
+ * across Node versions, so one build serves every Node >= 20 of its platform and libc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
