@@ -343,3 +343,49 @@ test('embeddedAddonDirs: CFS_CACHE_DIR, TMPDIR, then the usual places, once each
     ['/c (CFS_CACHE_DIR)', '/tmp (TMPDIR)', '/dev/shm', '/var/tmp', '/run/user/0 (XDG_RUNTIME_DIR)'],
   );
 });
+
+test('from a package (not dist/cfs): build/Release/cfs_native.node, then the prebuild; the first that loads wins', () => {
+  const { dir, cleanup } = scratch();
+  try {
+    const tree = makeTree(dir);
+    const want = referenceId(tree);
+    // A package as npm installs it: package.json, the bundle, and the addon files beside them.
+    const pkg = path.join(dir, 'pkg');
+    const built = path.join(pkg, 'build/Release/cfs_native.node');
+    const prebuild = path.join(pkg, 'prebuilds', `${process.platform}-${process.arch}`, 'cfs_native.napi.node');
+    mkdirSync(path.dirname(built), { recursive: true });
+    mkdirSync(path.dirname(prebuild), { recursive: true });
+    mkdirSync(path.join(pkg, 'dist'));
+    writeFileSync(path.join(pkg, 'package.json'), '{}');
+    copyFileSync(CLI, path.join(pkg, 'dist/cfs.mjs'));
+    const run = (): { status: number; stdout: string; stderr: string } => {
+      const r = spawnSync(process.execPath, [path.join(pkg, 'dist/cfs.mjs'), 'compute-id', tree], { env: cleanEnv({}), encoding: 'utf8' });
+      return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    };
+    const junk = 'not a shared object\n';
+    for (const [b, p] of [
+      [ADDON, junk], // a prebuild that does not load here (another libc): the local build
+      [junk, ADDON], // a broken local build: the prebuild
+      [undefined, ADDON], // the prebuild alone (an install without a toolchain)
+    ] as const) {
+      rmSync(built, { force: true });
+      rmSync(prebuild, { force: true });
+      if (b !== undefined) (b === junk ? writeFileSync(built, junk) : copyFileSync(b, built));
+      if (p === junk) writeFileSync(prebuild, junk);
+      else copyFileSync(p, prebuild);
+      const r = run();
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.trim(), want);
+    }
+    // Neither loads: one line naming each file tried, exit 2.
+    writeFileSync(built, junk);
+    writeFileSync(prebuild, junk);
+    const r = run();
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(r.stderr.includes(built) && r.stderr.includes(prebuild), r.stderr);
+    assert.match(r.stderr, /^cfs: cannot load the native addon: .*npm rebuild composefs-ts/);
+  } finally {
+    cleanup();
+  }
+});
