@@ -25,9 +25,9 @@ import { fileURLToPath } from 'node:url';
 import { AddonUnavailableError, embeddedAddonDirs, materializeAddon } from './addon-file.js';
 
 /** The addon's file name; the SEA asset and the prebuild carry the same name. */
-export const ADDON_NAME = 'cfs_native.node';
+const ADDON_NAME = 'cfs_native.node';
 /** The prebuild inside the package (relative to the package root), for this platform. */
-export const PREBUILD = path.join('prebuilds', `${process.platform}-${process.arch}`, 'cfs_native.napi.node');
+const PREBUILD = path.join('prebuilds', `${process.platform}-${process.arch}`, 'cfs_native.napi.node');
 
 /** One xattr as raw bytes, in the order the kernel listed them. */
 export type RawXattr = [name: Buffer, value: Buffer];
@@ -117,8 +117,12 @@ export function nativeAddon(): NativeAddon {
 
 /** The addon, or null when it is not available (callers that have a JavaScript fallback). */
 export function nativeAddonOrNull(): NativeAddon | null {
-  const r = load();
-  return 'addon' in r ? r.addon : null;
+  try {
+    const r = load();
+    return 'addon' in r ? r.addon : null;
+  } catch {
+    return null; // an unexpected failure materialising the embedded copy: nativeAddon() shows it
+  }
 }
 
 /** xattrs of one path, not following a final symlink (llistxattr + lgetxattr). */
@@ -205,7 +209,7 @@ function packageRoot(dir: string): string | undefined {
 }
 
 /** The addon files of this package, in the order they are tried (see the header). */
-export function packagedAddonCandidates(): { root: string | undefined; files: string[] } {
+function packagedAddonCandidates(): { root: string | undefined; files: string[] } {
   const start = moduleDir();
   const root = start === undefined ? undefined : packageRoot(start);
   const files: string[] = [];
