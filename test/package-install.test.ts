@@ -18,6 +18,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSy
 import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { CLI, IN_CI, ROOT, have, tempDir } from './helpers.js';
+import { imageId, loadRawTree, parseSource, writeImage } from '../src/index.js';
 
 const PKG = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
   name: string;
@@ -178,7 +179,7 @@ test('npm pack: the compiled code, the prebuilt addon and the sources to rebuild
   assert.equal(existsSync(path.join(ROOT, 'prebuilds')), false, 'postpack removed the prebuild from the checkout');
 });
 
-test('npm install without a C toolchain uses the prebuilt addon; the installed cfs computes the ids', { skip: npmSkip }, (t) => {
+test('npm install without a C toolchain uses the prebuilt addon; the installed cfs and library compute the ids', { skip: npmSkip }, async (t) => {
   const bare = spawnSync('sh', ['-c', 'for c in cc gcc g++ c++ clang make; do command -v $c; done; true'], { env: { PATH: bareBin }, encoding: 'utf8' });
   assert.equal(bare.stdout, '', 'the bare PATH has no compiler and no make');
   const proj = project('proj', tgz);
@@ -197,6 +198,17 @@ test('npm install without a C toolchain uses the prebuilt addon; the installed c
     const args = ['--hash', hash, 'compute-id', '--layer-mtimes', 'keep', root];
     assert.equal(cfs(proj, bareBin, args).trim(), checkoutId(args), `${hash}: the installed cfs and the checkout agree`);
   }
+  // The library as the project imports it (`exports`, build/src/native/addon.js finds the prebuild).
+  const script = `import { imageId, loadRawTree, parseSource, writeImage } from '${PKG.name}';
+for (const spec of process.argv.slice(1)) {
+  const raw = await loadRawTree(parseSource(spec), { hash: 'sha512', jobs: 2, progress: false });
+  console.log(imageId(writeImage(raw.fs, { version: 1 }), 'sha512').toString('hex'));
+}`;
+  const lib = spawnSync(process.execPath, ['--input-type=module', '-e', script, `dumpfile:${example}`, root], { cwd: proj, env: { ...process.env, PATH: bareBin }, encoding: 'utf8' });
+  assert.equal(lib.status, 0, lib.stderr);
+  const raw = await loadRawTree(parseSource(root), { hash: 'sha512', jobs: 2, progress: false });
+  const here = imageId(writeImage(raw.fs, { version: 1 }), 'sha512').toString('hex');
+  assert.deepEqual(lib.stdout.trim().split('\n'), [readmeId(), here], 'the installed library: the README id, and the checkout\'s raw-tree id of the directory');
   if (!have('fsverity')) {
     if (IN_CI) assert.fail('needs fsverity (required under CI)');
     t.diagnostic('fsverity not installed: file digests not checked against it');

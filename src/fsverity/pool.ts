@@ -17,6 +17,7 @@ import { packBatch, type BufferBatch, type BufferBatchResult, type HashBatchResu
 import { ALG_NUMBER } from './fsverity.js';
 import { nativeHash } from './fsverity.js';
 import { loadedAddonFile } from '../native/addon.js';
+import { InputError } from '../errors.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
 /** The worker script, embedded by the bundler (undefined in unbundled builds). */
@@ -35,7 +36,7 @@ export function setWorkerEntry(entry: string | URL, data?: unknown): void {
 }
 
 /** An error from hashing one file, naming it. */
-export class HashError extends Error {
+export class HashError extends InputError {
   constructor(
     readonly path: Buffer,
     /** The error without the path. */
