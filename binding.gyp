@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "xattr",
-      "sources": ["native/xattr.c", "native/scan.c"],
+      "target_name": "cfs_native",
+      "sources": ["native/module.c", "native/xattrs.c", "native/verity.c", "native/scan.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "defines": ["NAPI_VERSION=8"],
       "libraries": ["-ldl", "-lpthread"]

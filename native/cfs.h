@@ -1,6 +1,6 @@
 /*
- * Declarations shared by the addon's C files: xattr.c (xattrs, fs-verity hashing, module
- * registration) and scan.c (whole-directory reads).
+ * Declarations shared by the addon's C files: module.c (registration, N-API helpers), xattrs.c
+ * (extended attributes), verity.c (fs-verity hashing) and scan.c (whole-directory reads).
  */
 #ifndef CFS_NATIVE_H
 #define CFS_NATIVE_H
@@ -36,6 +36,16 @@ void set_fail(fail_info *f, int err, const char *syscall, const char *path, size
  */
 int read_xattrs_c(const char *path, size_t path_len, int fd, xattr_list *out, fail_info *f);
 napi_value make_error(napi_env env, const fail_info *f);
+/* A Buffer holding a copy of len bytes (NULL on failure). */
+napi_value make_buffer(napi_env env, const char *data, size_t len);
+/* The first n arguments of a call; fewer is a TypeError naming the usage. 0, or -1 (thrown). */
+int get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage);
+
+/* Returns NULL from an N-API callback when a call fails (its exception stays pending). */
+#define CHECK(call)                                  \
+  do {                                               \
+    if ((call) != napi_ok) return NULL;              \
+  } while (0)
 /* A Buffer / Uint8Array argument as a malloc'd NUL-terminated string (throws and returns NULL on error). */
 char *arg_bytes(napi_env env, napi_value v, size_t *len_out);
 
@@ -90,7 +100,14 @@ int64_t verity_fd(int fd, const sha_impl *h, uint64_t size, int64_t offset, unsi
 /* Lowers the calling (libuv) thread's scheduling priority, once per thread. */
 void lower_thread_priority(void);
 
-/* scanDir(dir, alg, hashMax): see scan.c. */
+/* The functions module.c exports to JS: scan.c, xattrs.c, verity.c. */
 napi_value js_scan_dir(napi_env env, napi_callback_info info);
+napi_value js_read_xattrs(napi_env env, napi_callback_info info);
+napi_value js_hash_available(napi_env env, napi_callback_info info);
+napi_value js_verity_buffer(napi_env env, napi_callback_info info);
+napi_value js_verity_file_async(napi_env env, napi_callback_info info);
+napi_value js_verity_new(napi_env env, napi_callback_info info);
+napi_value js_verity_update(napi_env env, napi_callback_info info);
+napi_value js_verity_digest(napi_env env, napi_callback_info info);
 
 #endif

@@ -1,7 +1,7 @@
 // Bundles the compiled CLI (build/) into:
 //   dist/cfs.mjs  one ESM file that needs no node_modules (run with node)
 //   dist/cfs      a Node single-executable application embedding the bundle and the native
-//                 xattr addon; runs where no Node is installed (skipped with --no-sea)
+//                 addon (cfs_native.node); runs where no Node is installed (skipped with --no-sea)
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, writeFileSync } from 'node:fs';
@@ -84,16 +84,16 @@ if (process.argv.includes('--no-sea')) process.exit(0);
 // for commands that need no addon. Hash workers run the embedded worker script (no file needed).
 // The native addon is an asset: the prelude only offers its bytes to the bundle, which writes
 // them to an unnamed file and loads that when a command first needs the addon
-// (src/scan/addon-file.ts); no file found on disk is ever loaded.
+// (src/native/addon-file.ts); no file found on disk is ever loaded.
 mkdirSync('build/sea', { recursive: true });
-const addon = 'build/Release/xattr.node';
+const addon = 'build/Release/cfs_native.node';
 const assets = {};
-if (existsSync(addon)) assets['xattr.node'] = addon;
+if (existsSync(addon)) assets['cfs_native.node'] = addon;
 const prelude = `const __cfsImportMetaUrl = require('node:url').pathToFileURL(process.execPath).href;
 globalThis.__cfsEmbeddedAddon = () => {
   const sea = require('node:sea');
   if (!sea.isSea()) return undefined;
-  try { return new Uint8Array(sea.getAsset('xattr.node')); } catch { return undefined; }
+  try { return new Uint8Array(sea.getAsset('cfs_native.node')); } catch { return undefined; }
 };
 ${banner}`;
 await build({

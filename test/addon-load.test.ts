@@ -22,10 +22,10 @@ import {
 import path from 'node:path';
 import { test } from 'node:test';
 import { CLI, IN_CI, ROOT, have } from './helpers.js';
-import { embeddedAddonDirs, materializeAddon } from '../src/scan/addon-file.js';
+import { embeddedAddonDirs, materializeAddon } from '../src/native/addon-file.js';
 
 const SEA = path.join(ROOT, 'dist/cfs');
-const ADDON = path.join(ROOT, 'build/Release/xattr.node');
+const ADDON = path.join(ROOT, 'build/Release/cfs_native.node');
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 
@@ -84,7 +84,7 @@ function makeTree(dir: string): string {
   return root;
 }
 
-/** The id as the source checkout computes it (node + build/Release/xattr.node). */
+/** The id as the source checkout computes it (node + build/Release/cfs_native.node). */
 function referenceId(tree: string): string {
   const r = spawnSync(process.execPath, [CLI, 'compute-id', tree], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
@@ -94,7 +94,7 @@ function referenceId(tree: string): string {
 /** Environment without the variables that steer where the addon goes. */
 function cleanEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv {
   const env = { ...process.env };
-  for (const k of ['TMPDIR', 'CFS_CACHE_DIR', 'CFS_XATTR_ADDON', 'XDG_RUNTIME_DIR', 'CFS_NO_NATIVE_HASH']) delete env[k];
+  for (const k of ['TMPDIR', 'CFS_CACHE_DIR', 'CFS_NATIVE_ADDON', 'CFS_XATTR_ADDON', 'XDG_RUNTIME_DIR', 'CFS_NO_NATIVE_HASH']) delete env[k];
   return { ...env, ...extra };
 }
 
@@ -127,7 +127,7 @@ test('dist/cfs never loads an addon another user planted in a shared temporary o
     chmodSync(shared, 0o1777);
     // Everything nobody can guess: the old predictable name, and a few likely others.
     for (const name of [legacyCacheName(), 'cfs', '.cfs-addon', 'build/Release']) {
-      asNobody('mkdir -p "$1" && cp "$2" "$1/xattr.node"', path.join(shared, name), lib);
+      asNobody('mkdir -p "$1" && cp "$2" "$1/xattr.node" && cp "$2" "$1/cfs_native.node"', path.join(shared, name), lib);
     }
     for (const env of [{ TMPDIR: shared }, { CFS_CACHE_DIR: shared }, { TMPDIR: shared, CFS_CACHE_DIR: shared }]) {
       const r = runSea(SEA, ['compute-id', tree], cleanEnv(env));
@@ -154,7 +154,7 @@ test('dist/cfs ignores a cache directory of its own whose mode lets others write
     mkdirSync(own);
     chmodSync(own, 0o777);
     chmodSync(cache, 0o755);
-    asNobody('cp "$2" "$1/xattr.node"', own, lib);
+    asNobody('cp "$2" "$1/xattr.node" && cp "$2" "$1/cfs_native.node"', own, lib);
     const r = runSea(SEA, ['compute-id', tree], cleanEnv({ CFS_CACHE_DIR: cache }));
     assert.equal(existsSync(marker), false, 'planted code ran');
     assert.equal(r.status, 0, r.stderr);
@@ -164,7 +164,7 @@ test('dist/cfs ignores a cache directory of its own whose mode lets others write
   }
 });
 
-test('an installed dist/cfs does not look for build/Release/xattr.node beside or above itself', { skip: rootSkip }, () => {
+test('an installed dist/cfs does not look for build/Release/cfs_native.node or prebuilds/ beside or above itself', { skip: rootSkip }, () => {
   const { dir, cleanup } = scratch();
   try {
     const marker = path.join(dir, 'marker-walk');
@@ -176,7 +176,12 @@ test('an installed dist/cfs does not look for build/Release/xattr.node beside or
     mkdirSync(home);
     execFileSync('chown', [`${NOBODY}:${NOBODY}`, home]);
     installCopy(path.join(home, 'bin/cfs'));
-    asNobody('mkdir -p "$1/build/Release" && cp "$2" "$1/build/Release/xattr.node"', home, lib);
+    asNobody(
+      'mkdir -p "$1/build/Release" "$1/prebuilds/linux-x64" && cp "$2" "$1/build/Release/cfs_native.node" && ' +
+        'cp "$2" "$1/build/Release/xattr.node" && cp "$2" "$1/prebuilds/linux-x64/cfs_native.napi.node" && echo "{}" > "$1/package.json"',
+      home,
+      lib,
+    );
     for (const env of [{}, { TMPDIR: '/nonexistent/cfs-test', CFS_CACHE_DIR: '/nonexistent/cfs-test' }]) {
       const r = runSea(path.join(home, 'bin/cfs'), ['compute-id', tree], cleanEnv(env));
       assert.equal(existsSync(marker), false, `planted code ran (${JSON.stringify(env)})`);
@@ -337,4 +342,50 @@ test('embeddedAddonDirs: CFS_CACHE_DIR, TMPDIR, then the usual places, once each
     dirs.map((d) => `${d.dir}${d.from ? ` (${d.from})` : ''}`),
     ['/c (CFS_CACHE_DIR)', '/tmp (TMPDIR)', '/dev/shm', '/var/tmp', '/run/user/0 (XDG_RUNTIME_DIR)'],
   );
+});
+
+test('from a package (not dist/cfs): build/Release/cfs_native.node, then the prebuild; the first that loads wins', () => {
+  const { dir, cleanup } = scratch();
+  try {
+    const tree = makeTree(dir);
+    const want = referenceId(tree);
+    // A package as npm installs it: package.json, the bundle, and the addon files beside them.
+    const pkg = path.join(dir, 'pkg');
+    const built = path.join(pkg, 'build/Release/cfs_native.node');
+    const prebuild = path.join(pkg, 'prebuilds', `${process.platform}-${process.arch}`, 'cfs_native.napi.node');
+    mkdirSync(path.dirname(built), { recursive: true });
+    mkdirSync(path.dirname(prebuild), { recursive: true });
+    mkdirSync(path.join(pkg, 'dist'));
+    writeFileSync(path.join(pkg, 'package.json'), '{}');
+    copyFileSync(CLI, path.join(pkg, 'dist/cfs.mjs'));
+    const run = (): { status: number; stdout: string; stderr: string } => {
+      const r = spawnSync(process.execPath, [path.join(pkg, 'dist/cfs.mjs'), 'compute-id', tree], { env: cleanEnv({}), encoding: 'utf8' });
+      return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    };
+    const junk = 'not a shared object\n';
+    for (const [b, p] of [
+      [ADDON, junk], // a prebuild that does not load here (another libc): the local build
+      [junk, ADDON], // a broken local build: the prebuild
+      [undefined, ADDON], // the prebuild alone (an install without a toolchain)
+    ] as const) {
+      rmSync(built, { force: true });
+      rmSync(prebuild, { force: true });
+      if (b !== undefined) (b === junk ? writeFileSync(built, junk) : copyFileSync(b, built));
+      if (p === junk) writeFileSync(prebuild, junk);
+      else copyFileSync(p, prebuild);
+      const r = run();
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.trim(), want);
+    }
+    // Neither loads: one line naming each file tried, exit 2.
+    writeFileSync(built, junk);
+    writeFileSync(prebuild, junk);
+    const r = run();
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(r.stderr.includes(built) && r.stderr.includes(prebuild), r.stderr);
+    assert.match(r.stderr, /^cfs: cannot load the native addon: .*npm rebuild composefs-ts/);
+  } finally {
+    cleanup();
+  }
 });

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { IN_CI } from './helpers.js';
 import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, rmTree, run, type Expect } from './fixture.js';
 import { scanDirectory, splitNs, type ScanOptions } from '../src/scan/scan.js';
-import { readXattrs } from '../src/scan/xattr-native.js';
+import { readXattrs } from '../src/native/addon.js';
 import {
   canonicalizeRun,
   copyRootMetadataFromUsr,

@@ -8,13 +8,12 @@
  */
 import crypto from 'node:crypto';
 import { open } from 'node:fs/promises';
-import type { HashAlg } from '../tree/tree.js';
-import { findXattrAddon } from '../scan/xattr-native.js';
+import { DIGEST_SIZE, type HashAlg } from '../tree/tree.js';
+import { nativeAddonOrNull, type NativeAddon } from '../native/addon.js';
 
 export const FSVERITY_BLOCK_SIZE = 4096;
 /** fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*). */
 export const ALG_NUMBER: Record<HashAlg, number> = { sha256: 1, sha512: 2 };
-const DIGEST_BYTES: Record<HashAlg, number> = { sha256: 32, sha512: 64 };
 
 // crypto.hash (one-shot) has far less per-call overhead than createHash; it exists from
 // Node 20.12. Per-block hashing is the hot path, so prefer it when present.
@@ -25,63 +24,28 @@ const hashOnce: OneShot = cryptoHash
   : (alg, data) => crypto.createHash(alg).update(data).digest();
 
 /**
- * The native part (native/xattr.c): SHA-256/512 of the OpenSSL inside the node binary, called
- * without per-block JS overhead. Optional: without the addon (or with CFS_NO_NATIVE_HASH=1)
- * everything falls back to node:crypto, with identical results.
+ * The native hash functions (native/verity.c): SHA-256/512 of the OpenSSL inside the node
+ * binary, called without per-block JS overhead. Optional: without the addon, when node's SHA
+ * functions were not found, or with CFS_NO_NATIVE_HASH=1, everything falls back to node:crypto,
+ * with identical results.
  */
-export interface NativeHash {
-  hashAvailable(): boolean;
-  /**
-   * fs-verity digest of a file, read and hashed on the libuv thread pool (at most size + 1
-   * bytes): the digest, or the bytes read when ≠ size. With an offset: the digest of the `size`
-   * bytes there (pread).
-   */
-  verityFileAsync(path: Uint8Array, alg: number, size: number, offset?: number): Promise<Buffer | number>;
-  /** fs-verity digest of an in-memory buffer into out, in one call. */
-  verityBuffer(data: Uint8Array, alg: number, out: Uint8Array): void;
-  /** Incremental digest: a handle, fed by verityUpdate, finished (and freed) by verityDigest. */
-  verityNew(alg: number): object;
-  verityUpdate(handle: object, data: Uint8Array): void;
-  verityDigest(handle: object, out: Uint8Array): void;
-}
+export type NativeHash = Pick<NativeAddon, 'verityFileAsync' | 'verityBuffer' | 'verityNew' | 'verityUpdate' | 'verityDigest'>;
 
-let native: NativeHash | null | undefined;
-/** Set by worker threads: the file their parent loaded, or null for none (never searched). */
-let nativeFile: string | null | undefined;
-
-/**
- * Where to load the addon from: worker threads get the file their parent loaded, or null when it
- * had none (a worker never looks on its own: embedded worker code has no location to start from).
- */
-export function setNativeHashAddon(file: string | null): void {
-  nativeFile = file;
-  native = undefined;
-}
+let native: NativeHash | null = null;
+/** The addon `native` was decided for (worker threads switch files once, at start). */
+let nativeFor: NativeAddon | null | undefined;
+/** CFS_NO_NATIVE_HASH, read once (this is called per file). */
+let disabled: boolean | undefined;
 
 /** The native hash functions, or null when unavailable. */
 export function nativeHash(): NativeHash | null {
-  if (native !== undefined) return native;
-  native = null;
-  if (process.env.CFS_NO_NATIVE_HASH) return native;
-  try {
-    const file = nativeFile === undefined ? findXattrAddon() : nativeFile;
-    if (!file) return native;
-    const mod = { exports: {} as Partial<NativeHash> };
-    process.dlopen(mod, file);
-    const m = mod.exports;
-    const fns = [m.hashAvailable, m.verityFileAsync, m.verityBuffer, m.verityNew];
-    if (fns.every((f) => typeof f === 'function') && m.hashAvailable!()) {
-      native = m as NativeHash;
-    }
-  } catch {
-    native = null;
+  if ((disabled ??= !!process.env.CFS_NO_NATIVE_HASH)) return null;
+  const addon = nativeAddonOrNull();
+  if (addon !== nativeFor) {
+    nativeFor = addon;
+    native = addon?.hashAvailable() ? addon : null;
   }
   return native;
-}
-
-/** The addon file the native hash functions come from (for worker threads), if loaded. */
-export function nativeHashAddonFile(): string | undefined {
-  return nativeHash() ? ((nativeFile === undefined ? findXattrAddon() : nativeFile) ?? undefined) : undefined;
 }
 
 /** One level of the Merkle tree: a block being filled with child hashes. */
@@ -106,7 +70,7 @@ export class FsVerityHasher {
   private result: Buffer | undefined;
 
   constructor(readonly alg: HashAlg) {
-    this.digestSize = DIGEST_BYTES[alg];
+    this.digestSize = DIGEST_SIZE[alg];
     this.native = nativeHash();
     this.handle = this.native?.verityNew(ALG_NUMBER[alg]);
   }
@@ -213,7 +177,7 @@ export class FsVerityHasher {
 export function fsverityDigest(data: Uint8Array, alg: HashAlg): Buffer {
   const nat = nativeHash();
   if (nat) {
-    const out = Buffer.allocUnsafe(alg === 'sha256' ? 32 : 64);
+    const out = Buffer.allocUnsafe(DIGEST_SIZE[alg]);
     nat.verityBuffer(data, ALG_NUMBER[alg], out);
     return out;
   }

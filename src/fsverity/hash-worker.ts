@@ -14,7 +14,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import fs from 'node:fs';
-import { ALG_NUMBER, FsVerityHasher, setNativeHashAddon } from './fsverity.js';
+import { ALG_NUMBER, FsVerityHasher } from './fsverity.js';
+import { useAddonFile } from '../native/addon.js';
 import type { HashAlg } from '../tree/tree.js';
 
 /** A job sent to a worker. */
@@ -231,7 +232,7 @@ function hashJob(job: HashJob): Uint8Array {
 export function runHashWorker(): void {
   if (!parentPort) throw new Error('runHashWorker: not in a worker thread');
   const port = parentPort;
-  setNativeHashAddon((workerData as HashWorkerData | undefined)?.addon ?? null);
+  useAddonFile((workerData as HashWorkerData | undefined)?.addon ?? null);
   port.on('message', (b: HashBatch | BufferBatch) => {
     if ('kind' in b) {
       const r = hashBufferBatch(b);

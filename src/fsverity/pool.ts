@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import type { HashAlg } from '../tree/tree.js';
 import { packBatch, type BufferBatch, type BufferBatchResult, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
 import { ALG_NUMBER } from './fsverity.js';
-import { nativeHash, nativeHashAddonFile } from './fsverity.js';
+import { nativeHash } from './fsverity.js';
+import { loadedAddonFile } from '../native/addon.js';
 import { InputError } from '../errors.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
@@ -116,7 +117,7 @@ export class HashPool {
   /** Starts the workers on first use: a pool that native hashing leaves idle costs nothing. */
   private start(): void {
     if (this.slots.length > 0) return;
-    const data: HashWorkerData = { ...workerData, cfsWorker: 'hash', addon: nativeHashAddonFile() };
+    const data: HashWorkerData = { ...workerData, cfsWorker: 'hash', addon: nativeHash() ? loadedAddonFile() : undefined };
     for (let i = 0; i < Math.max(1, this.jobs); i++) {
       const w = embeddedWorker
         ? new Worker(embeddedWorker, { eval: true, workerData: data })

@@ -65,7 +65,7 @@ import {
   type Stat,
   type Xattrs,
 } from '../tree/tree.js';
-import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
+import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from '../native/addon.js';
 import { ALG_NUMBER } from '../fsverity/fsverity.js';
 import { RepoError } from '../repo/repo.js';
 

@@ -117,7 +117,7 @@ function unnamedFile(dir: string, bytes: Uint8Array, tmpfile: boolean): number {
     } catch (e) {
       throw new Error(errnoReason(e));
     }
-    const file = path.join(priv, 'xattr.node');
+    const file = path.join(priv, 'cfs_native.node');
     try {
       fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o500);
     } catch (e) {
@@ -195,7 +195,7 @@ function loadByName(dir: string, bytes: Uint8Array): { file: string; exports: ob
   } catch (e) {
     throw new Error(errnoReason(e));
   }
-  const file = path.join(priv, 'xattr.node');
+  const file = path.join(priv, 'cfs_native.node');
   try {
     const risk = renameRisk(priv);
     if (risk !== undefined) throw new Error(`not safe to load from without /proc: ${risk}`);

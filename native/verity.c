@@ -1,300 +1,22 @@
 /*
- * composefs-ts native helper (build/Release/xattr.node). Node has no xattr API, and its own
- * file reads cost a thread-pool round trip per call; this addon exposes:
- *
- *   readXattrs(path: Buffer): Array<[name: Buffer, value: Buffer]>
- *       Synchronous; llistxattr + lgetxattr of one path.
- *   scanDir(dir, alg, hashMax): Promise<Buffer>            (scan.c)
- *       One directory read whole on the libuv thread pool: stats, small contents, symlink
- *       targets, xattrs and digests of small files, as packed records.
- *   hashAvailable(), verityFileAsync(path, alg, size[, offset]), verityBuffer(data, alg, out),
- *   verityNew(alg) / verityUpdate(h, data) / verityDigest(h, out)
- *       fs-verity digests computed with the SHA functions of the OpenSSL inside node.
- *
- * Paths are raw bytes (no encoding assumptions); xattr names and values come back as Buffers in
- * the order the kernel lists them. Failures raise/reject an Error with .code ("ENOENT", ...),
- * .errno (negative, like Node's own errors), .syscall, .path (string) and .pathBuffer (raw).
- *
- * xattr sizes are queried first and the call retried on ERANGE, so any list/value the kernel
- * accepts (at most 64 KiB each on Linux) is read in full.
+ * fs-verity digests with the SHA functions of the OpenSSL inside node: in one call, from a file
+ * on the libuv thread pool, or incrementally (see the section comment below).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/types.h>
-#include <sys/xattr.h>
-
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <node_api.h>
-#include <uv.h>
-
-/* ------------------------------------------------------------------------------------------ */
-/* Plain C part: no N-API calls, safe on worker threads.                                        */
 
 #include "cfs.h"
-
-void free_list(xattr_list *l) {
-  if (!l->pairs) return;
-  for (size_t i = 0; i < l->count; i++) {
-    free(l->pairs[i].name);
-    free(l->pairs[i].value);
-  }
-  free(l->pairs);
-  l->pairs = NULL;
-  l->count = 0;
-}
-
-void set_fail(fail_info *f, int err, const char *syscall, const char *path, size_t path_len) {
-  f->err = err;
-  f->syscall = syscall;
-  f->path = malloc(path_len + 1);
-  if (f->path) {
-    memcpy(f->path, path, path_len);
-    f->path[path_len] = 0;
-    f->path_len = path_len;
-  } else {
-    f->path_len = 0;
-  }
-}
-
-/* Reads all xattrs of `path` (NUL-terminated, length path_len). Returns 0 or -1 with *f set. */
-int read_xattrs_c(const char *path, size_t path_len, int fd, xattr_list *out, fail_info *f) {
-  out->pairs = NULL;
-  out->count = 0;
-  char *names = NULL;
-  ssize_t list_len;
-  for (;;) {
-    list_len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(path, NULL, 0);
-    if (list_len < 0) {
-      set_fail(f, errno, "llistxattr", path, path_len);
-      return -1;
-    }
-    if (list_len == 0) return 0;
-    names = malloc((size_t)list_len);
-    if (!names) {
-      set_fail(f, ENOMEM, "llistxattr", path, path_len);
-      return -1;
-    }
-    ssize_t got = fd >= 0 ? flistxattr(fd, names, (size_t)list_len) : llistxattr(path, names, (size_t)list_len);
-    if (got >= 0) {
-      list_len = got;
-      break;
-    }
-    int e = errno;
-    free(names);
-    names = NULL;
-    if (e != ERANGE) {
-      set_fail(f, e, "llistxattr", path, path_len);
-      return -1;
-    }
-    /* The list grew between the two calls: ask again. */
-  }
-
-  size_t n = 0;
-  for (ssize_t i = 0; i < list_len; i++)
-    if (names[i] == 0) n++;
-  out->pairs = calloc(n ? n : 1, sizeof(xattr_pair));
-  if (!out->pairs) {
-    free(names);
-    set_fail(f, ENOMEM, "llistxattr", path, path_len);
-    return -1;
-  }
-
-  size_t off = 0;
-  while (off < (size_t)list_len) {
-    const char *name = names + off;
-    size_t nlen = strnlen(name, (size_t)list_len - off);
-    off += nlen + 1;
-    if (nlen == 0) continue;
-    char *value = NULL;
-    ssize_t vlen;
-    for (;;) {
-      vlen = fd >= 0 ? fgetxattr(fd, name, NULL, 0) : lgetxattr(path, name, NULL, 0);
-      if (vlen < 0) break;
-      value = malloc(vlen ? (size_t)vlen : 1);
-      if (!value) {
-        errno = ENOMEM;
-        vlen = -1;
-        break;
-      }
-      ssize_t got = fd >= 0 ? fgetxattr(fd, name, value, (size_t)vlen) : lgetxattr(path, name, value, (size_t)vlen);
-      if (got >= 0) {
-        vlen = got;
-        break;
-      }
-      int e = errno;
-      free(value);
-      value = NULL;
-      if (e != ERANGE) {
-        errno = e;
-        vlen = -1;
-        break;
-      }
-    }
-    if (vlen < 0) {
-      int e = errno;
-      free(names);
-      free_list(out);
-      set_fail(f, e, "lgetxattr", path, path_len);
-      return -1;
-    }
-    xattr_pair *p = &out->pairs[out->count++];
-    p->name = malloc(nlen + 1);
-    if (!p->name) {
-      free(value);
-      out->count--;
-      free(names);
-      free_list(out);
-      set_fail(f, ENOMEM, "lgetxattr", path, path_len);
-      return -1;
-    }
-    memcpy(p->name, name, nlen + 1);
-    p->name_len = nlen;
-    p->value = value;
-    p->value_len = (size_t)vlen;
-  }
-  free(names);
-  return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* N-API helpers.                                                                                */
-
-#define CHECK(call)                                  \
-  do {                                               \
-    if ((call) != napi_ok) return NULL;              \
-  } while (0)
-
-static napi_value make_buffer(napi_env env, const char *data, size_t len) {
-  napi_value buf;
-  void *dst;
-  if (napi_create_buffer_copy(env, len, len ? data : "", &dst, &buf) != napi_ok) return NULL;
-  return buf;
-}
-
-static napi_value list_to_js(napi_env env, const xattr_list *l) {
-  napi_value arr;
-  CHECK(napi_create_array_with_length(env, l->count, &arr));
-  for (size_t i = 0; i < l->count; i++) {
-    napi_value pair, name, value;
-    CHECK(napi_create_array_with_length(env, 2, &pair));
-    name = make_buffer(env, l->pairs[i].name, l->pairs[i].name_len);
-    value = make_buffer(env, l->pairs[i].value, l->pairs[i].value_len);
-    if (!name || !value) return NULL;
-    CHECK(napi_set_element(env, pair, 0, name));
-    CHECK(napi_set_element(env, pair, 1, value));
-    CHECK(napi_set_element(env, arr, (uint32_t)i, pair));
-  }
-  return arr;
-}
-
-napi_value make_error(napi_env env, const fail_info *f) {
-  const char *code = uv_err_name(-f->err);
-  const char *desc = strerror(f->err);
-  const char *p = f->path ? f->path : "";
-  size_t msg_len = strlen(code) + strlen(desc) + strlen(f->syscall) + f->path_len + 32;
-  char *msg = malloc(msg_len);
-  if (!msg) return NULL;
-  snprintf(msg, msg_len, "%s: %s, %s '%s'", code, desc, f->syscall, p);
-  napi_value jcode, jmsg, err, jerrno, jsys, jpath, jpathbuf;
-  napi_status s = napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
-  if (s == napi_ok) s = napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
-  free(msg);
-  if (s != napi_ok) return NULL;
-  CHECK(napi_create_error(env, jcode, jmsg, &err));
-  CHECK(napi_create_int32(env, -f->err, &jerrno));
-  CHECK(napi_create_string_utf8(env, f->syscall, NAPI_AUTO_LENGTH, &jsys));
-  CHECK(napi_create_string_utf8(env, p, f->path_len, &jpath));
-  jpathbuf = make_buffer(env, p, f->path_len);
-  if (!jpathbuf) return NULL;
-  CHECK(napi_set_named_property(env, err, "errno", jerrno));
-  CHECK(napi_set_named_property(env, err, "syscall", jsys));
-  CHECK(napi_set_named_property(env, err, "path", jpath));
-  CHECK(napi_set_named_property(env, err, "pathBuffer", jpathbuf));
-  return err;
-}
-
-/* Copies a Buffer / Uint8Array argument into a malloc'd NUL-terminated string. */
-char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
-  bool is_buf = false;
-  void *data = NULL;
-  size_t len = 0;
-  if (napi_is_buffer(env, v, &is_buf) != napi_ok) return NULL;
-  if (is_buf) {
-    if (napi_get_buffer_info(env, v, &data, &len) != napi_ok) return NULL;
-  } else {
-    bool is_ta = false;
-    if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) {
-      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path arguments must be Buffers");
-      return NULL;
-    }
-    napi_typedarray_type t;
-    napi_value ab;
-    size_t off;
-    if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok) return NULL;
-    if (t != napi_uint8_array) {
-      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path arguments must be Buffers");
-      return NULL;
-    }
-  }
-  if (memchr(data, 0, len)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "paths must not contain NUL bytes");
-    return NULL;
-  }
-  char *s = malloc(len + 1);
-  if (!s) {
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  if (len) memcpy(s, data, len);
-  s[len] = 0;
-  *len_out = len;
-  return s;
-}
-
-/* The first n arguments of a call; fewer is a TypeError naming the usage. 0, or -1 (thrown). */
-static int get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
-  size_t argc = n;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
-  if (argc < n) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", usage);
-    return -1;
-  }
-  return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* readXattrs(path)                                                                              */
-
-static napi_value js_read_xattrs(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv, "readXattrs(path: Buffer)")) return NULL;
-  size_t len;
-  char *path = arg_bytes(env, argv[0], &len);
-  if (!path) return NULL;
-  xattr_list l;
-  fail_info f = {0};
-  int rc = read_xattrs_c(path, len, -1, &l, &f);
-  free(path);
-  if (rc < 0) {
-    napi_value err = make_error(env, &f);
-    free(f.path);
-    if (err) napi_throw(env, err);
-    return NULL;
-  }
-  napi_value res = list_to_js(env, &l);
-  free_list(&l);
-  return res;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* fs-verity hashing with the OpenSSL that the Node binary itself carries.                      */
@@ -557,7 +279,7 @@ static int u8_arg(napi_env env, napi_value v, unsigned char **data, size_t *len)
 }
 
 /* hashAvailable(): whether the functions below work in this process. */
-static napi_value js_hash_available(napi_env env, napi_callback_info info) {
+napi_value js_hash_available(napi_env env, napi_callback_info info) {
   napi_value r;
   CHECK(napi_get_boolean(env, sha_load() == 1, &r));
   return r;
@@ -567,7 +289,7 @@ static napi_value js_hash_available(napi_env env, napi_callback_info info) {
  * verityBuffer(data, alg, out): fs-verity digest of an in-memory buffer, in one call (no
  * incremental handle to create and collect: the cheap path for many small tar members).
  */
-static napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
+napi_value js_verity_buffer(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (get_args(env, info, 3, argv, "verityBuffer(data, alg, out)")) return NULL;
   const sha_impl *h = alg_arg(env, argv[1]);
@@ -646,7 +368,7 @@ static void verity_job_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
+napi_value js_verity_file_async(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -709,7 +431,7 @@ static void verity_handle_finalize(napi_env env, void *data, void *hint) {
   free(h);
 }
 
-static napi_value js_verity_new(napi_env env, napi_callback_info info) {
+napi_value js_verity_new(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (get_args(env, info, 1, argv, "verityNew(alg)")) return NULL;
   const sha_impl *impl = alg_arg(env, argv[0]);
@@ -748,7 +470,7 @@ static verity_handle *handle_arg(napi_env env, napi_value v) {
   return h;
 }
 
-static napi_value js_verity_update(napi_env env, napi_callback_info info) {
+napi_value js_verity_update(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (get_args(env, info, 2, argv, "verityUpdate(handle, data)")) return NULL;
   verity_handle *h = handle_arg(env, argv[0]);
@@ -760,7 +482,7 @@ static napi_value js_verity_update(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value js_verity_digest(napi_env env, napi_callback_info info) {
+napi_value js_verity_digest(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (get_args(env, info, 2, argv, "verityDigest(handle, out)")) return NULL;
   verity_handle *h = handle_arg(env, argv[0]);
@@ -777,22 +499,3 @@ static napi_value js_verity_digest(napi_env env, napi_callback_info info) {
   h->s = NULL;
   return NULL;
 }
-
-/* ------------------------------------------------------------------------------------------ */
-
-static napi_value init(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      {"readXattrs", NULL, js_read_xattrs, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"hashAvailable", NULL, js_hash_available, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityBuffer", NULL, js_verity_buffer, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityFileAsync", NULL, js_verity_file_async, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityNew", NULL, js_verity_new, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityUpdate", NULL, js_verity_update, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"verityDigest", NULL, js_verity_digest, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"scanDir", NULL, js_scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
-  };
-  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
-  return exports;
-}
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
