@@ -64,10 +64,10 @@ import {
   type LeafContent,
   type Stat,
   type Xattrs,
-} from '../tree/tree.js';
-import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from './xattr-native.js';
-import { ALG_NUMBER } from '../fsverity/fsverity.js';
-import { RepoError } from '../repo/repo.js';
+} from '../../tree/tree.js';
+import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from '../../scan/xattr-native.js';
+import { ALG_NUMBER } from '../../fsverity/fsverity.js';
+import { RepoError } from '../../repo/repo.js';
 
 export interface ScanOptions {
   /**

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, symlinkSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
-import { CLI, runCfs, tempDir, assertCleanError } from './helpers.js';
+import { CLI, runCfs, tempDir, assertCleanError } from '../../helpers.js';
 
 test('a source that is not a directory, or missing', () => {
   const { dir, cleanup } = tempDir();
