@@ -1,6 +1,8 @@
 /**
  * Reading a mounted directory into the tree model: composefs-rs v0.9.0 `read_filesystem`
  * (`crates/composefs/src/fs.rs`, `FilesystemScanner`), the first half of `read_container_root`.
+ * This file is the walk; entries.ts turns each directory's records into `Stat`, xattrs and
+ * content, hash-queue.ts hands large files to hashing, paths.ts reaches long paths.
  * The finishing rules (root <- /usr, /run emptied, xattr filter) live in
  * src/transform/transform.ts.
  *
@@ -51,23 +53,13 @@
  * Paths longer than the kernel's PATH_MAX (4096) are handled: such directories are opened
  * piecewise and accessed through /proc/self/fd/N, like composefs-rs's dirfd-relative walk.
  */
-import fs, { constants as fsc } from 'node:fs';
-import { constants as osc } from 'node:os';
-import { getSystemErrorMap } from 'node:util';
-import type { BigIntStats } from 'node:fs';
-import {
-  Directory,
-  FileSystem,
-  Leaf,
-  nameKey,
-  type HashAlg,
-  type LeafContent,
-  type Stat,
-  type Xattrs,
-} from '../../tree/tree.js';
+import fs from 'node:fs';
+import { Directory, FileSystem, type HashAlg, type Leaf, type Stat } from '../../tree/tree.js';
 import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from '../../scan/xattr-native.js';
 import { ALG_NUMBER } from '../../fsverity/fsverity.js';
-import { RepoError } from '../../repo/repo.js';
+import { EntryBuilder, isScanError, rootStat } from './entries.js';
+import { HashQueue } from './hash-queue.js';
+import { DirAnchor, MAX_DIRECT_PATH, joinPath, openLongDir, scanError, showPath } from './paths.js';
 
 export interface ScanOptions {
   /**
@@ -102,122 +94,8 @@ export interface ScanCounters {
   hashedBytes: number;
 }
 
-/** Longest path we hand to the kernel directly; longer ones go through /proc/self/fd/N. */
-const MAX_DIRECT_PATH = 3800;
 /** Files waiting for a hash slot before the walk pauses (bounds memory on huge trees). */
 const MAX_QUEUED_HASHES = 8192;
-const SLASH = Buffer.from('/');
-const NS_PER_SEC = 1_000_000_000n;
-
-/** Human-readable form of a raw path for messages (invalid UTF-8 shown as U+FFFD, like to_string_lossy). */
-export function showPath(p: Buffer): string {
-  return p.toString('utf8');
-}
-
-function joinPath(dir: Buffer, name: Buffer): Buffer {
-  if (dir.length > 0 && dir[dir.length - 1] === 0x2f) return Buffer.concat([dir, name]);
-  return Buffer.concat([dir, SLASH, name]);
-}
-
-/** (sec, nsec) from a nanosecond timestamp, flooring so that nsec is always 0..1e9-1. */
-export function splitNs(ns: bigint): { sec: bigint; nsec: number } {
-  let sec = ns / NS_PER_SEC;
-  let rem = ns - sec * NS_PER_SEC;
-  if (rem < 0n) {
-    sec -= 1n;
-    rem += NS_PER_SEC;
-  }
-  return { sec, nsec: Number(rem) };
-}
-
-/**
- * The xattr map of every scanned inode without xattrs (most of them): one shared instance
- * instead of an empty Map per inode. Safe because no code edits a stat's map in place: the
- * transforms give a stat a fresh map before changing it.
- */
-const NO_XATTRS: Xattrs = new Map();
-/** Content of every empty inline file (zero bytes: nothing to share or mutate). */
-const EMPTY_DATA = Buffer.alloc(0);
-
-function toXattrs(raw: RawXattr[]): Xattrs {
-  if (raw.length === 0) return NO_XATTRS;
-  const x: Xattrs = new Map();
-  for (const [name, value] of raw) x.set(nameKey(name), value);
-  return x;
-}
-
-function statOf(st: BigIntStats, xattrs: Xattrs): Stat {
-  const { sec, nsec } = splitNs(st.mtimeNs);
-  return {
-    mode: Number(st.mode & 0o7777n),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    mtimeSec: sec,
-    mtimeNsec: nsec,
-    xattrs,
-  };
-}
-
-/** Error naming the path, keeping the system error as cause and its code. */
-function scanError(what: string, p: Buffer, cause?: unknown): Error {
-  const detail = cause instanceof Error ? `: ${cause.message}` : '';
-  const err = new Error(`${what} ${showPath(p)}${detail}`, cause === undefined ? undefined : { cause });
-  const code = (cause as { code?: unknown } | undefined)?.code;
-  if (typeof code === 'string') (err as Error & { code: string }).code = code;
-  return err;
-}
-
-/**
- * A directory opened for access when its real path is too long for the kernel. Reference
- * counted: the directory walk and every pending hash of a file inside it hold it.
- */
-class DirAnchor {
-  private refs = 1;
-  readonly procPath: Buffer;
-  constructor(private readonly fd: number) {
-    this.procPath = Buffer.from(`/proc/self/fd/${fd}`);
-  }
-  retain(): void {
-    this.refs++;
-  }
-  release(): void {
-    if (--this.refs === 0) fs.closeSync(this.fd);
-  }
-}
-
-const DIR_OPEN_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
-
-/**
- * Opens the directory at `real` (longer than MAX_DIRECT_PATH) piecewise: each step opens at
- * most MAX_DIRECT_PATH bytes relative to the previous step's fd. All components are
- * directories the walk already saw; the last is opened with O_NOFOLLOW, as direct paths are.
- */
-function openLongDir(real: Buffer): DirAnchor {
-  let fd: number | undefined;
-  let pos = 0;
-  try {
-    while (pos < real.length) {
-      const prefix = fd !== undefined ? Buffer.from(`/proc/self/fd/${fd}/`) : Buffer.alloc(0);
-      const room = MAX_DIRECT_PATH - prefix.length;
-      let end = real.length;
-      if (end - pos > room) {
-        end = real.lastIndexOf(0x2f, pos + room);
-        if (end <= pos) throw Object.assign(new Error('path component too long'), { code: 'ENAMETOOLONG' });
-      }
-      const piece = Buffer.concat([prefix, real.subarray(pos, end)]);
-      const next = fs.openSync(piece, end === real.length ? DIR_OPEN_FLAGS : fsc.O_RDONLY | fsc.O_DIRECTORY);
-      if (fd !== undefined) fs.closeSync(fd);
-      fd = next;
-      pos = end;
-      while (pos < real.length && real[pos] === 0x2f) pos++;
-    }
-    if (fd === undefined) throw new Error('empty path');
-    return new DirAnchor(fd);
-  } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd);
-    throw e;
-  }
-}
 
 interface DirTask {
   dir: Directory;
@@ -233,224 +111,11 @@ interface DirTask {
 export async function scanDirectory(root: string | Buffer, opts: ScanOptions): Promise<FileSystem> {
   const rootPath = Buffer.from(root);
   if (rootPath.length === 0) throw new Error('scan: empty source path');
-  const tracked = (opts.hardlinks ?? 'tracked') === 'tracked';
-
-  // --- the root -----------------------------------------------------------------------------
-  let rootSt: BigIntStats;
-  try {
-    rootSt = fs.lstatSync(rootPath, { bigint: true });
-  } catch (e) {
-    throw scanError('cannot read source directory', rootPath, e);
-  }
-  if (!rootSt.isDirectory()) {
-    const what = rootSt.isSymbolicLink() ? 'is a symbolic link, not a directory' : 'is not a directory';
-    throw new Error(`source ${showPath(rootPath)} ${what}`);
-  }
-  let rootXattrs: RawXattr[];
-  try {
-    rootXattrs = readXattrs(rootPath);
-  } catch (e) {
-    if (e instanceof NativeAddonError) throw e; // about the addon, not this path
-    throw scanError('cannot read extended attributes of', rootPath, e);
-  }
-  const rootDir = new Directory(statOf(rootSt, toXattrs(rootXattrs)));
-
-  // --- hashing of large files, concurrent with the walk ---------------------------------------
-  // A FIFO of files to hash (plain records, no promise per file: 500k-file trees stay small and
-  // linear), at most `limit` hashFile calls outstanding. The walk pauses while too many wait.
-  interface HashTask {
-    leaf: Leaf;
-    access: Buffer;
-    real: Buffer;
-    size: bigint;
-    anchor: DirAnchor | undefined;
-  }
-  const limit = Math.max(1, opts.hashConcurrency ?? 64);
-  let queue: (HashTask | undefined)[] = [];
-  let head = 0;
-  let running = 0;
-  let hashError: unknown;
-  let aborted = false;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  const runTask = async (t: HashTask): Promise<void> => {
-    try {
-      if (hashError !== undefined || aborted) return;
-      const id = await opts.hashFile(t.access, t.size);
-      t.leaf.content = { type: 'external', id, size: t.size };
-    } catch (e) {
-      // A repository error (writing the copy) is not about this file: keep it as it is.
-      hashError ??= e instanceof RepoError ? e : scanError('cannot hash', t.real, e);
-    } finally {
-      running--;
-      t.anchor?.release();
-      pump();
-      notify();
-    }
-  };
-  const pump = (): void => {
-    while (running < limit && head < queue.length) {
-      const t = queue[head]!;
-      queue[head++] = undefined;
-      running++;
-      void runTask(t);
-    }
-    if (head === queue.length) {
-      queue = [];
-      head = 0;
-    } else if (head > 4096 && head * 2 > queue.length) {
-      queue = queue.slice(head);
-      head = 0;
-    }
-  };
-  const startHash = (leaf: Leaf, access: Buffer, real: Buffer, size: bigint, anchor: DirAnchor | undefined): void => {
-    anchor?.retain();
-    queue.push({ leaf, access, real, size, anchor });
-    if (running < limit) pump();
-  };
-  /** Waits until fewer than `max` files are queued (0: until every hash has finished). */
-  const drain = async (max: number): Promise<void> => {
-    while (running > 0 || queue.length - head > max) {
-      if (hashError !== undefined || aborted) {
-        // Queued files are skipped, releasing what they hold.
-        for (let i = head; i < queue.length; i++) queue[i]?.anchor?.release();
-        queue = [];
-        head = 0;
-        if (running === 0) return;
-      }
-      if (max > 0 && queue.length - head <= max) return;
-      await new Promise<void>((resolve) => (wake = resolve));
-    }
-  };
-
-  // --- the walk -------------------------------------------------------------------------------
-  // st_dev -> st_ino -> first leaf; numbers when exact (no key string per file)
-  const seen = new Map<number | bigint, Map<number | bigint, Leaf>>();
-  let lastDev: number | bigint = -1;
-  let lastDevMap: Map<number | bigint, Leaf> | undefined;
-  const inodesOf = (dev: number | bigint): Map<number | bigint, Leaf> => {
-    if (dev === lastDev && lastDevMap) return lastDevMap;
-    let m = seen.get(dev);
-    if (!m) seen.set(dev, (m = new Map()));
-    lastDev = dev;
-    lastDevMap = m;
-    return m;
-  };
+  const rootDir = new Directory(readRoot(rootPath));
+  const hashes = new HashQueue(opts.hashFile, Math.max(1, opts.hashConcurrency ?? 64));
+  const entries = new EntryBuilder((opts.hardlinks ?? 'tracked') === 'tracked', opts.counters);
   const inlineAlg = opts.inlineHash ? ALG_NUMBER[opts.inlineHash.alg] : 0;
   const inlineMax = opts.inlineHash?.maxSize ?? 0;
-  const counters = opts.counters;
-
-  /** Builds the entries of one directory from its packed native records (see native/scan.c). */
-  const addEntries = (task: DirTask, anchor: DirAnchor | undefined, buf: Buffer, stack: DirTask[]): void => {
-    const { dir, real } = task;
-    const access = anchor ? anchor.procPath : real;
-    const r = new Records(buf);
-    while (r.more()) {
-      const tag = r.u8();
-      const nameStart = r.pos + 2;
-      const nameLen = r.u16();
-      r.pos += nameLen;
-      if (tag === 2) throw recordError(r, real, buf.subarray(nameStart, nameStart + nameLen));
-      const kind = r.u8();
-      const mode = r.u32() & 0o7777;
-      const uid = r.u32();
-      const gid = r.u32();
-      const nsec = r.u32();
-      const mtimeSec = r.secs();
-      const sizeLo = r.u32();
-      const sizeHi = r.u32();
-      const dev = r.u64Key();
-      const ino = r.u64Key();
-      const rdevAt = r.pos;
-      r.pos += 8;
-      const ckind = r.u8();
-      let cStart = 0;
-      let cLen = 0;
-      if (ckind === 3) cLen = r.u8();
-      else if (ckind !== 0) cLen = r.u32();
-      cStart = r.pos;
-      r.pos += cLen;
-      const nx = r.u16();
-      let xattrs = NO_XATTRS;
-      if (nx > 0) {
-        xattrs = new Map();
-        for (let k = 0; k < nx; k++) {
-          const xl = r.u16();
-          const xname = buf.toString('latin1', r.pos, r.pos + xl);
-          r.pos += xl;
-          const vl = r.u32();
-          xattrs.set(xname, Buffer.from(buf.subarray(r.pos, r.pos + vl)));
-          r.pos += vl;
-        }
-      }
-      const key = buf.toString('latin1', nameStart, nameStart + nameLen);
-      if (counters) counters.entries++;
-      const inodes = tracked && kind !== KIND_DIR ? inodesOf(dev) : undefined;
-      if (inodes) {
-        const prev = inodes.get(ino);
-        if (prev) {
-          // composefs-rs still reads this name's xattrs (and would fail on error) but
-          // discards its stat: the first leaf stays.
-          dir.entries.set(key, prev);
-          continue;
-        }
-      }
-      const stat: Stat = { mode, uid, gid, mtimeSec, mtimeNsec: nsec, xattrs };
-      if (kind === KIND_DIR) {
-        const child = new Directory(stat);
-        dir.entries.set(key, child);
-        stack.push({ dir: child, real: joinPath(real, buf.subarray(nameStart, nameStart + nameLen)) });
-        continue;
-      }
-      let content: LeafContent;
-      let hashAt: bigint | undefined;
-      switch (kind) {
-        case KIND_REG: {
-          if (ckind === 1) content = { type: 'inline', data: cLen === 0 ? EMPTY_DATA : Buffer.from(buf.subarray(cStart, cStart + cLen)) };
-          else {
-            const size = BigInt(sizeHi) * 0x100000000n + BigInt(sizeLo);
-            if (ckind === 3) {
-              content = { type: 'external', id: Buffer.from(buf.subarray(cStart, cStart + cLen)), size };
-              if (counters) {
-                counters.hashedFiles++;
-                counters.hashedBytes += Number(size);
-              }
-            } else {
-              content = { type: 'external', id: Buffer.alloc(0), size }; // id set by the hash job
-              hashAt = size;
-            }
-          }
-          break;
-        }
-        case KIND_LNK:
-          content = { type: 'symlink', target: Buffer.from(buf.subarray(cStart, cStart + cLen)) };
-          break;
-        case KIND_CHR:
-          content = { type: 'chardev', rdev: buf.readBigUInt64LE(rdevAt) };
-          break;
-        case KIND_BLK:
-          content = { type: 'blockdev', rdev: buf.readBigUInt64LE(rdevAt) };
-          break;
-        case KIND_FIFO:
-          content = { type: 'fifo' };
-          break;
-        default:
-          content = { type: 'socket' };
-      }
-      const leaf = new Leaf(stat, content);
-      if (inodes) inodes.set(ino, leaf);
-      dir.entries.set(key, leaf);
-      if (hashAt !== undefined) {
-        const name = buf.subarray(nameStart, nameStart + nameLen);
-        const childAccess = joinPath(access, name);
-        startHash(leaf, childAccess, anchor ? joinPath(real, name) : childAccess, hashAt, anchor);
-      }
-    }
-  };
 
   /** Reads one directory on the thread pool; resolves once its entries are in the tree. */
   const scanOne = async (task: DirTask, stack: DirTask[]): Promise<void> => {
@@ -464,10 +129,18 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
     }
     try {
       const buf = await scanDirNative(anchor ? anchor.procPath : task.real, inlineAlg, inlineMax);
-      if (hashError !== undefined || aborted) return;
-      addEntries(task, anchor, buf, stack);
+      if (hashes.stopped) return;
+      const { real } = task;
+      const access = anchor ? anchor.procPath : real;
+      entries.add(task.dir, real, buf, {
+        subdir: (child, name) => stack.push({ dir: child, real: joinPath(real, name) }),
+        file: (leaf: Leaf, name, size) => {
+          const childAccess = joinPath(access, name);
+          hashes.add(leaf, childAccess, anchor ? joinPath(real, name) : childAccess, size, anchor);
+        },
+      });
     } catch (e) {
-      if ((e as { cfsScan?: boolean }).cfsScan || e instanceof NativeAddonError) throw e;
+      if (isScanError(e) || e instanceof NativeAddonError) throw e;
       throw scanError('cannot read directory', task.real, e);
     } finally {
       anchor?.release();
@@ -482,7 +155,7 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
   const maxInflight = Math.max(1, opts.dirConcurrency ?? 4);
   try {
     const stack: DirTask[] = [{ dir: rootDir, real: rootPath }];
-    while ((stack.length > 0 || inflight.size > 0) && failure === undefined && hashError === undefined) {
+    while ((stack.length > 0 || inflight.size > 0) && failure === undefined && hashes.error === undefined) {
       while (stack.length > 0 && inflight.size < maxInflight) {
         const p: Promise<void> = scanOne(stack.pop()!, stack).then(
           () => {
@@ -499,113 +172,42 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
       }
       if (inflight.size > 0) await new Promise<void>((resolve) => (settled = resolve));
       settled = undefined;
-      if (queue.length - head > MAX_QUEUED_HASHES) await drain(MAX_QUEUED_HASHES / 2);
+      if (hashes.waiting > MAX_QUEUED_HASHES) await hashes.drain(MAX_QUEUED_HASHES / 2);
     }
     if (failure !== undefined) throw failure;
   } catch (e) {
-    aborted = true; // queued hashes are skipped
+    hashes.abort(); // queued hashes are skipped
     throw e;
   } finally {
     // Even on failure, wait for the running hashes and directory reads so no descriptor outlives the call.
     await Promise.allSettled([...inflight]);
-    await drain(0);
+    await hashes.drain(0);
   }
-  if (hashError !== undefined) throw hashError;
+  if (hashes.error !== undefined) throw hashes.error;
   return new FileSystem(rootDir);
 }
 
-const KIND_DIR = 1;
-const KIND_REG = 2;
-const KIND_LNK = 3;
-const KIND_CHR = 4;
-const KIND_BLK = 5;
-const KIND_FIFO = 6;
-
-/** A cursor over the packed records of native/scan.c. */
-class Records {
-  pos = 0;
-  private lastSecLo = -1;
-  private lastSecHi = -1;
-  private lastSec = 0n;
-  constructor(readonly b: Buffer) {}
-  more(): boolean {
-    return this.pos < this.b.length;
+/**
+ * The stat of the source directory: like composefs-rs (openat with O_NOFOLLOW), a source whose
+ * last component is a symlink is rejected unless written with a trailing slash.
+ */
+function readRoot(rootPath: Buffer): Stat {
+  let rootSt: fs.BigIntStats;
+  try {
+    rootSt = fs.lstatSync(rootPath, { bigint: true });
+  } catch (e) {
+    throw scanError('cannot read source directory', rootPath, e);
   }
-  u8(): number {
-    return this.b[this.pos++];
+  if (!rootSt.isDirectory()) {
+    const what = rootSt.isSymbolicLink() ? 'is a symbolic link, not a directory' : 'is not a directory';
+    throw new Error(`source ${showPath(rootPath)} ${what}`);
   }
-  u16(): number {
-    const v = this.b[this.pos] | (this.b[this.pos + 1] << 8);
-    this.pos += 2;
-    return v;
+  let rootXattrs: RawXattr[];
+  try {
+    rootXattrs = readXattrs(rootPath);
+  } catch (e) {
+    if (e instanceof NativeAddonError) throw e; // about the addon, not this path
+    throw scanError('cannot read extended attributes of', rootPath, e);
   }
-  u32(): number {
-    const v = this.b.readUInt32LE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  /** A signed 64-bit seconds value; files of a directory mostly share it, so they share the bigint. */
-  secs(): bigint {
-    const lo = this.u32();
-    const hi = this.b.readInt32LE(this.pos);
-    this.pos += 4;
-    if (lo !== this.lastSecLo || hi !== this.lastSecHi) {
-      this.lastSecLo = lo;
-      this.lastSecHi = hi;
-      this.lastSec = BigInt(hi) * 0x100000000n + BigInt(lo);
-    }
-    return this.lastSec;
-  }
-  /** An unsigned 64-bit value as a Map key: a number when exact, else a bigint. */
-  u64Key(): number | bigint {
-    const lo = this.u32();
-    const hi = this.u32();
-    return hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
-  }
-}
-
-const ERRNO_NAMES = getSystemErrorMap();
-// Error record ops (native/scan.c).
-const OP_OPEN_DIR = 1;
-const OP_STAT = 2;
-const OP_TYPE = 3;
-const OP_READ = 4;
-const OP_XATTR = 5;
-const OP_CHANGED = 7;
-const ESTALE_TYPE = osc.errno.ESTALE;
-
-/** The error an error record describes, naming the entry (or the directory itself). */
-function recordError(r: Records, dirReal: Buffer, name: Buffer): Error {
-  const op = r.u8();
-  const errno = r.u32();
-  const lo = r.u32();
-  const listed = r.u32() * 0x100000000 + lo;
-  const sysLen = r.u8();
-  const syscall = r.b.toString('latin1', r.pos, r.pos + sysLen);
-  const p = name.length > 0 ? joinPath(dirReal, name) : dirReal;
-  let cause: Error;
-  if (op === OP_CHANGED) {
-    // errno is 1 when the file grew, 0 when it shrank; the number is its size when listed
-    const how = errno === 1 ? 'grew' : 'shrank';
-    cause = Object.assign(new Error(`file changed while being hashed (it ${how}: ${listed} bytes when listed)`), { code: 'ECHANGED' });
-  } else {
-    const [code, desc] = ERRNO_NAMES.get(-errno) ?? [`E${errno}`, `error ${errno}`];
-    cause = Object.assign(new Error(`${code}: ${desc}, ${syscall} '${showPath(p)}'`), { code, errno: -errno, syscall });
-  }
-  const what =
-    op === OP_OPEN_DIR
-      ? 'cannot read directory'
-      : op === OP_STAT
-        ? 'cannot stat'
-        : op === OP_TYPE
-          ? errno === ESTALE_TYPE
-            ? 'File type changed between readdir() and lstat():'
-            : 'unsupported file type:'
-          : op === OP_READ
-            ? 'cannot read'
-            : op === OP_XATTR
-              ? 'cannot read extended attributes of'
-              : 'cannot hash';
-  const err = op === OP_TYPE ? scanError(what, p) : scanError(what, p, cause);
-  return Object.assign(err, { cfsScan: true });
+  return rootStat(rootSt, rootXattrs);
 }

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 
 import { IN_CI } from '../../helpers.js';
 import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, rmTree, run, type Expect } from '../../fixture.js';
-import { scanDirectory, splitNs, type ScanOptions } from '../../../src/source/dir/scan.js';
+import { scanDirectory, type ScanOptions } from '../../../src/source/dir/scan.js';
+import { splitNs } from '../../../src/source/dir/entries.js';
 import { readXattrs } from '../../../src/scan/xattr-native.js';
 import {
   canonicalizeRun,
