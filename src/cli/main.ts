@@ -36,6 +36,7 @@ import { allKargForms, type KargFormLine } from '../verify/karg.js';
 import { verifyImage, verifyPeFile } from '../verify/verify.js';
 import { formatVerifyReport } from '../verify/format.js';
 import { LAYER_MTIMES, parseEpoch, type LayerMtimes, type MtimeView } from '../transform/mtimes.js';
+import { progressPrinter } from './progress.js';
 
 export const VERSION = '0.1.0';
 
@@ -170,6 +171,7 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     bootable,
     repo,
     progress: t.progress === true || process.stderr.isTTY === true,
+    onProgress: progressPrinter(t.progress === true || process.stderr.isTTY === true),
     platform: t.platform,
     mtimes: mtimeView(t),
   };
@@ -503,6 +505,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         jobs: o.jobs ?? availableParallelism(),
         jobsGiven: o.jobs !== undefined,
         progress: o.progress === true || process.stderr.isTTY === true,
+        onProgress: progressPrinter(o.progress === true || process.stderr.isTTY === true),
         platform: o.platform,
       };
       const isPeFile = !/^[a-z][a-z-]*:/.test(target) && (await stat(target).then((st) => st.isFile(), () => false));

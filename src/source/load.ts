@@ -12,7 +12,7 @@ import { parseDumpfile } from '../dumpfile/parse.js';
 import { type ImageMetadata, type LayerProgress, loadOciSource } from '../oci/image.js';
 import { KeptContent, Provenance } from '../oci/layers.js';
 import { Repository } from '../repo/repo.js';
-import { scanDir } from './dir/dir.js';
+import { loadDir } from './dir/dir.js';
 import type { ContentReader } from '../transform/boot.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from '../errors.js';
@@ -32,6 +32,11 @@ export interface LoadedSource {
   dirPath?: string;
 }
 
+/** A snapshot of a loader's progress, for {@link SourceOptions.onProgress}. */
+export type LoadProgress =
+  | { stage: 'scan'; path: string; entries: number; filesHashed: number; bytesHashed: bigint; done?: boolean }
+  | { stage: 'layers'; spec: string; layer: number; layers: number; label: string; size: number; read: number; entries: number; done?: boolean };
+
 export interface SourceOptions {
   /** Hash of object ids computed from file content. */
   hash: HashAlg;
@@ -41,7 +46,13 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
+  /** Draw progress (the CLI; layer sources — directory sources report through `onProgress`). */
   progress: boolean;
+  /**
+   * Called with a snapshot of the loader's progress from its own timer (unref'd, at most every
+   * ~200 ms) and once at the end (`done`, also when loading fails).
+   */
+  onProgress?: (p: LoadProgress) => void;
   /** OCI sources: os/arch[/variant] to pick from an index (default: the host's). */
   platform?: string;
   /** Record directory provenance of OCI sources (for compare). */
@@ -131,14 +142,8 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
       };
       return { fs, objectHash, kind: 'dumpfile', description: rest === '-' ? 'dumpfile from standard input' : `dumpfile ${rest}`, read };
     }
-    case 'dir': {
-      const rest = source.path;
-      const fs = await scanDir(rest, opts);
-      // File contents are only ever read back for the SELinux policy, from the directory itself.
-      const base = Buffer.from(rest);
-      const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
-      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}`, read, dirPath: rest };
-    }
+    case 'dir':
+      return loadDir(source.path, opts);
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':

@@ -1,12 +1,16 @@
-/** The directory source: a directory scanned into a raw tree, its files hashed (and stored). */
-import { stat } from 'node:fs/promises';
+/**
+ * The directory source: a directory scanned into a raw tree (scan.ts), its files hashed — and
+ * stored, with a repository — as they are met. Prints nothing: progress goes to
+ * `opts.onProgress`.
+ */
+import { readFile, stat } from 'node:fs/promises';
 import { fsverityDigestFile, nativeHash } from '../../fsverity/fsverity.js';
 import { HashError, HashPool } from '../../fsverity/pool.js';
 import { scanDirectory, type ScanCounters } from './scan.js';
 import type { FileSystem } from '../../tree/tree.js';
+import type { ContentReader } from '../../transform/boot.js';
 import { UsageError } from '../../errors.js';
-import { Progress, human } from '../../cli/progress.js';
-import type { SourceOptions } from '../load.js';
+import type { LoadedSource, LoadProgress, SourceOptions } from '../load.js';
 
 /**
  * Largest file hashed by the thread that reads its directory (with the directory's other
@@ -15,7 +19,19 @@ import type { SourceOptions } from '../load.js';
  */
 const INLINE_HASH_MAX = 256 << 10;
 
-export async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
+/** How often the progress callback hears from a running scan. */
+const PROGRESS_MS = 200;
+
+/** Loads the directory `dir` as it is, before any finishing rule. */
+export async function loadDir(dir: string, opts: SourceOptions): Promise<LoadedSource> {
+  const fs = await scanDir(dir, opts);
+  // File contents are only ever read back for the SELinux policy, from the directory itself.
+  const base = Buffer.from(dir);
+  const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
+  return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${dir}`, read, dirPath: dir };
+}
+
+async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
   let st;
   try {
     st = await stat(dir);
@@ -30,13 +46,17 @@ export async function scanDir(dir: string, opts: SourceOptions): Promise<FileSys
   const direct = !repo && nativeHash() !== null;
   let pool: HashPool | undefined;
   const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
-  const progress = new Progress(
-    opts.progress,
-    () =>
-      `scanning ${dir}: ${counters.entries} entries listed, ${(pool?.filesDone ?? 0) + counters.hashedFiles} files hashed ` +
-      `(${human((pool?.bytesDone ?? 0n) + BigInt(counters.hashedBytes))})`,
-  );
-  progress.start();
+  const onProgress = opts.onProgress;
+  const report = (done: boolean): void =>
+    onProgress?.({
+      stage: 'scan',
+      path: dir,
+      entries: counters.entries,
+      filesHashed: (pool?.filesDone ?? 0) + counters.hashedFiles,
+      bytesHashed: (pool?.bytesDone ?? 0n) + BigInt(counters.hashedBytes),
+      done,
+    } satisfies LoadProgress);
+  const timer = onProgress ? setInterval(() => report(false), PROGRESS_MS).unref() : undefined;
   try {
     const hashFile = async (p: Buffer, size: bigint): Promise<Buffer> => {
       if (direct) {
@@ -69,7 +89,8 @@ export async function scanDir(dir: string, opts: SourceOptions): Promise<FileSys
       counters,
     });
   } finally {
-    progress.stop();
+    clearInterval(timer);
+    report(true);
     await pool?.close();
   }
 }
