@@ -8,6 +8,9 @@ import { constants as osc } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import type { BigIntStats } from 'node:fs';
 import { Directory, Leaf, nameKey, type LeafContent, type Stat, type Xattrs } from '../../tree/tree.js';
+
+/** A regular file's content in the image: its id (fs-verity digest) and size. */
+export type ExternalContent = Extract<LeafContent, { type: 'external' }>;
 import type { RawXattr } from '../../scan/xattr-native.js';
 import { joinPath, scanError, showPath } from './paths.js';
 import type { ScanCounters } from './scan.js';
@@ -33,6 +36,8 @@ export function splitNs(ns: bigint): { sec: bigint; nsec: number } {
 const NO_XATTRS: Xattrs = new Map();
 /** Content of every empty inline file (zero bytes: nothing to share or mutate). */
 const EMPTY_DATA = Buffer.alloc(0);
+/** The id of a file until hashing gives it its own (replaced, never written into). */
+const NO_ID = Buffer.alloc(0);
 
 function toXattrs(raw: RawXattr[]): Xattrs {
   if (raw.length === 0) return NO_XATTRS;
@@ -58,8 +63,8 @@ export function rootStat(st: BigIntStats, xattrs: RawXattr[]): Stat {
 export interface EntryTarget {
   /** A subdirectory to read. */
   subdir(child: Directory, name: Buffer): void;
-  /** A regular file whose id the hashing hand-off gives (its content is set then). */
-  file(leaf: Leaf, name: Buffer, size: bigint): void;
+  /** The content of a regular file whose id the hashing hand-off fills in. */
+  file(content: ExternalContent, name: Buffer): void;
 }
 
 const KIND_DIR = 1;
@@ -134,7 +139,7 @@ export class EntryBuilder {
           const xname = buf.toString('latin1', r.pos, r.pos + xl);
           r.pos += xl;
           const vl = r.u32();
-          xattrs.set(xname, Buffer.from(buf.subarray(r.pos, r.pos + vl)));
+          xattrs.set(xname, copyOut(buf, r.pos, vl));
           r.pos += vl;
         }
       }
@@ -158,27 +163,27 @@ export class EntryBuilder {
         continue;
       }
       let content: LeafContent;
-      let hashAt: bigint | undefined;
+      let toHash: ExternalContent | undefined;
       switch (kind) {
         case KIND_REG: {
-          if (ckind === 1) content = { type: 'inline', data: cLen === 0 ? EMPTY_DATA : Buffer.from(buf.subarray(cStart, cStart + cLen)) };
+          if (ckind === 1) content = { type: 'inline', data: cLen === 0 ? EMPTY_DATA : copyOut(buf, cStart, cLen) };
           else {
-            const size = BigInt(sizeHi) * 0x100000000n + BigInt(sizeLo);
+            // one bigint, not four, for the common size below 4 GiB
+            const size = sizeHi === 0 ? BigInt(sizeLo) : BigInt(sizeHi) * 0x100000000n + BigInt(sizeLo);
             if (ckind === 3) {
-              content = { type: 'external', id: Buffer.from(buf.subarray(cStart, cStart + cLen)), size };
+              content = { type: 'external', id: copyOut(buf, cStart, cLen), size };
               if (counters) {
                 counters.hashedFiles++;
                 counters.hashedBytes += Number(size);
               }
             } else {
-              content = { type: 'external', id: Buffer.alloc(0), size }; // id set by the hash job
-              hashAt = size;
+              content = toHash = { type: 'external', id: NO_ID, size }; // the hash hand-off sets the id
             }
           }
           break;
         }
         case KIND_LNK:
-          content = { type: 'symlink', target: Buffer.from(buf.subarray(cStart, cStart + cLen)) };
+          content = { type: 'symlink', target: copyOut(buf, cStart, cLen) };
           break;
         case KIND_CHR:
           content = { type: 'chardev', rdev: buf.readBigUInt64LE(rdevAt) };
@@ -195,9 +200,22 @@ export class EntryBuilder {
       const leaf = new Leaf(stat, content);
       if (inodes) inodes.set(ino, leaf);
       dir.entries.set(key, leaf);
-      if (hashAt !== undefined) to.file(leaf, buf.subarray(nameStart, nameStart + nameLen), hashAt);
+      if (toHash !== undefined) to.file(toHash, buf.subarray(nameStart, nameStart + nameLen));
     }
   }
+}
+
+/**
+ * `len` bytes of `buf` from `at` in a buffer of their own (from Node's pool when small): one
+ * object per value, where `Buffer.from(buf.subarray(...))` makes two. Values are short (ids,
+ * symlink targets, inline contents of at most 64 bytes, xattr values), so a loop copies them
+ * faster than a call into the runtime would.
+ */
+function copyOut(buf: Buffer, at: number, len: number): Buffer {
+  const out = Buffer.allocUnsafe(len);
+  if (len > 256) buf.copy(out, 0, at, at + len);
+  else for (let i = 0; i < len; i++) out[i] = buf[at + i];
+  return out;
 }
 
 /** A cursor over the packed records of native/scan.c. */
@@ -219,15 +237,15 @@ class Records {
     return v;
   }
   u32(): number {
-    const v = this.b.readUInt32LE(this.pos);
-    this.pos += 4;
-    return v;
+    const b = this.b;
+    const p = this.pos;
+    this.pos = p + 4;
+    return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) + b[p + 3] * 0x1000000;
   }
   /** A signed 64-bit seconds value; files of a directory mostly share it, so they share the bigint. */
   secs(): bigint {
     const lo = this.u32();
-    const hi = this.b.readInt32LE(this.pos);
-    this.pos += 4;
+    const hi = this.u32() | 0;
     if (lo !== this.lastSecLo || hi !== this.lastSecHi) {
       this.lastSecLo = lo;
       this.lastSecHi = hi;

@@ -4,19 +4,19 @@
  * the walk goes on. A FIFO of plain records (no promise per file): 500k-file trees stay small
  * and linear.
  */
-import type { Leaf } from '../../tree/tree.js';
+import type { ExternalContent } from './entries.js';
 import { RepoError } from '../../repo/repo.js';
 import { scanError, type DirAnchor } from './paths.js';
 
 export type HashFile = (path: Buffer, size: bigint) => Promise<Buffer>;
 
 interface HashTask {
-  leaf: Leaf;
+  /** Where the id goes (a leaf's content, made for this file by the scan). */
+  content: ExternalContent;
   /** The path to open (through /proc/self/fd/N under a long directory). */
   access: Buffer;
   /** The real path, for messages. */
   real: Buffer;
-  size: bigint;
   anchor: DirAnchor | undefined;
 }
 
@@ -44,10 +44,10 @@ export class HashQueue {
     return this.queue.length - this.head;
   }
 
-  /** Queues `leaf` (an external file) to get its id; `anchor` is held until it is hashed. */
-  add(leaf: Leaf, access: Buffer, real: Buffer, size: bigint, anchor: DirAnchor | undefined): void {
+  /** Queues a file to get its id into `content`; `anchor` is held until it is hashed. */
+  add(content: ExternalContent, access: Buffer, real: Buffer, anchor: DirAnchor | undefined): void {
     anchor?.retain();
-    this.queue.push({ leaf, access, real, size, anchor });
+    this.queue.push({ content, access, real, anchor });
     if (this.running < this.limit) this.pump();
   }
 
@@ -80,8 +80,7 @@ export class HashQueue {
   private async run(t: HashTask): Promise<void> {
     try {
       if (this.stopped) return;
-      const id = await this.hashFile(t.access, t.size);
-      t.leaf.content = { type: 'external', id, size: t.size };
+      t.content.id = await this.hashFile(t.access, t.content.size);
     } catch (e) {
       // A repository error (writing the copy) is not about this file: keep it as it is.
       this.error ??= e instanceof RepoError ? e : scanError('cannot hash', t.real, e);

@@ -54,7 +54,7 @@
  * piecewise and accessed through /proc/self/fd/N, like composefs-rs's dirfd-relative walk.
  */
 import fs from 'node:fs';
-import { Directory, FileSystem, type HashAlg, type Leaf, type Stat } from '../../tree/tree.js';
+import { Directory, FileSystem, type HashAlg, type Stat } from '../../tree/tree.js';
 import { NativeAddonError, readXattrs, scanDirNative, type RawXattr } from '../../scan/xattr-native.js';
 import { ALG_NUMBER } from '../../fsverity/fsverity.js';
 import { EntryBuilder, isScanError, rootStat } from './entries.js';
@@ -134,9 +134,9 @@ export async function scanDirectory(root: string | Buffer, opts: ScanOptions): P
       const access = anchor ? anchor.procPath : real;
       entries.add(task.dir, real, buf, {
         subdir: (child, name) => stack.push({ dir: child, real: joinPath(real, name) }),
-        file: (leaf: Leaf, name, size) => {
+        file: (content, name) => {
           const childAccess = joinPath(access, name);
-          hashes.add(leaf, childAccess, anchor ? joinPath(real, name) : childAccess, size, anchor);
+          hashes.add(content, childAccess, anchor ? joinPath(real, name) : childAccess, anchor);
         },
       });
     } catch (e) {
