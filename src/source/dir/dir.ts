@@ -39,12 +39,7 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
     throw new UsageError(`source '${dir}': ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
   }
   if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
-  const repo = opts.repo;
-  // Without --repo, hashing is native and runs on libuv's thread pool next to the directory
-  // reads: no worker threads to start, no message per file. With --repo (files are copied as
-  // they are hashed) or without native hashing, the worker pool does it.
-  const direct = !repo && nativeHash() !== null;
-  let pool: HashPool | undefined;
+  const objects = fileObjects(opts);
   const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
   const onProgress = opts.onProgress;
   const report = (done: boolean): void =>
@@ -52,17 +47,66 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       stage: 'scan',
       path: dir,
       entries: counters.entries,
-      filesHashed: (pool?.filesDone ?? 0) + counters.hashedFiles,
-      bytesHashed: (pool?.bytesDone ?? 0n) + BigInt(counters.hashedBytes),
+      filesHashed: objects.filesDone + counters.hashedFiles,
+      bytesHashed: objects.bytesDone + BigInt(counters.hashedBytes),
       done,
     } satisfies LoadProgress);
   const timer = onProgress ? setInterval(() => report(false), PROGRESS_MS).unref() : undefined;
   try {
-    const hashFile = async (p: Buffer, size: bigint): Promise<Buffer> => {
+    return await scanDirectory(dir, {
+      hashFile: (p, size) => objects.hashFile(p, size),
+      hashConcurrency: objects.fileConcurrency,
+      inlineHash: objects.inlineMax > 0 ? { alg: opts.hash, maxSize: objects.inlineMax } : undefined,
+      dirConcurrency: Math.max(2, opts.jobs),
+      counters,
+    });
+  } finally {
+    clearInterval(timer);
+    report(true);
+    await objects.close();
+  }
+}
+
+/** How the files of a directory become objects (the part of the object service a scan uses). */
+interface FileObjects {
+  /** Largest file hashed by the thread that reads its directory (0: none). */
+  readonly inlineMax: number;
+  /** How many {@link hashFile} calls are worth keeping in flight. */
+  readonly fileConcurrency: number;
+  /** Files and bytes done by {@link hashFile}. */
+  readonly filesDone: number;
+  readonly bytesDone: bigint;
+  hashFile(path: Buffer, size: bigint): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/**
+ * Without --repo, hashing is native and runs on libuv's thread pool next to the directory
+ * reads: no worker threads to start, no message per file. With --repo (files are copied as
+ * they are hashed) or without native hashing, the worker pool does it.
+ */
+function fileObjects(opts: SourceOptions): FileObjects {
+  const repo = opts.repo;
+  const direct = !repo && nativeHash() !== null;
+  let pool: HashPool | undefined;
+  let files = 0;
+  let bytes = 0n;
+  return {
+    inlineMax: direct ? INLINE_HASH_MAX : 0,
+    // direct: enough large files queued to keep every libuv thread busy, few enough that
+    // directory reads are not stuck behind them
+    fileConcurrency: direct ? 2 * Math.max(2, opts.jobs) : Math.max(1024, opts.jobs * 256),
+    get filesDone() {
+      return files + (pool?.filesDone ?? 0);
+    },
+    get bytesDone() {
+      return bytes + (pool?.bytesDone ?? 0n);
+    },
+    async hashFile(p, size) {
       if (direct) {
         const id = await fsverityDigestFile(p, opts.hash, size);
-        counters.hashedFiles++;
-        counters.hashedBytes += Number(size);
+        files++;
+        bytes += size;
         return id;
       }
       pool ??= new HashPool(opts.jobs);
@@ -78,19 +122,9 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       }
       await repo.commitTemp(tmp, id, size);
       return id;
-    };
-    return await scanDirectory(dir, {
-      hashFile,
-      // direct: enough large files queued to keep every libuv thread busy, few enough that
-      // directory reads are not stuck behind them
-      hashConcurrency: direct ? 2 * Math.max(2, opts.jobs) : Math.max(1024, opts.jobs * 256),
-      inlineHash: direct ? { alg: opts.hash, maxSize: INLINE_HASH_MAX } : undefined,
-      dirConcurrency: Math.max(2, opts.jobs),
-      counters,
-    });
-  } finally {
-    clearInterval(timer);
-    report(true);
-    await pool?.close();
-  }
+    },
+    async close() {
+      await pool?.close();
+    },
+  };
 }
