@@ -1,12 +1,12 @@
 /** The `cfs` command as users run it: the bundled dist/cfs.mjs. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDumpfile } from '../src/dumpfile/parse.js';
 import { writeDumpfile } from '../src/dumpfile/write.js';
-import { GOLDEN, IN_CI, have, readGolden, runCfs, tempDir, assertCleanError } from './helpers.js';
+import { GOLDEN, IN_CI, ROOT, have, readGolden, runCfs, tempDir, assertCleanError } from './helpers.js';
 
 const CASES = ['simple', 'hardlinks', 'xattrs', 'whiteouts', 'special', 'rs_sha512', 'names', 'big5000-sha512'];
 
@@ -164,4 +164,39 @@ test('messages that help: --expect of the other hash, a tree without /usr, sub-c
     if (/see SOURCE below/.test(help)) assert.match(help, /\nSOURCE is one of:/, `${cmd} --help`);
   }
   assert.match(runCfs(['--help']).stdout.toString(), /Profiles \(--profile NAME\):/);
+});
+
+test('a bug shows its stack trace (exit 2); bad input stays one line', () => {
+  const { dir, cleanup } = tempDir('lib-cli-bug-');
+  try {
+    // The CLI module run with one library function broken, as a bug would break it. The
+    // unbundled build shares its modules with this preamble (the bundle would have copies).
+    const main = path.join(ROOT, 'build/src/cli/main.js');
+    const errors = path.join(ROOT, 'build/src/errors.js');
+    const run = (fault: string, args: string[]) => {
+      const pre = path.join(dir, `pre-${fault}.mjs`);
+      writeFileSync(
+        pre,
+        `import { InternalError } from ${JSON.stringify(errors)};\n` +
+          `const fault = ${JSON.stringify(fault)};\n` +
+          `JSON.stringify = () => { if (fault === 'type') null.x; throw new InternalError('the writer lost count'); };\n` +
+          `await import(${JSON.stringify(main)});\n`,
+      );
+      const r = spawnSync(process.execPath, [pre, ...args], { input: readGolden('simple.dump') });
+      return { status: r.status ?? -1, stderr: r.stderr.toString() };
+    };
+    for (const [fault, re] of [
+      ['type', /^cfs: internal error \(please report this\): TypeError: Cannot read properties of null/],
+      ['internal', /^cfs: internal error \(please report this\): Error: the writer lost count/],
+    ] as const) {
+      const r = run(fault, ['compute-id', '--json', 'dumpfile:-']);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, re);
+      assert.match(r.stderr, /\n\s+at .*main\.js/, 'the stack trace names where');
+    }
+    // the same preamble, bad input: one line as always
+    assertCleanError(run('type', ['compute-id', '--json', 'nosuchkind:x']), /^cfs: source 'nosuchkind:x': unknown source kind/);
+  } finally {
+    cleanup();
+  }
 });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseComposefsKargs, splitCmdline } from '../src/verify/karg.js';
-import { PROFILES, findProfile } from '../src/cli/profiles.js';
+import { PROFILES, findProfile } from '../src/profiles.js';
 import { runCfs, tempDir } from './helpers.js';
 
 const H512 = 'ab'.repeat(64);

@@ -17,6 +17,7 @@ import { constants, type Stats } from 'node:fs';
 import { lstat, open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { InputError } from '../errors.js';
 import { nameError, openTemp, untrackTemp, writeAll } from '../repo/files.js';
 
 type Chunks = Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>;
@@ -56,9 +57,9 @@ async function plan(target: string): Promise<Plan> {
   const through = st.isSymbolicLink() ? await stat(target).catch(() => undefined) : st;
   if (through && (through.isCharacterDevice() || through.isFIFO())) return { how: 'through', st: through };
   if (st.isSymbolicLink()) {
-    throw new Error(`${target}: is a symbolic link; cfs does not replace or write through symbolic links (give the path it points to)`);
+    throw new InputError(`${target}: is a symbolic link; cfs does not replace or write through symbolic links (give the path it points to)`);
   }
-  throw new Error(
+  throw new InputError(
     `${target}: is ${kindOf(st)}; cfs writes only to a new path, a regular file (replaced atomically), a character device or a FIFO`,
   );
 }
@@ -82,13 +83,13 @@ async function writeThrough(target: string, st: Stats, chunks: Chunks): Promise<
   // O_NONBLOCK: opening a FIFO nobody reads fails (ENXIO) instead of waiting forever.
   const flags = constants.O_WRONLY | constants.O_NOCTTY | (fifo ? constants.O_NONBLOCK : 0);
   const fh = await open(target, flags).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENXIO' && fifo) throw new Error(`${target}: no process is reading this FIFO`);
+    if (e.code === 'ENXIO' && fifo) throw new InputError(`${target}: no process is reading this FIFO`);
     throw e;
   });
   try {
     // The path may have been swapped since lstat: write only into what we meant to.
     const now = await fh.stat();
-    if (!(now.isCharacterDevice() || now.isFIFO())) throw new Error(`${target}: changed while being opened; not written`);
+    if (!(now.isCharacterDevice() || now.isFIFO())) throw new InputError(`${target}: changed while being opened; not written`);
     for await (const c of chunks) await writeAll(fh, bytes(c), fifo);
   } catch (e) {
     throw nameError(e, target);
@@ -115,7 +116,7 @@ export async function writeFileAtomic(target: string, chunks: Chunks): Promise<v
     // Between our lstat and now the target may have become something else: still only a
     // regular file (or nothing) is replaced.
     const st = await lstat(target).catch(() => undefined);
-    if (st && !st.isFile()) throw new Error(`${target}: is ${kindOf(st)} now; not replaced`);
+    if (st && !st.isFile()) throw new InputError(`${target}: is ${kindOf(st)} now; not replaced`);
     await rename(tmp, target);
     untrackTemp(tmp);
   } catch (e) {

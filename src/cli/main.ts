@@ -2,8 +2,8 @@
  * `cfs`: compute composefs images and their fs-verity digests.
  *
  * Exit codes: 0 success; 1 "different" (a digest did not match `--expect`); 2 any error
- * (bad usage, bad input, I/O). Errors are one line on stderr, never a stack trace
- * (set CFS_DEBUG=1 to get one).
+ * (bad usage, bad input, I/O, or a bug). Errors of input and usage are one line on stderr
+ * (set CFS_DEBUG=1 for a stack trace); a bug (see isBug) shows its stack trace.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { stat } from 'node:fs/promises';
@@ -13,25 +13,25 @@ import { isMainThread, workerData } from 'node:worker_threads';
 import { runHashWorker } from '../fsverity/hash-worker.js';
 import { setWorkerEntry } from '../fsverity/pool.js';
 import { ImageError, readErofs } from '../erofs/reader.js';
-import { ErofsVersion, writeErofs } from '../erofs/writer.js';
+import type { ErofsVersion } from '../erofs/writer.js';
 import { dumpfileChunks } from '../dumpfile/write.js';
-import { fsverityDigest, fsverityDigestFile } from '../fsverity/fsverity.js';
+import { fsverityDigestFile } from '../fsverity/fsverity.js';
 import type { HashAlg } from '../tree/tree.js';
 import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
-import { loadRawSource, sourceDirectory, type LoadedSource } from '../source/load.js';
-import { loadSource, type PipelineOptions as SourceOptions } from '../pipeline.js';
-import { applyRules } from '../transform/rules.js';
-import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from './identify.js';
-import { PATHS_PER_CAUSE, explain, formatReport, subsecondHint, summarize } from './compare.js';
-import { diffTrees } from '../tree/diff.js';
+import { CfsError, InputError } from '../errors.js';
+import { loadRawTree, parseSource, type LoadedSource, type Source } from '../source/load.js';
+import { annotationKey, compareSources, imageId, loadSource, profileKarg, writeImage, type Built, type PipelineOptions as SourceOptions } from '../pipeline.js';
+import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from '../identify.js';
+import { PATHS_PER_CAUSE, formatReport, subsecondHint } from './compare.js';
 import { availableParallelism } from 'node:os';
 import { keepYoungGenerationSmall } from '../tree/young-gen.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
-import { PROFILES, findProfile, formatKarg, profileKargs, profilesHelp, type Profile } from './profiles.js';
+import { PROFILES, findProfile, type Profile } from '../profiles.js';
+import { profilesHelp } from './profiles.js';
 import { allKargForms, type KargFormLine } from '../verify/karg.js';
 import { verifyImage, verifyPeFile } from '../verify/verify.js';
 import { formatVerifyReport } from '../verify/format.js';
@@ -153,12 +153,6 @@ function treeOptions(cmd: Command, opts: { bootable?: boolean; xattrs?: boolean 
   return cmd;
 }
 
-interface Built {
-  loaded: LoadedSource;
-  image: Buffer;
-  id: Buffer;
-}
-
 function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): SourceOptions {
   return {
     tarKeepsAllXattrs,
@@ -178,11 +172,11 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
 }
 
 /** Builds the tree and image of a source: the shared core of the image commands. */
-async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): Promise<Built> {
+async function build(source: Source, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): Promise<Built> {
   const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec));
   if (loaded.kind === 'dir' && !t.layerMtimesExplicit) warnSubsecond(loaded.fs, t.propagateUsrToRoot);
-  const image = writeErofs(loaded.fs, g.erofsVersion);
-  return { loaded, image, id: fsverityDigest(image, g.hash) };
+  const image = writeImage(loaded.fs, { version: g.erofsVersion });
+  return { loaded, image, id: imageId(image, g.hash) };
 }
 
 /**
@@ -192,20 +186,6 @@ async function build(source: string, g: GlobalOpts, t: TreeOpts, bootable: boole
 function warnSubsecond(fs: LoadedSource['fs'], propagated: boolean): void {
   const hint = subsecondHint(fs, propagated);
   if (hint) process.stderr.write(`cfs: warning: ${hint}\n`);
-}
-
-/** The kernel argument `cfsctl compute-karg` prints for an image id. */
-export function karg(id: Buffer, version: ErofsVersion, hash: HashAlg, insecure: boolean): string {
-  return formatKarg(version === 2 ? 'composefs' : 'composefs.digest', version, hash, id.toString('hex'), insecure);
-}
-
-/**
- * The manifest annotation key composefs-rs's sealing design gives the merged image's digest
- * (crates/composefs-oci/src/sealing_spec.rs): role `merged`, `.bootable` for the boot variant,
- * the EROFS format version, the fs-verity algorithm and block size.
- */
-export function annotationKey(version: ErofsVersion, hash: HashAlg, bootable: boolean): string {
-  return `composefs.merged${bootable ? '.bootable' : ''}.erofs.v${version}.fsverity-${hash}-12`;
 }
 
 /** Everything that determined the digest, for --json. */
@@ -286,7 +266,7 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
   ).action(async (source: string, opts: TreeOpts & { expect?: string; writeDumpfileTo?: string; annotation?: boolean }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts);
     if (o.writeDumpfileTo) await checkOutput(o.writeDumpfileTo);
-    const b = await build(source, g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec);
+    const b = await build(parseSource(source), g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec);
     if (o.writeDumpfileTo) await writeOutput(o.writeDumpfileTo, dumpfileChunks(b.loaded.fs));
     const hex = b.id.toString('hex');
     const ann = `${annotationKey(g.erofsVersion, g.hash, bootable)}=${hex}`;
@@ -327,26 +307,19 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     // Like cfsctl: always bootable, always allowlist-only.
     const t: TreeOpts = { ...o, xattrs: DEFAULT_XATTR_FILTER_MODE };
     const insecure = o.insecure === true;
+    const src = parseSource(source);
     if (o.allForms) {
       const forms: KargFormLine[] = [];
       for (const hash of ['sha256', 'sha512'] as HashAlg[]) {
-        const { fs } = await loadSource(source, sourceOptions({ ...g, hash }, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec));
+        const { fs } = await loadSource(src, sourceOptions({ ...g, hash }, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec));
         forms.push(...allKargForms(fs, hash, insecure));
       }
       if (o.json) process.stdout.write(`${JSON.stringify({ forms }, null, 2)}\n`);
       else for (const f of forms) process.stdout.write(`${f.karg}\t# ${f.note}\n`);
       return;
     }
-    const b = await build(source, g, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec);
-    const ids = new Map<ErofsVersion, Buffer>([[g.erofsVersion, b.id]]);
-    const idOf = (v: ErofsVersion): Buffer => {
-      let id = ids.get(v);
-      if (!id) ids.set(v, (id = fsverityDigest(writeErofs(b.loaded.fs, v), g.hash)));
-      return id;
-    };
-    const k = profileKargs(profile, g.erofsVersion)
-      .map((spec) => formatKarg(spec.form, spec.erofsVersion, g.hash, idOf(spec.erofsVersion).toString('hex'), insecure))
-      .join(' ');
+    const b = await build(src, g, t, true, undefined, tarKeepsAllXattrs, bootMtimeNsec);
+    const k = profileKarg(b.loaded.fs, { profile, version: g.erofsVersion, hash: g.hash, insecure, id: b.id });
     if (o.json) process.stdout.write(`${JSON.stringify({ karg: k, profile: profile?.name ?? null, ...describeBuild(b, g, t, true) }, null, 2)}\n`);
     else process.stdout.write(`${k}\n`);
   });
@@ -366,14 +339,15 @@ Exit status: 0 success, 1 different (compute-id --expect, compare, identify: no 
     // Everything that can be refused is refused before any work is done.
     if (name !== undefined) checkImageName(name);
     if (o.output) await checkOutput(o.output);
-    const srcDir = sourceDirectory(source);
+    const src = parseSource(source);
+    const srcDir = src.kind === 'dir' ? src.path : undefined;
     if (o.repo && srcDir !== undefined && (await isInside(o.repo, srcDir))) {
-      throw new Error(
+      throw new InputError(
         `--repo ${o.repo} is inside the source directory ${srcDir}: the repository's own files would be part of the image (and change it on every run); put the repository outside the source`,
       );
     }
     const repo = o.repo ? await Repository.openOrCreate(o.repo, g.hash, g.erofsVersion) : undefined;
-    const b = await build(source, g, o, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec);
+    const b = await build(src, g, o, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec);
     if (repo) await repo.storeImage(b.id, b.image, name);
     if (o.output) await writeOutput(o.output, [b.image]);
     // With the image on standard output, the id goes to stderr.
@@ -415,23 +389,12 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       ),
   ).action(async (a: string, b: string, opts0: TreeOpts & { all?: boolean }, cmd: Command) => {
     const { g, t: o, bootable, tarKeepsAllXattrs, bootMtimeNsec } = resolve(cmd, opts0);
-    const base = { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec), provenance: true };
-    const la = await loadRawSource(a, base);
-    const lb = await loadRawSource(b, base);
-    const view = mtimeView(o);
-    const keep = mtimeView({ propagateUsrToRoot: true, xattrs: DEFAULT_XATTR_FILTER_MODE });
-    const bothLayers = la.kind === 'oci' && lb.kind === 'oci';
-    const viewA = bothLayers || la.kind !== 'oci' ? view : keep;
-    const viewB = bothLayers || lb.kind !== 'oci' ? view : keep;
-    await applyRules(la, { ...base, mtimes: viewA });
-    await applyRules(lb, { ...base, mtimes: viewB });
-    const found = diffTrees(la.fs, lb.fs, { nanoseconds: g.erofsVersion !== 2 });
-    const diffs = explain(found, la, lb, { viewA, viewB, propagated: o.propagateUsrToRoot });
-    const summary = summarize(diffs);
-    const ids = [la, lb].map((l) => fsverityDigest(writeErofs(l.fs, g.erofsVersion), g.hash).toString('hex'));
+    const c = await compareSources(a, b, { ...sourceOptions(g, o, bootable, undefined, tarKeepsAllXattrs, bootMtimeNsec), version: g.erofsVersion });
+    const { viewA, viewB, summary, paths } = c;
+    const diffs = c.differences;
+    const ids = [c.idA, c.idB].map((id) => id.toString('hex'));
     if (o.json) {
       const list = diffs.map((d) => ({ path: d.path.toString('utf8'), field: d.field, a: d.a ?? null, b: d.b ?? null, cause: d.cause, note: d.note ?? null }));
-      const paths = new Set(diffs.map((d) => d.path.toString('latin1'))).size;
       process.stdout.write(
         `${JSON.stringify(
           { equal: diffs.length === 0, idA: ids[0], idB: ids[1], hash: g.hash, erofsVersion: g.erofsVersion, mtimes: { a: describeMtimes(viewA), b: describeMtimes(viewB) }, paths, summary, differences: list },
@@ -443,7 +406,6 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       process.stdout.write(`equal: both give ${g.hash} ${ids[0]} (erofs V${g.erofsVersion})\n`);
     } else {
       await writeStdout([formatReport(diffs, summary, { all: o.all === true, nameA: 'A', nameB: 'B' })]);
-      const paths = new Set(diffs.map((d) => d.path.toString('latin1'))).size;
       const shown = (v: MtimeView) => (v.layerMtimes === 'keep' && v.clampMtime === undefined ? '' : ` (--layer-mtimes ${v.layerMtimes}${v.clampMtime === undefined ? '' : ` --clamp-mtime ${v.clampMtime}`})`);
       process.stdout.write(`\n${diffs.length} difference(s) in ${paths} path(s)\nA: ${g.hash} ${ids[0]}${shown(viewA)}\nB: ${g.hash} ${ids[1]}${shown(viewB)}\n`);
     }
@@ -467,7 +429,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       const want = parseDigestArg(digestArg);
       if (!want) throw new UsageError(`'${digestArg}' is not a digest: expected 64 or 128 hex digits, a composefs karg or an annotation`);
       const hash = digestHash(want);
-      const raw = await loadRawSource(source, {
+      const raw = await loadRawTree(parseSource(source), {
         ...sourceOptions({ hash, erofsVersion: 1 }, { ...o, propagateUsrToRoot: false, xattrs: DEFAULT_XATTR_FILTER_MODE }, false),
       });
       const tried: Attempt[] = [];
@@ -526,7 +488,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       try {
         ({ fs } = readErofs(image));
       } catch (e) {
-        if (e instanceof ImageError) throw new Error(`${imagePath}: ${e.message}`);
+        if (e instanceof ImageError) throw new InputError(`${imagePath}: ${e.message}`, { cause: e });
         throw e;
       }
       await writeStdout(dumpfileChunks(fs));
@@ -544,7 +506,7 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
         // FIFO for its st_size (0) and print the empty file's digest; reading one instead never
         // ends (/dev/zero). Neither is a measurement: refuse. The size also bounds the read.
         const st = await stat(f, { bigint: true });
-        if (!st.isFile()) throw new Error(`${f}: not a regular file (fs-verity digests are of regular files)`);
+        if (!st.isFile()) throw new InputError(`${f}: not a regular file (fs-verity digests are of regular files)`);
         for (const alg of algs) {
           const d = await fsverityDigestFile(f, alg, st.size);
           process.stdout.write(`${alg}:${d.toString('hex')} ${f}\n`);
@@ -568,6 +530,21 @@ function describe(e: unknown): string {
   return String(e);
 }
 
+/**
+ * Whether an error is a bug rather than bad input or usage: a CfsError of kind 'internal', or
+ * one of the errors JavaScript itself throws for broken code (a TypeError from reading a field of
+ * undefined, a failed assertion). Everything else is one line: the library's input and usage
+ * errors, errno errors (with their path) and the plain errors whose message names the input.
+ * RangeError stays one line: Node reports input limits with it (ERR_FS_FILE_TOO_LARGE,
+ * "Array buffer allocation failed").
+ */
+function isBug(e: unknown): boolean {
+  if (e instanceof CfsError) return e.kind === 'internal';
+  if (!(e instanceof Error)) return true;
+  if ((e as NodeJS.ErrnoException).code === 'ERR_ASSERTION') return true;
+  return e instanceof TypeError || e instanceof ReferenceError || e instanceof SyntaxError || e instanceof EvalError || e instanceof URIError;
+}
+
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const program = makeProgram();
@@ -578,6 +555,11 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) {
       // commander has already printed its message (or the help / version text).
       return e.exitCode === 0 ? 0 : EXIT_ERROR;
+    }
+    if (isBug(e)) {
+      // Not something the input or the user did: show where, so that it can be reported.
+      process.stderr.write(`cfs: internal error (please report this): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      return EXIT_ERROR;
     }
     process.stderr.write(`cfs: ${describe(e)}\n`);
     if (process.env.CFS_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);

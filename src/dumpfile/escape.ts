@@ -6,6 +6,7 @@
  * names and values also `=`. Path, payload and content fields map empty to `-` and a lone `-`
  * to `\x2d`; xattr values never use that sentinel.
  */
+import { InputError } from '../errors.js';
 
 const HEX = '0123456789abcdef';
 
@@ -57,7 +58,7 @@ export function escapeXattr(bytes: Uint8Array): string {
 }
 
 /** Thrown by {@link unescape}; the parser adds the line number. */
-export class EscapeError extends Error {}
+export class EscapeError extends InputError {}
 
 function hexDigit(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;

@@ -26,6 +26,7 @@ import {
   nameKey,
 } from '../tree/tree.js';
 import { xattrListProblem, xattrNameProblem, xattrValueProblem } from '../tree/validate.js';
+import { InputError } from '../errors.js';
 
 /**
  * Limits of composefs-rs's parser. Its PATH_MAX (4096) is not enforced: a directory scan can
@@ -35,7 +36,7 @@ export const MAX_INLINE_CONTENT = 512;
 export const SYMLINK_MAX = 1024;
 
 /** A dumpfile error: `line` is 1-based (0 when it concerns the whole file). */
-export class DumpfileError extends Error {
+export class DumpfileError extends InputError {
   constructor(
     readonly line: number,
     readonly reason: string,

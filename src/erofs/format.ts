@@ -5,6 +5,7 @@
  * the byte layout lives in exactly one place. Layout rules (which inode goes where) are not
  * here: see the writers.
  */
+import { InputError } from '../errors.js';
 
 export const BLOCK_SIZE = 4096;
 export const BLOCK_BITS = 12;
@@ -228,7 +229,7 @@ export interface Dirent {
 }
 
 /** A malformed image: the reason and the byte offset where it was found. */
-export class ImageError extends Error {
+export class ImageError extends InputError {
   constructor(
     message: string,
     readonly offset: number,

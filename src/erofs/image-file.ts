@@ -10,9 +10,10 @@ import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BLOCK_SIZE } from './format.js';
 import { IMAGE_HEAD_SIZE, ImageError, decodeImageHead } from './reader.js';
+import { InputError } from '../errors.js';
 
 /** A file that cannot be read as an image; the message names the file. */
-export class ImageFileError extends Error {}
+export class ImageFileError extends InputError {}
 
 /** The largest image held in memory: the largest Buffer this Node allows. */
 export const MAX_IMAGE_BYTES = bufferConstants.MAX_LENGTH;

@@ -16,6 +16,7 @@ import type { HashAlg } from '../tree/tree.js';
 import { packBatch, type BufferBatch, type BufferBatchResult, type HashBatchResult, type HashJob, type HashWorkerData } from './hash-worker.js';
 import { ALG_NUMBER } from './fsverity.js';
 import { nativeHash, nativeHashAddonFile } from './fsverity.js';
+import { InputError } from '../errors.js';
 
 declare const __CFS_HASH_WORKER_CODE__: string | undefined;
 /** The worker script, embedded by the bundler (undefined in unbundled builds). */
@@ -34,7 +35,7 @@ export function setWorkerEntry(entry: string | URL, data?: unknown): void {
 }
 
 /** An error from hashing one file, naming it. */
-export class HashError extends Error {
+export class HashError extends InputError {
   constructor(
     readonly path: Buffer,
     /** The error without the path. */

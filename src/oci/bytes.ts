@@ -6,6 +6,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { readSync } from 'node:fs';
+import { InputError } from '../errors.js';
 
 export interface ByteSource {
   /** Bytes consumed so far (offset of the next byte). */
@@ -26,7 +27,7 @@ export interface ByteSource {
   drain(): Promise<void>;
 }
 
-export class ShortInputError extends Error {}
+export class ShortInputError extends InputError {}
 
 /**
  * The queue both sequential sources share: chunks pulled by `fill`, consumed from the head

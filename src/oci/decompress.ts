@@ -13,10 +13,11 @@
 import { Readable, pipeline } from 'node:stream';
 import zlib from 'node:zlib';
 import { Decompress } from 'fzstd';
+import { InputError } from '../errors.js';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
-export class DecompressError extends Error {
+export class DecompressError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'DecompressError';

@@ -29,8 +29,9 @@ import { type ByteSource, FileByteSource, FileStreamSource, StreamByteSource } f
 import { type Compression, decompress, detectCompression, mediaTypeCompression } from './decompress.js';
 import { KeptContent, Provenance, applyTar, newOciFileSystem } from './layers.js';
 import { readTar, T, TarFormatError } from './tar-entry.js';
+import { InputError } from '../errors.js';
 
-export class OciSourceError extends Error {
+export class OciSourceError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'OciSourceError';

@@ -25,9 +25,10 @@ import { Directory, emptyStat, FileSystem, type HashAlg, type Inode, Leaf } from
 import { type ByteSource, StreamByteSource } from './bytes.js';
 import { decompress } from './decompress.js';
 import { readTarEntries, type TarEntry, TarFormatError } from './tar-entry.js';
+import { InputError } from '../errors.js';
 
 /** A tar member that composefs-rs refuses to apply (bad path, missing parent, ...). */
-export class LayerError extends Error {
+export class LayerError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'LayerError';
@@ -204,7 +205,7 @@ function describe(label: string | undefined, e: { entryName?: string; offset?: n
 }
 
 /** Error raised while applying a layer: names the layer and the member, then the reason. */
-export class LayerApplyError extends Error {
+export class LayerApplyError extends InputError {
   constructor(
     readonly layer: string | undefined,
     readonly entryName: string | undefined,

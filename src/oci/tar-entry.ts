@@ -28,6 +28,7 @@ import type { HashPool } from '../fsverity/pool.js';
 import type { ObjectSink } from '../repo/repo.js';
 import { DIGEST_SIZE, INLINE_CONTENT_MAX, type HashAlg, type LeafContent, type Stat, type Xattrs, nameKey } from '../tree/tree.js';
 import { type ByteSource, ShortInputError, fileBacked } from './bytes.js';
+import { InputError } from '../errors.js';
 
 export const BLOCK = 512;
 /** tar-core `Limits::default().max_metadata_size`. */
@@ -35,7 +36,7 @@ export const MAX_METADATA_SIZE = 1024 * 1024;
 const U64_MASK = (1n << 64n) - 1n;
 
 /** A malformed or unsupported tar stream. The message never includes a stack-like dump. */
-export class TarFormatError extends Error {
+export class TarFormatError extends InputError {
   constructor(
     message: string,
     /** The member's path as stored in the tar (lossy UTF-8), when known. */

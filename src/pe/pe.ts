@@ -9,6 +9,7 @@
  * for are read, never the kernel or the initrd.
  */
 import { open } from 'node:fs/promises';
+import { InputError } from '../errors.js';
 
 /** Random access to the bytes of a file (or of a file kept in memory). */
 export interface ByteReader {
@@ -49,7 +50,7 @@ export async function withFileReader<T>(path: string | Buffer, f: (r: ByteReader
 }
 
 /** The file is not a (readable) PE image; `offset` is where the fault is. */
-export class PeError extends Error {
+export class PeError extends InputError {
   constructor(
     readonly offset: number,
     readonly reason: string,

@@ -41,6 +41,7 @@ import path from 'node:path';
 import { createTemp, errnoReason, openTemp, untrackTemp, writeAll } from './files.js';
 import type { ErofsVersion } from '../erofs/writer.js';
 import type { HashAlg } from '../tree/tree.js';
+import { InputError } from '../errors.js';
 
 /** The exact meta.json `cfsctl init` writes for an algorithm and default format. */
 export function metaJson(hash: HashAlg, version: ErofsVersion): string {
@@ -61,7 +62,7 @@ export function metaJson(hash: HashAlg, version: ErofsVersion): string {
 }
 
 /** A repository error naming the repository path. */
-export class RepoError extends Error {
+export class RepoError extends InputError {
   code?: string;
 }
 

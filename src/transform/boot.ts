@@ -4,17 +4,18 @@
  * and xattrs alone; composefs-rs main after PR #396, 2026-09-18, copies the nanoseconds too:
  * `empty_toplevel_dirs` in crates/composefs-boot/src/lib.rs at 235f25b9); then every path is
  * relabelled from the SELinux policy inside the tree, or, when the tree has none,
- * `security.selinux` is removed everywhere (src/transform/selabel.ts).
+ * `security.selinux` is removed everywhere (src/transform/selinux/).
  */
 import { Directory, FileSystem, Leaf } from '../tree/tree.js';
-import { selabel } from './selabel.js';
+import { selabel } from './selinux/relabel.js';
 import { TransformError } from './transform.js';
+import { InputError } from '../errors.js';
 
 /** Reads the content of a regular-file leaf (inline data, or the file behind an external one). */
 export type ContentReader = (path: Buffer, leaf: Leaf) => Promise<Buffer | undefined>;
 
 /** The tree cannot take the bootable transform. */
-export class BootTransformError extends Error {}
+export class BootTransformError extends InputError {}
 
 /** composefs-rs's errors, prefixed so the user knows which step needs the directory. */
 function topDir(fs: FileSystem, name: string): Directory {

@@ -12,6 +12,7 @@ import { canonicalizeRun, copyRootMetadataFromUsr, transformForOci, type XattrFi
 export interface Rules {
   /** cfsctl's transform_for_oci; false = `--no-propagate-usr-to-root` (raw tree). */
   propagateUsrToRoot: boolean;
+  /** Which xattrs transform_for_oci keeps (cfsctl `--xattrs`); unused when propagateUsrToRoot is false. */
   xattrs: XattrFilterMode;
   bootable: boolean;
   /** OCI sources: keep every xattr (composefs-rs before v0.8.0). */
@@ -34,7 +35,7 @@ export async function applyRules(source: Pick<LoadedSource, 'fs' | 'kind' | 'rea
       // transform_for_oci as before composefs-rs v0.8.0: no xattr filter on the tar path
       copyRootMetadataFromUsr(fs);
       canonicalizeRun(fs);
-    } else transformForOci(fs, { propagateUsrToRoot: true, xattrs: rules.xattrs });
+    } else transformForOci(fs, rules);
   }
   if (rules.bootable) await transformForBoot(fs, source.read, { mtimeNsec: rules.bootMtimeNsec === true });
 }

@@ -25,6 +25,8 @@
  * untouched.
  */
 import { type Directory, type FileSystem, type Inode, type Leaf, type Stat, type Xattrs } from '../tree/tree.js';
+import { InputError } from '../errors.js';
+import type { Rules } from './rules.js';
 
 /** The values of cfsctl's `--xattrs` flag (composefs-rs `XattrFiltering`), default first. */
 export const XATTR_FILTER_MODES = ['allowlist-only', 'keep-user-xattrs'] as const;
@@ -58,7 +60,7 @@ export function xattrPredicate(mode: XattrFilterMode): (name: string) => boolean
 }
 
 /** Errors of the tree transforms; messages are composefs-rs's `ImageError` texts. */
-export class TransformError extends Error {
+export class TransformError extends InputError {
   constructor(
     readonly code: 'NotFound' | 'NotADirectory',
     readonly entry: string,
@@ -149,14 +151,12 @@ export function filterXattrs(fs: FileSystem, keep: (name: string) => boolean): v
   });
 }
 
-export interface OciTransformOptions {
-  /** false = cfsctl `--no-propagate-usr-to-root`: the whole transform is skipped. */
-  propagateUsrToRoot: boolean;
-  xattrs: XattrFilterMode;
-}
-
-/** composefs-rs `transform_for_oci` (see the file comment). Mutates `fs` in place. */
-export function transformForOci(fs: FileSystem, opts: OciTransformOptions): void {
+/**
+ * composefs-rs `transform_for_oci` (see the file comment), with the part of the one {@link Rules}
+ * it reads (`propagateUsrToRoot: false` = cfsctl `--no-propagate-usr-to-root`: the whole transform
+ * is skipped). Mutates `fs` in place.
+ */
+export function transformForOci(fs: FileSystem, opts: Pick<Rules, 'propagateUsrToRoot' | 'xattrs'>): void {
   if (!opts.propagateUsrToRoot) return;
   copyRootMetadataFromUsr(fs);
   canonicalizeRun(fs);

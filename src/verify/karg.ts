@@ -12,7 +12,7 @@
 import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
 import { fsverityDigest } from '../fsverity/fsverity.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
-import { formatKarg, type KargForm } from '../cli/profiles.js';
+import { formatKarg, type KargForm } from '../profiles.js';
 
 /** One composefs argument found on a command line. */
 export interface ParsedKarg {

@@ -26,12 +26,13 @@ import type { ImageMetadata } from '../oci/image.js';
 import { PeError, bufferReader, readCmdlines, readPe, withFileReader, type ByteReader, type PeCmdline } from '../pe/pe.js';
 import { cloneTree } from '../tree/clone.js';
 import { keyBytes, type Directory, type FileSystem, type HashAlg, type Leaf } from '../tree/tree.js';
-import { PROFILES, type KargForm, type Profile } from '../cli/profiles.js';
-import { describeAttempt, ruleSets } from '../cli/identify.js';
+import { PROFILES, ruleSets, type KargForm, type Profile } from '../profiles.js';
+import { describeAttempt } from '../identify.js';
 import { loadRawSource, type LoadedSource } from '../source/load.js';
 import type { PipelineOptions as SourceOptions } from '../pipeline.js';
 import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
 import { parseComposefsKargs, type ParsedKarg } from './karg.js';
+import { InputError } from '../errors.js';
 
 /** Where composefs-boot looks for PE files, and what they are there. */
 const PE_DIRS: { dir: string; kind: PeKind; perKernel?: boolean }[] = [
@@ -103,7 +104,7 @@ export interface VerifyReport {
 export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'progress' | 'onProgress' | 'platform'>;
 
 /** The verification failed to run (bad input); the message names the file and the reason. */
-export class VerifyError extends Error {}
+export class VerifyError extends InputError {}
 
 /**
  * How much of a PE file in a layer is kept: its headers and the sections before the kernel and

@@ -3,14 +3,14 @@
  * versions have used produces DIGEST. The source is read (and every file hashed) once; each
  * combination starts from a copy of that raw tree.
  */
-import { writeErofs, type ErofsVersion } from '../erofs/writer.js';
-import { fsverityDigest } from '../fsverity/fsverity.js';
-import { cloneTree } from '../tree/clone.js';
-import type { HashAlg } from '../tree/tree.js';
-import type { XattrFilterMode } from '../transform/transform.js';
-import type { LoadedSource } from '../source/load.js';
-import { applyRules, readerForCopies, type Rules } from '../transform/rules.js';
-import { countSubsecond, type MtimeView } from '../transform/mtimes.js';
+import { writeErofs, type ErofsVersion } from './erofs/writer.js';
+import { fsverityDigest } from './fsverity/fsverity.js';
+import { cloneTree } from './tree/clone.js';
+import type { HashAlg } from './tree/tree.js';
+import type { LoadedSource } from './source/load.js';
+import { applyRules, readerForCopies, type Rules } from './transform/rules.js';
+import { countSubsecond, type MtimeView } from './transform/mtimes.js';
+import { ruleSets } from './profiles.js';
 
 /** One combination tried. */
 export interface Attempt {
@@ -25,26 +25,6 @@ export interface Attempt {
 export function parseDigestArg(arg: string): string | undefined {
   const m = /^(?:composefs=\??|composefs\.digest=\??v[12]-sha(?:256|512)-12:|[\w.-]*=)?([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.exec(arg.trim());
   return m ? m[1].toLowerCase() : undefined;
-}
-
-/**
- * Every rule set worth trying for a source kind. Bootable sets come twice: /boot and /sysroot
- * with /usr's mtime seconds only (composefs-rs up to v0.9.2) and with its nanoseconds too (#396).
- */
-export function ruleSets(kind: LoadedSource['kind'], bootables: boolean[] = [false, true]): Rules[] {
-  const out: Rules[] = [];
-  for (const bootable of bootables) {
-    for (const bootMtimeNsec of bootable ? [false, true] : [false]) {
-      if (kind === 'dumpfile') {
-        out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
-        continue;
-      }
-      for (const xattrs of ['allowlist-only', 'keep-user-xattrs'] as XattrFilterMode[]) out.push({ propagateUsrToRoot: true, xattrs, bootable, bootMtimeNsec });
-      if (kind === 'oci') out.push({ propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable, tarKeepsAllXattrs: true, bootMtimeNsec });
-      if (kind === 'dir') out.push({ propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable, bootMtimeNsec });
-    }
-  }
-  return out;
 }
 
 /**
