@@ -20,7 +20,7 @@ export type { Directory, FileSystem, HashAlg, Inode, Leaf, Stat } from './tree/t
 export type { ErofsVersion } from './erofs/writer.js';
 
 // Sources: SOURCE strings and loading a raw tree
-export { loadRawTree, parseSource, type LoadedSource, type Source, type SourceOptions } from './source/load.js';
+export { loadRawTree, parseSource, type LoadedSource, type LoadProgress, type Source, type SourceOptions } from './source/load.js';
 
 // Rules: the finishing steps from raw tree to final tree
 export { applyRules, readerForCopies, type Rules } from './transform/rules.js';
