@@ -7,20 +7,16 @@
  *   oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], layers:A.tar,B.tar.gz
  *                   OCI layer tarballs (the same image outside the build)
  */
-import { readFile, stat } from 'node:fs/promises';
 import { loadDumpfile } from './dumpfile.js';
-import { fsverityDigestFile, nativeHash } from '../fsverity/fsverity.js';
-import { HashError, HashPool } from '../fsverity/pool.js';
 import { loadOci } from './oci/load.js';
 import type { ImageMetadata } from './oci/manifest.js';
 import type { KeepWish, KeptContent, Provenance } from './tar/members.js';
 import type { ObjectService } from '../objects/service.js';
 import { Repository } from '../repo/repo.js';
-import { scanDirectory, type ScanCounters } from '../scan/scan.js';
+import { loadDir } from './dir/dir.js';
 import type { ContentReader } from '../transform/boot.js';
 import type { FileSystem, HashAlg } from '../tree/tree.js';
 import { UsageError } from '../errors.js';
-import { Progress, human } from '../cli/progress.js';
 
 /** A loaded source: the tree and the hash of its object ids (if it has external files). */
 export interface LoadedSource {
@@ -50,7 +46,7 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
-  /** Directory sources (until they report through `onProgress`): draw progress. */
+  /** Kept for callers of the 0.1 API; loaders report through `onProgress` and never draw. */
   progress: boolean;
   /**
    * Called with a snapshot of the loader's progress from its own timer (unref'd, at most every
@@ -122,72 +118,6 @@ export function sourceDirectory(spec: string): string | undefined {
   return (kind === '' || kind === 'dir') && rest !== '' ? rest : undefined;
 }
 
-/**
- * Largest file hashed by the thread that reads its directory (with the directory's other
- * entries, one after another). Larger files are separate jobs, so that one directory of big
- * files is spread over every thread.
- */
-const INLINE_HASH_MAX = 256 << 10;
-
-async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
-  let st;
-  try {
-    st = await stat(dir);
-  } catch (e) {
-    throw new UsageError(`source '${dir}': ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
-  }
-  if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
-  const repo = opts.repo;
-  // Without --repo, hashing is native and runs on libuv's thread pool next to the directory
-  // reads: no worker threads to start, no message per file. With --repo (files are copied as
-  // they are hashed) or without native hashing, the worker pool does it.
-  const direct = !repo && nativeHash() !== null;
-  let pool: HashPool | undefined;
-  const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
-  const progress = new Progress(
-    opts.progress,
-    () =>
-      `scanning ${dir}: ${counters.entries} entries listed, ${(pool?.filesDone ?? 0) + counters.hashedFiles} files hashed ` +
-      `(${human((pool?.bytesDone ?? 0n) + BigInt(counters.hashedBytes))})`,
-  );
-  progress.start();
-  try {
-    const hashFile = async (p: Buffer, size: bigint): Promise<Buffer> => {
-      if (direct) {
-        const id = await fsverityDigestFile(p, opts.hash, size);
-        counters.hashedFiles++;
-        counters.hashedBytes += Number(size);
-        return id;
-      }
-      pool ??= new HashPool(opts.jobs);
-      if (!repo) return pool.hash(p, size, opts.hash);
-      const tmp = await repo.createTemp();
-      let id: Buffer;
-      try {
-        id = await pool.hash(p, size, opts.hash, tmp);
-      } catch (e) {
-        await repo.discardTemp(tmp);
-        // A failed copy is the repository's problem, not the source file's.
-        throw e instanceof HashError && e.inCopy ? repo.error(Object.assign(new Error(e.reason), { code: e.code, syscall: 'write' }), tmp) : e;
-      }
-      await repo.commitTemp(tmp, id, size);
-      return id;
-    };
-    return await scanDirectory(dir, {
-      hashFile,
-      // direct: enough large files queued to keep every libuv thread busy, few enough that
-      // directory reads are not stuck behind them
-      hashConcurrency: direct ? 2 * Math.max(2, opts.jobs) : Math.max(1024, opts.jobs * 256),
-      inlineHash: direct ? { alg: opts.hash, maxSize: INLINE_HASH_MAX } : undefined,
-      dirConcurrency: Math.max(2, opts.jobs),
-      counters,
-    });
-  } finally {
-    progress.stop();
-    await pool?.close();
-  }
-}
-
 /** Loads a SOURCE argument as it is, before any finishing rule. */
 export function loadRawSource(spec: string, opts: SourceOptions): Promise<LoadedSource> {
   return loadRawTree(parseSource(spec), opts);
@@ -198,14 +128,8 @@ export async function loadRawTree(source: Source, opts: SourceOptions): Promise<
   switch (source.kind) {
     case 'dumpfile':
       return loadDumpfile(source.path);
-    case 'dir': {
-      const rest = source.path;
-      const fs = await scanDir(rest, opts);
-      // File contents are only ever read back for the SELinux policy, from the directory itself.
-      const base = Buffer.from(rest);
-      const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
-      return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${rest}`, read, dirPath: rest };
-    }
+    case 'dir':
+      return loadDir(source.path, opts);
     case 'oci':
     case 'oci-archive':
     case 'docker-archive':

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { IN_CI, have, runCfs } from '../helpers.js';
 import { mountComposefs, readMountedTree, requireMount } from '../mount-helpers.js';
 import { parseDumpfile } from '../../src/dumpfile/parse.js';
-import { scanDirectory } from '../../src/scan/scan.js';
+import { scanDirectory } from '../../src/source/dir/scan.js';
 import { loadPolicy } from '../../src/transform/selinux/policy.js';
 import { relabel } from '../../src/transform/selinux/relabel.js';
 import { traverse } from '../../src/tree/tree.js';

@@ -10,10 +10,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { parseDumpfile } from '../src/dumpfile/parse.js';
-import { fsverityDigest, nativeHash } from '../src/fsverity/fsverity.js';
-import { traverse, type HashAlg } from '../src/tree/tree.js';
-import { CLI, IN_CI, have, tempDir } from './helpers.js';
+import { parseDumpfile } from '../../../src/dumpfile/parse.js';
+import { fsverityDigest, nativeHash } from '../../../src/fsverity/fsverity.js';
+import { traverse, type HashAlg } from '../../../src/tree/tree.js';
+import { CLI, IN_CI, have, tempDir } from '../../helpers.js';
 
 /** Deterministic, non-repeating content. */
 function content(size: number, seed: number): Buffer {

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, symlinkSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
-import { CLI, runCfs, tempDir, assertCleanError } from './helpers.js';
+import { CLI, runCfs, tempDir, assertCleanError } from '../../helpers.js';
+import { loadRawTree, type LoadProgress } from '../../../src/source/load.js';
 
 test('a source that is not a directory, or missing', () => {
   const { dir, cleanup } = tempDir();
@@ -81,6 +82,47 @@ test('a file that grows while being hashed: error naming it, no image and no obj
     const objects = path.join(repo, 'objects');
     const left = existsSync(objects) ? readdirSync(objects, { recursive: true }) : [];
     assert.deepEqual(left, [], 'no objects or temporary files');
+  } finally {
+    cleanup();
+  }
+});
+
+/** A small tree: entries listed and the files hashed (larger than 64 bytes), with their bytes. */
+function progressTree(dir: string): { entries: number; files: number; bytes: number } {
+  mkdirSync(path.join(dir, 'sub'));
+  writeFileSync(path.join(dir, 'small'), 'x'.repeat(64)); // inline: not hashed
+  writeFileSync(path.join(dir, 'sub', 'mid'), Buffer.alloc(100 << 10, 1)); // hashed with its directory
+  writeFileSync(path.join(dir, 'sub', 'big'), Buffer.alloc(1 << 20, 2)); // hashed on its own
+  writeFileSync(path.join(dir, 'sub', 'big2'), Buffer.alloc((1 << 20) + 1, 3));
+  symlinkSync('sub/big', path.join(dir, 'link'));
+  return { entries: 6, files: 3, bytes: (100 << 10) + (1 << 20) + (1 << 20) + 1 };
+}
+
+test('progress of a directory source: snapshots through onProgress, the last one done and complete', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const want = progressTree(dir);
+    for (const jobs of [1, 2]) {
+      const seen: LoadProgress[] = [];
+      const loaded = await loadRawTree({ kind: 'dir', path: dir }, { hash: 'sha256', jobs, progress: false, onProgress: (p) => seen.push(p) });
+      assert.equal(loaded.kind, 'dir');
+      assert.ok(seen.length >= 1);
+      const last = seen[seen.length - 1];
+      assert.deepEqual(last, { stage: 'scan', path: dir, entries: want.entries, filesHashed: want.files, bytesHashed: BigInt(want.bytes), done: true });
+      assert.ok(seen.slice(0, -1).every((p) => p.done === false));
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('--progress when stderr is not a terminal: the final state of the scan, once', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const want = progressTree(dir);
+    const r = runCfs(['compute-id', '--progress', '--layer-mtimes', 'keep', '--no-propagate-usr-to-root', dir]);
+    assert.equal(r.status, 0);
+    assert.equal(r.stderr.toString(), `scanning ${dir}: ${want.entries} entries listed, ${want.files} files hashed (2.2 MB)\n`);
   } finally {
     cleanup();
   }

@@ -13,10 +13,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { IN_CI } from './helpers.js';
-import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, rmTree, run, type Expect } from './fixture.js';
-import { scanDirectory, splitNs, type ScanOptions } from '../src/scan/scan.js';
-import { readXattrs } from '../src/native/addon.js';
+import { IN_CI } from '../../helpers.js';
+import { B, NEED_ROOT, SKIP_FIXTURE, buildFixture, cat, rmTree, run, type Expect } from '../../fixture.js';
+import { scanDirectory, type ScanOptions } from '../../../src/source/dir/scan.js';
+import { splitNs } from '../../../src/source/dir/entries.js';
+import { readXattrs } from '../../../src/native/addon.js';
 import {
   canonicalizeRun,
   copyRootMetadataFromUsr,
@@ -24,8 +25,8 @@ import {
   transformForOci,
   TransformError,
   XATTR_FILTER_MODES,
-} from '../src/transform/transform.js';
-import { fsverityDigest, fsverityDigestFile } from '../src/fsverity/fsverity.js';
+} from '../../../src/transform/transform.js';
+import { fsverityDigest, fsverityDigestFile } from '../../../src/fsverity/fsverity.js';
 import {
   Directory,
   FileSystem,
@@ -38,7 +39,7 @@ import {
   traverse,
   type Inode,
   type Stat,
-} from '../src/tree/tree.js';
+} from '../../../src/tree/tree.js';
 
 
 const ALG = 'sha256' as const;
@@ -312,7 +313,7 @@ test('scan: unreadable file and directory are errors naming them (as nobody)', {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-scanperm-'));
   try {
     fs.chmodSync(base, 0o755);
-    const scanJs = fileURLToPath(new URL('../src/scan/scan.js', import.meta.url));
+    const scanJs = fileURLToPath(new URL('../../../src/source/dir/scan.js', import.meta.url));
     const child = (dir: string) =>
       spawnSync(
         process.execPath,

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { SKIP_FIXTURE, buildFixture } from './fixture.js';
-import { IN_CI, runCfs } from './helpers.js';
-import { expectedView, hardlinkGroups as groups, mountComposefs, readMountedTree, requireMount, withoutIno as strip, type Observed } from './mount-helpers.js';
+import { SKIP_FIXTURE, buildFixture } from '../../fixture.js';
+import { IN_CI, runCfs } from '../../helpers.js';
+import { expectedView, hardlinkGroups as groups, mountComposefs, readMountedTree, requireMount, withoutIno as strip, type Observed } from '../../mount-helpers.js';
 
 let base = '';
 let src = '';
