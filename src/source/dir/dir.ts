@@ -4,20 +4,12 @@
  * `opts.onProgress`.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { fsverityDigestFile, nativeHash } from '../../fsverity/fsverity.js';
-import { HashError, HashPool } from '../../fsverity/pool.js';
+import { objectService } from '../../objects/service.js';
 import { scanDirectory, type ScanCounters } from './scan.js';
 import type { FileSystem } from '../../tree/tree.js';
 import type { ContentReader } from '../../transform/boot.js';
 import { UsageError } from '../../errors.js';
 import type { LoadedSource, LoadProgress, SourceOptions } from '../load.js';
-
-/**
- * Largest file hashed by the thread that reads its directory (with the directory's other
- * entries, one after another). Larger files are separate jobs, so that one directory of big
- * files is spread over every thread.
- */
-const INLINE_HASH_MAX = 256 << 10;
 
 /** How often the progress callback hears from a running scan. */
 const PROGRESS_MS = 200;
@@ -39,7 +31,9 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
     throw new UsageError(`source '${dir}': ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
   }
   if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
-  const objects = fileObjects(opts);
+  // The object service decides how contents become ids (native on libuv threads, workers, or
+  // hash-and-store with --repo).
+  const objects = objectService({ alg: opts.hash, repo: opts.repo, jobs: opts.jobs });
   const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
   const onProgress = opts.onProgress;
   const report = (done: boolean): void =>
@@ -65,66 +59,4 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
     report(true);
     await objects.close();
   }
-}
-
-/** How the files of a directory become objects (the part of the object service a scan uses). */
-interface FileObjects {
-  /** Largest file hashed by the thread that reads its directory (0: none). */
-  readonly inlineMax: number;
-  /** How many {@link hashFile} calls are worth keeping in flight. */
-  readonly fileConcurrency: number;
-  /** Files and bytes done by {@link hashFile}. */
-  readonly filesDone: number;
-  readonly bytesDone: bigint;
-  hashFile(path: Buffer, size: bigint): Promise<Buffer>;
-  close(): Promise<void>;
-}
-
-/**
- * Without --repo, hashing is native and runs on libuv's thread pool next to the directory
- * reads: no worker threads to start, no message per file. With --repo (files are copied as
- * they are hashed) or without native hashing, the worker pool does it.
- */
-function fileObjects(opts: SourceOptions): FileObjects {
-  const repo = opts.repo;
-  const direct = !repo && nativeHash() !== null;
-  let pool: HashPool | undefined;
-  let files = 0;
-  let bytes = 0n;
-  return {
-    inlineMax: direct ? INLINE_HASH_MAX : 0,
-    // direct: enough large files queued to keep every libuv thread busy, few enough that
-    // directory reads are not stuck behind them
-    fileConcurrency: direct ? 2 * Math.max(2, opts.jobs) : Math.max(1024, opts.jobs * 256),
-    get filesDone() {
-      return files + (pool?.filesDone ?? 0);
-    },
-    get bytesDone() {
-      return bytes + (pool?.bytesDone ?? 0n);
-    },
-    async hashFile(p, size) {
-      if (direct) {
-        const id = await fsverityDigestFile(p, opts.hash, size);
-        files++;
-        bytes += size;
-        return id;
-      }
-      pool ??= new HashPool(opts.jobs);
-      if (!repo) return pool.hash(p, size, opts.hash);
-      const tmp = await repo.createTemp();
-      let id: Buffer;
-      try {
-        id = await pool.hash(p, size, opts.hash, tmp);
-      } catch (e) {
-        await repo.discardTemp(tmp);
-        // A failed copy is the repository's problem, not the source file's.
-        throw e instanceof HashError && e.inCopy ? repo.error(Object.assign(new Error(e.reason), { code: e.code, syscall: 'write' }), tmp) : e;
-      }
-      await repo.commitTemp(tmp, id, size);
-      return id;
-    },
-    async close() {
-      await pool?.close();
-    },
-  };
 }
