@@ -290,6 +290,107 @@ interface ValueGroup {
 }
 
 /**
+ * The id groups in ascending byte order of their ids, when all ids have one valid length (the
+ * usual case: one digest algorithm); null otherwise. Sorted without a comparator: a Float64Array
+ * of (first 4 bytes) * 2^21 + group, then runs that agree in those bytes (rare for digests;
+ * possible for crafted ones, then an ordinary O(n log n) sort) by the whole id.
+ */
+function idOrder(groups: IdGroups): Int32Array | null {
+  const n = groups.n;
+  if (n === 0 || n >= 1 << 21) return null;
+  const idLen = groups.id[0].length;
+  if (idLen !== 32 && idLen !== 64) return null;
+  const keys = new Float64Array(n);
+  for (let g = 0; g < n; g++) {
+    const id = groups.id[g];
+    if (id.length !== idLen) return null;
+    keys[g] = id.readUInt32BE(0) * 2097152 + g;
+  }
+  keys.sort();
+  const order = new Int32Array(n);
+  for (let k = 0; k < n; k++) order[k] = keys[k] % 2097152;
+  for (let k = 0; k < n; ) {
+    const top = Math.floor(keys[k] / 2097152);
+    let e = k + 1;
+    while (e < n && Math.floor(keys[e] / 2097152) === top) e++;
+    if (e - k > 1) {
+      const run = Array.from(order.subarray(k, e));
+      run.sort((a, b) => Buffer.compare(groups.id[a], groups.id[b]));
+      order.set(run, k);
+    }
+    k = e;
+  }
+  return order;
+}
+
+/**
+ * The shared-table items of one id-derived name (metacopy or redirect): one per group occurring
+ * more than once, sorted as `compareFullKey` (epoch 1, here ascending) / `compareTriple` order
+ * them among themselves. The name (so prefix and suffix) is the same for all, leaving the value:
+ * epoch 1 compares its length, then its bytes; epoch 2 its bytes, a shorter prefix first — the
+ * order of latin1 strings.
+ */
+function idItems(
+  groups: IdGroups,
+  counts: Int32Array,
+  pos: Int32Array,
+  name: Buffer,
+  valueOf: (id: Buffer) => Buffer,
+  epoch1: boolean,
+  byId: Int32Array | null,
+  write: (buf: Buffer, off: number, id: Buffer) => void,
+  valueLength: (idLen: number) => number,
+): { items: XattrItem[]; group: number[]; pos: Int32Array } {
+  const { index, suffix } = splitCached(name, epoch1);
+  if (byId !== null) {
+    // Ids all of one length, in ascending byte order: both values are a fixed header plus the
+    // id (or its hex with '/' at fixed places), so they sort as the ids do. The values share
+    // one buffer instead of a small allocation each.
+    let count = 0;
+    for (let k = 0; k < byId.length; k++) if (counts[byId[k]] > 1) count++;
+    const items: XattrItem[] = new Array<XattrItem>(count);
+    const group: number[] = new Array<number>(count);
+    if (count === 0) return { items, group, pos };
+    const len = valueLength(groups.id[byId[0]].length);
+    const slab = Buffer.allocUnsafe(count * len);
+    let j = 0;
+    for (let k = 0; k < byId.length; k++) {
+      const g = byId[epoch1 ? byId.length - 1 - k : k]; // epoch 1: descending
+      if (counts[g] <= 1) continue;
+      write(slab, j * len, groups.id[g]);
+      items[j] = { index, suffix, value: slab.subarray(j * len, (j + 1) * len), name };
+      group[j++] = g;
+    }
+    return { items, group, pos };
+  }
+  const group: number[] = [];
+  const values: Buffer[] = [];
+  const keys: string[] = [];
+  for (let g = 0; g < groups.n; g++) {
+    if (counts[g] > 1) {
+      const value = valueOf(groups.id[g]);
+      group.push(g);
+      values.push(value);
+      keys.push(value.toString('latin1'));
+    }
+  }
+  const order = Array.from(group.keys());
+  order.sort((a, b) => {
+    const ka = keys[a];
+    const kb = keys[b];
+    if (epoch1 && ka.length !== kb.length) return ka.length - kb.length;
+    return ka < kb ? -1 : ka > kb ? 1 : a - b;
+  });
+  // Epoch 1 lays the table out descending: callers merge with the reversed comparator.
+  if (epoch1) order.reverse();
+  return {
+    items: order.map((o) => ({ index, suffix, value: values[o], name })),
+    group: order.map((o) => group[o]),
+    pos,
+  };
+}
+
+/**
  * Moves every (prefix, suffix, value) that occurs more than once across all inodes into a
  * shared table and replaces the inode-local copies by references. Occurrences are counted, not
  * inodes, so an inode holding the same xattr twice shares it too (as composefs-rs does).
@@ -393,33 +494,57 @@ export function shareXattrsFast(
     }
   }
 
-  // Every (prefix, suffix, value) seen more than once, with a setter for its position.
-  const multi: { item: XattrItem; set: (pos: number) => void }[] = [];
+  // The table's order is one sort of every (prefix, suffix, value) seen more than once by
+  // `cmp`. Done as one sort with that comparator it cost most of this function on trees of
+  // repeated external files (two items per object id, each comparison several Buffer.compare
+  // calls). The id-derived items are sorted apart, per name, by their values as latin1 strings
+  // (the same byte order), and the value-grouped items are merged in: the resulting order is
+  // the one the single stable sort gave, the value-grouped items first on ties.
+  const cmp = epoch1 ? (a: XattrItem, b: XattrItem) => compareFullKey(b, a) : compareTriple;
+  const valueMulti: ValueGroup[] = [];
   for (const v of byValue.values()) {
-    for (const g of v instanceof Map ? v.values() : [v]) {
-      if (g.count > 1) multi.push({ item: g.item, set: (p) => (g.position = p) });
-    }
+    if (v instanceof Map) {
+      for (const g of v.values()) if (g.count > 1) valueMulti.push(g);
+    } else if (v.count > 1) valueMulti.push(v);
   }
   byValue.clear();
-  for (let g = 0; g < groups.n; g++) {
-    if (groups.mc[g] > 1) {
-      const { index, suffix } = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
-      const value = metacopyValue(groups.id[g]);
-      multi.push({ item: { index, suffix, value, name: XATTR_OVERLAY_METACOPY }, set: (p) => (groups.mcPos[g] = p) });
-    }
-    if (groups.rd[g] > 1) {
-      const { index, suffix } = splitCached(XATTR_OVERLAY_REDIRECT, epoch1);
-      const value = redirectValue(groups.id[g]);
-      multi.push({ item: { index, suffix, value, name: XATTR_OVERLAY_REDIRECT }, set: (p) => (groups.rdPos[g] = p) });
-    }
-  }
+  valueMulti.sort((a, b) => cmp(a.item, b.item));
+  const order = idOrder(groups);
+  const mcList = idItems(groups, groups.mc, groups.mcPos, XATTR_OVERLAY_METACOPY, metacopyValue, epoch1, order, writeMetacopyValue, metacopyLength);
+  const rdList = idItems(groups, groups.rd, groups.rdPos, XATTR_OVERLAY_REDIRECT, redirectValue, epoch1, order, writeRedirectValue, redirectLength);
   byId.clear();
-  if (epoch1) multi.sort((a, b) => compareFullKey(b.item, a.item));
-  else multi.sort((a, b) => compareTriple(a.item, b.item));
-  const table: XattrItem[] = multi.map((m, i) => {
-    m.set(i);
-    return m.item;
-  });
+  // The two lists' names differ, so the name alone orders one list wholly before the other.
+  const mcFirst = mcList.items.length === 0 || rdList.items.length === 0 || cmp(mcList.items[0], rdList.items[0]) < 0;
+  const [first, second] = mcFirst ? [mcList, rdList] : [rdList, mcList];
+  const idCount = first.items.length + second.items.length;
+  const idAt = (j: number): XattrItem => (j < first.items.length ? first.items[j] : second.items[j - first.items.length]);
+  const setIdPos = (j: number, pos: number): void => {
+    const list = j < first.items.length ? first : second;
+    const jj = j < first.items.length ? j : j - first.items.length;
+    list.pos[list.group[jj]] = pos;
+  };
+  const table: XattrItem[] = [];
+  let j = 0;
+  for (const vg of valueMulti) {
+    // First id item not strictly before this one (ties: the value-grouped item goes first).
+    let lo = j;
+    let hi = idCount;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cmp(idAt(mid), vg.item) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    for (; j < lo; j++) {
+      setIdPos(j, table.length);
+      table.push(idAt(j));
+    }
+    vg.position = table.length;
+    table.push(vg.item);
+  }
+  for (; j < idCount; j++) {
+    setIdPos(j, table.length);
+    table.push(idAt(j));
+  }
 
   let k = 0;
   for (let i = 0; i < n; i++) {
