@@ -56,11 +56,11 @@ function builtinsLoaded(args: string[]): { status: number | null; stdout: string
   }
 }
 
-test('the bundle loads node:zlib and node:child_process only for the commands that use them', () => {
+test('the bundle loads node:zlib, node:child_process and node:crypto only for the commands that use them', () => {
   const v = builtinsLoaded(['--version']);
   assert.equal(v.status, 0);
   assert.ok(v.loaded.includes('fs'), 'the preload sees the modules loaded (the checks below mean something)');
-  for (const m of ['zlib', 'child_process']) assert.ok(!v.loaded.includes(m), `--version loaded node:${m}`);
+  for (const m of ['zlib', 'child_process', 'crypto']) assert.ok(!v.loaded.includes(m), `--version loaded node:${m}`);
   const d = builtinsLoaded(['compute-id', `dumpfile:${path.join(ROOT, 'examples/rootfs.dump')}`]);
   assert.equal(d.status, 0);
   assert.ok(!d.loaded.includes('zlib'), 'compute-id of a dumpfile loaded node:zlib');

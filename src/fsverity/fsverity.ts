@@ -16,12 +16,17 @@ export const FSVERITY_BLOCK_SIZE = 4096;
 export const ALG_NUMBER: Record<HashAlg, number> = { sha256: 1, sha512: 2 };
 
 // crypto.hash (one-shot) has far less per-call overhead than createHash; it exists from
-// Node 20.12. Per-block hashing is the hot path, so prefer it when present.
+// Node 20.12. Per-block hashing is the hot path, so prefer it when present. Chosen at the first
+// call, not at load: reading `crypto.hash` loads node:crypto (the bundle makes it a lazy
+// stand-in), which runs that never hash in JS (--version, the native hash path) need not pay.
 type OneShot = (alg: string, data: Uint8Array) => Buffer;
-const cryptoHash = (crypto as unknown as { hash?: (a: string, d: Uint8Array, enc: 'buffer') => Buffer }).hash;
-const hashOnce: OneShot = cryptoHash
-  ? (alg, data) => cryptoHash(alg, data, 'buffer')
-  : (alg, data) => crypto.createHash(alg).update(data).digest();
+let hashOnce: OneShot = (alg, data) => {
+  const cryptoHash = (crypto as unknown as { hash?: (a: string, d: Uint8Array, enc: 'buffer') => Buffer }).hash;
+  hashOnce = cryptoHash
+    ? (a, d) => cryptoHash(a, d, 'buffer')
+    : (a, d) => crypto.createHash(a).update(d).digest();
+  return hashOnce(alg, data);
+};
 
 /**
  * The native hash functions (native/verity.c): SHA-256/512 of the OpenSSL inside the node
