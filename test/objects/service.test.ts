@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FsVerityHasher } from '../../src/fsverity/fsverity.js';
@@ -119,6 +119,41 @@ test('bootReads names the policy files the bootable transform reads; an OCI sour
     await assert.rejects(kept.read(Buffer.from('/etc/other'), find(kept.fs, '/etc/other')), /the content of \/etc\/other was not kept/);
     const none = await loadRawTree(source, { hash: 'sha256', jobs: 1, progress: false });
     await assert.rejects(none.read(Buffer.from('/etc/selinux/config'), find(none.fs, '/etc/selinux/config')), /was not kept/);
+  } finally {
+    cleanup();
+  }
+});
+
+test('a directory source takes a given object service (storing), leaves it open, and its ids are the content digests', async () => {
+  const { dir, cleanup } = tempDir('cfs-objects-dir-');
+  try {
+    const files = SIZES.map((n, i) => content(n, i + 7));
+    const root = path.join(dir, 'root');
+    mkdirSync(path.join(root, 'f'), { recursive: true });
+    files.forEach((c, i) => writeFileSync(path.join(root, 'f', String(i)), c));
+    for (const alg of ['sha256', 'sha512'] as HashAlg[]) {
+      const repo = await Repository.openOrCreate(path.join(dir, `repo-${alg}`), alg, 1);
+      const objects = objectService({ alg, repo, jobs: 2 });
+      try {
+        // `hash` says the other algorithm: the service's decides
+        const other: HashAlg = alg === 'sha256' ? 'sha512' : 'sha256';
+        const raw = await loadRawTree({ kind: 'dir', path: root }, { hash: other, jobs: 2, progress: false, objects });
+        assert.equal(raw.objectHash, alg);
+        files.forEach((c, i) => {
+          const l = leaf(raw.fs, String(i));
+          assert.equal(l.content.type, 'external', `${alg} file ${i}`);
+          if (l.content.type !== 'external') return;
+          assert.equal(l.content.id.toString('hex'), expected(dir, c, alg), `${alg}: file ${i} (${c.length} bytes)`);
+          assert.ok(readFileSync(repo.objectPath(l.content.id)).equals(c), `${alg}: object ${i} holds the content`);
+        });
+        // still open: the caller closes it
+        const f = path.join(dir, 'after');
+        writeFileSync(f, files[1]);
+        assert.equal((await objects.hashFile(Buffer.from(f), BigInt(files[1].length))).toString('hex'), expected(dir, files[1], alg));
+      } finally {
+        await objects.close();
+      }
+    }
   } finally {
     cleanup();
   }

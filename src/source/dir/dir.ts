@@ -20,7 +20,7 @@ export async function loadDir(dir: string, opts: SourceOptions): Promise<LoadedS
   // File contents are only ever read back for the SELinux policy, from the directory itself.
   const base = Buffer.from(dir);
   const read: ContentReader = (p) => readFile(Buffer.concat([base, p]));
-  return { fs, objectHash: opts.hash, kind: 'dir', description: `directory ${dir}`, read, dirPath: dir };
+  return { fs, objectHash: opts.objects?.alg ?? opts.hash, kind: 'dir', description: `directory ${dir}`, read, dirPath: dir };
 }
 
 async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
@@ -33,7 +33,7 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
   if (!st.isDirectory()) throw new UsageError(`source '${dir}' is not a directory`);
   // The object service decides how contents become ids (native on libuv threads, workers, or
   // hash-and-store with --repo).
-  const objects = objectService({ alg: opts.hash, repo: opts.repo, jobs: opts.jobs });
+  const objects = opts.objects ?? objectService({ alg: opts.hash, repo: opts.repo, jobs: opts.jobs });
   const counters: ScanCounters = { entries: 0, hashedFiles: 0, hashedBytes: 0 };
   const onProgress = opts.onProgress;
   const report = (done: boolean): void =>
@@ -50,13 +50,13 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
     return await scanDirectory(dir, {
       hashFile: (p, size) => objects.hashFile(p, size),
       hashConcurrency: objects.fileConcurrency,
-      inlineHash: objects.inlineMax > 0 ? { alg: opts.hash, maxSize: objects.inlineMax } : undefined,
+      inlineHash: objects.inlineMax > 0 ? { alg: objects.alg, maxSize: objects.inlineMax } : undefined,
       dirConcurrency: Math.max(2, opts.jobs),
       counters,
     });
   } finally {
     clearInterval(timer);
     report(true);
-    await objects.close();
+    if (!opts.objects) await objects.close();
   }
 }
