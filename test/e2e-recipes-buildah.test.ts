@@ -16,7 +16,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Containers, COMBOS, type Ids, type InBuild, cfs, compare, idLines, layoutLayers, makeContext, missing, outsideIds, proceed, readOut, recipe, workDir } from './engines.js';
+import { Containers, COMBOS, type Ids, type InBuild, assertIds, cfs, compare, idLines, layoutLayers, makeContext, missing, outsideIds, proceed, readOut, recipe, workDir } from './engines.js';
 import { ROOT } from './helpers.js';
 
 const why = missing(['buildah']);
@@ -74,10 +74,6 @@ function build(s: Containers, tool: 'buildah' | 'podman', text: string, args: st
   assert.ok(layers.length >= 3, `the ids image has the base's layers and two more (${layers.length})`);
   const source = `layers:${layers.slice(0, -2).join(',')}`;
   return { s, inb: readOut(out), source, outside: outsideIds(source) };
-}
-
-function assertIds(got: Ids, want: Ids, what: string): void {
-  for (const [v, h] of COMBOS) assert.equal(got.get(`V${v}-${h}`), want.get(`V${v}-${h}`), `${what}: V${v} ${h}`);
 }
 
 function report(t: { diagnostic: (m: string) => void }, b: Built): void {

@@ -19,10 +19,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
+  assertIds,
   COMBOS,
   Dockerd,
   type InBuild,
-  type Ids,
   cfs,
   compare,
   idLines,
@@ -52,9 +52,7 @@ async function daemon(driver: 'overlay2' | 'vfs'): Promise<Dockerd> {
 let n = 0;
 /** Builds the recipe with the ids stage, returns what the build recorded. */
 function buildOut(d: Dockerd, text: string, args: string[] = []): InBuild {
-  const out = path.join(work, `out-${++n}`);
-  d.build(context, text, [...args, '--target', 'out', '-o', `type=local,dest=${out}`]);
-  return readOut(out);
+  return d.buildOut(context, text, path.join(work, `out-${++n}`), args);
 }
 
 /** Tags the base stage (from the cache: the very snapshot the build mounted) and saves it. */
@@ -63,10 +61,6 @@ function saveBase(d: Dockerd, text: string, tag: string): string {
   const file = path.join(work, `${tag}.tar`);
   d.docker(['save', '-o', file, tag]);
   return `docker-archive:${file}`;
-}
-
-function assertIds(got: Ids, want: Ids, what: string): void {
-  for (const [v, h] of COMBOS) assert.equal(got.get(`V${v}-${h}`), want.get(`V${v}-${h}`), `${what}: V${v} ${h}`);
 }
 
 before(

@@ -23,11 +23,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
+  assertIds,
   COMBOS,
   Dockerd,
   IDS_STAGE_EPOCH,
   type InBuild,
-  type Ids,
   cfs,
   compare,
   idLines,
@@ -37,7 +37,6 @@ import {
   missing,
   outsideIds,
   proceed,
-  readOut,
   recipe,
   workDir,
 } from './engines.js';
@@ -66,9 +65,7 @@ async function storeDaemon(): Promise<Dockerd> {
 let n = 0;
 /** Builds the recipe with an ids stage, returns what the build recorded. */
 function buildOut(d: Dockerd, text: string, args: string[] = []): InBuild {
-  const out = path.join(work, `out-${++n}`);
-  d.build(context, text, [...args, '--target', 'out', '-o', `type=local,dest=${out}`]);
-  return readOut(out);
+  return d.buildOut(context, text, path.join(work, `out-${++n}`), args);
 }
 
 /** Exports TARGET with BuildKit's OCI exporter; returns the archive and its layers' digests. */
@@ -79,10 +76,6 @@ function exportOci(d: Dockerd, text: string, target: string, args: string[], opt
   mkdirSync(dir);
   execFileSync('tar', ['-xf', file, '-C', dir]);
   return { source: `oci-archive:${file}`, layers: layoutLayers(dir).map((b) => path.basename(b)) };
-}
-
-function assertIds(got: Ids, want: Ids, what: string): void {
-  for (const [v, h] of COMBOS) assert.equal(got.get(`V${v}-${h}`), want.get(`V${v}-${h}`), `${what}: V${v} ${h}`);
 }
 
 before(

@@ -64,6 +64,11 @@ export interface InBuild {
   karg: string;
 }
 
+/** Asserts every V/hash combination of two id sets is equal. */
+export function assertIds(got: Ids, want: Ids, what: string): void {
+  for (const [v, h] of COMBOS) assert.equal(got.get(`V${v}-${h}`), want.get(`V${v}-${h}`), `${what}: V${v} ${h}`);
+}
+
 export function readOut(dir: string): InBuild {
   const keep: Ids = new Map();
   const seconds: Ids = new Map();
@@ -379,6 +384,12 @@ export class Dockerd {
    * Writes a Dockerfile into the daemon's directory and builds it (BuildKit, no network): `docker
    * build` with 20.10, `docker buildx build` (the daemon's own builder) with trixie's client.
    */
+  /** Builds the recipe's `out` stage (the ids the build recorded) into `outDir` and reads it. */
+  buildOut(context: string, text: string, outDir: string, args: string[] = []): InBuild {
+    this.build(context, text, [...args, '--target', 'out', '-o', `type=local,dest=${outDir}`]);
+    return readOut(outDir);
+  }
+
   build(context: string, text: string, args: string[]): string {
     const file = path.join(this.dir, `Dockerfile-${Math.random().toString(36).slice(2)}`);
     writeFileSync(file, text);

@@ -37,7 +37,7 @@ import {
 import { buildPe } from './pe-builder.js';
 import { GOLDEN, IN_CI, ROOT, have, readGolden, tempDir } from './helpers.js';
 
-const LOAD = { jobs: 2, progress: false } as const;
+const LOAD = { jobs: 2 } as const;
 const RAW_RULES = { propagateUsrToRoot: false, xattrs: 'allowlist-only', bootable: false } as const;
 const opts = (hash: HashAlg, extra: Partial<PipelineOptions> = {}): PipelineOptions => ({ hash, ...LOAD, ...RAW_RULES, ...extra });
 const golden = (name: string) => readFileSync(path.join(GOLDEN, name), 'utf8').trim();

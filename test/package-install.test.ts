@@ -201,12 +201,12 @@ test('npm install without a C toolchain uses the prebuilt addon; the installed c
   // The library as the project imports it (`exports`, build/src/native/addon.js finds the prebuild).
   const script = `import { imageId, loadRawTree, parseSource, writeImage } from '${PKG.name}';
 for (const spec of process.argv.slice(1)) {
-  const raw = await loadRawTree(parseSource(spec), { hash: 'sha512', jobs: 2, progress: false });
+  const raw = await loadRawTree(parseSource(spec), { hash: 'sha512', jobs: 2 });
   console.log(imageId(writeImage(raw.fs, { version: 1 }), 'sha512').toString('hex'));
 }`;
   const lib = spawnSync(process.execPath, ['--input-type=module', '-e', script, `dumpfile:${example}`, root], { cwd: proj, env: { ...process.env, PATH: bareBin }, encoding: 'utf8' });
   assert.equal(lib.status, 0, lib.stderr);
-  const raw = await loadRawTree(parseSource(root), { hash: 'sha512', jobs: 2, progress: false });
+  const raw = await loadRawTree(parseSource(root), { hash: 'sha512', jobs: 2 });
   const here = imageId(writeImage(raw.fs, { version: 1 }), 'sha512').toString('hex');
   assert.deepEqual(lib.stdout.trim().split('\n'), [readmeId(), here], 'the installed library: the README id, and the checkout\'s raw-tree id of the directory');
   if (!have('fsverity')) {

@@ -165,7 +165,6 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     xattrs: t.xattrs,
     bootable,
     repo,
-    progress: t.progress === true || process.stderr.isTTY === true,
     onProgress: progressPrinter(t.progress === true || process.stderr.isTTY === true),
     platform: t.platform,
     mtimes: mtimeView(t),
@@ -469,7 +468,6 @@ exactly whether 'cfs compute-id --layer-mtimes seconds MOUNT' gives the shipped 
       const opts = {
         jobs: o.jobs ?? availableParallelism(),
         jobsGiven: o.jobs !== undefined,
-        progress: o.progress === true || process.stderr.isTTY === true,
         onProgress: progressPrinter(o.progress === true || process.stderr.isTTY === true),
         platform: o.platform,
       };

@@ -46,8 +46,6 @@ export interface SourceOptions {
   jobsGiven?: boolean;
   /** Store external files here while hashing. */
   repo?: Repository;
-  /** Kept for callers of the 0.1 API; loaders report through `onProgress` and never draw. */
-  progress: boolean;
   /**
    * Called with a snapshot of the loader's progress from its own timer (unref'd, at most every
    * ~200 ms) and once at the end (`done`, also when loading fails).
@@ -110,12 +108,6 @@ export function parseSource(spec: string): Source {
         `source '${spec}': unknown source kind '${kind}'; expected a directory, dir:PATH, dumpfile:PATH, oci:DIR, oci-archive:FILE, docker-archive:FILE or layers:A.tar,... (see 'cfs --help')`,
       );
   }
-}
-
-/** The directory a SOURCE argument scans, if it is a directory source. */
-export function sourceDirectory(spec: string): string | undefined {
-  const { kind, rest } = splitSpec(spec);
-  return (kind === '' || kind === 'dir') && rest !== '' ? rest : undefined;
 }
 
 /** Loads a SOURCE argument as it is, before any finishing rule. */

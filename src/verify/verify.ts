@@ -103,7 +103,7 @@ export interface VerifyReport {
 }
 
 /** How to read the source (the tree options are fixed by what is tried). */
-export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'progress' | 'onProgress' | 'platform' | 'keep'>;
+export type VerifySourceOptions = Pick<SourceOptions, 'jobs' | 'jobsGiven' | 'onProgress' | 'platform' | 'keep'>;
 
 /** The verification failed to run (bad input); the message names the file and the reason. */
 export class VerifyError extends InputError {}

@@ -65,7 +65,7 @@ test('every strategy of the object service gives the content digest; storing kee
           // hash only (plain file: ranges read by workers; gzip: streams or inline) and storing
           for (const store of [false, true]) {
             const what = `${alg} ${file} -j${jobs}${store ? ' --repo' : ''}`;
-            const { fs } = await loadRawTree({ kind: 'layers', spec: `layers:${path.join(dir, file)}` }, { hash: alg, jobs, jobsGiven: true, progress: false, repo: store ? repo : undefined });
+            const { fs } = await loadRawTree({ kind: 'layers', spec: `layers:${path.join(dir, file)}` }, { hash: alg, jobs, jobsGiven: true, repo: store ? repo : undefined });
             files.forEach((c, i) => {
               const l = leaf(fs, String(i));
               assert.equal(l.content.type, 'external', what);
@@ -107,7 +107,7 @@ test('bootReads names the policy files the bootable transform reads; an OCI sour
     const tar = new TarBuilder().dir('etc').dir('etc/selinux').file('etc/selinux/config', config).dir('etc/selinux/targeted').dir('etc/selinux/targeted/contexts').dir('etc/selinux/targeted/contexts/files').file('etc/selinux/targeted/contexts/files/file_contexts', fc).file('etc/other', 'x'.repeat(200)).build();
     writeFileSync(path.join(dir, 'l.tar'), tar);
     const source = { kind: 'layers' as const, spec: `layers:${path.join(dir, 'l.tar')}` };
-    const kept = await loadRawTree(source, { hash: 'sha256', jobs: 1, progress: false, keep: bootReads });
+    const kept = await loadRawTree(source, { hash: 'sha256', jobs: 1, keep: bootReads });
     const find = (fs: FileSystem, p: string): Leaf => {
       let n: unknown = fs.root;
       for (const c of p.split('/').filter((x) => x)) n = (n as { entries: Map<string, unknown> }).entries.get(c);
@@ -117,7 +117,7 @@ test('bootReads names the policy files the bootable transform reads; an OCI sour
     const fcPath = '/etc/selinux/targeted/contexts/files/file_contexts';
     assert.equal((await kept.read(Buffer.from(fcPath), find(kept.fs, fcPath)))?.toString(), fc);
     await assert.rejects(kept.read(Buffer.from('/etc/other'), find(kept.fs, '/etc/other')), /the content of \/etc\/other was not kept/);
-    const none = await loadRawTree(source, { hash: 'sha256', jobs: 1, progress: false });
+    const none = await loadRawTree(source, { hash: 'sha256', jobs: 1 });
     await assert.rejects(none.read(Buffer.from('/etc/selinux/config'), find(none.fs, '/etc/selinux/config')), /was not kept/);
   } finally {
     cleanup();
@@ -137,7 +137,7 @@ test('a directory source takes a given object service (storing), leaves it open,
       try {
         // `hash` says the other algorithm: the service's decides
         const other: HashAlg = alg === 'sha256' ? 'sha512' : 'sha256';
-        const raw = await loadRawTree({ kind: 'dir', path: root }, { hash: other, jobs: 2, progress: false, objects });
+        const raw = await loadRawTree({ kind: 'dir', path: root }, { hash: other, jobs: 2, objects });
         assert.equal(raw.objectHash, alg);
         files.forEach((c, i) => {
           const l = leaf(raw.fs, String(i));

@@ -554,7 +554,7 @@ test('--progress reports layer sources: layer, bytes read of the blob, entries',
     // the library contract: snapshots from the loader's timer, the first before any layer, the
     // last (`done`) once loading has ended
     const snaps: LoadProgress[] = [];
-    await loadRawTree({ kind: 'layers', spec }, { hash: 'sha256', jobs: 1, progress: false, onProgress: (s) => snaps.push(s) });
+    await loadRawTree({ kind: 'layers', spec }, { hash: 'sha256', jobs: 1, onProgress: (s) => snaps.push(s) });
     assert.deepEqual(snaps[0], { stage: 'layers', spec, layer: 0, layers: 0, label: '', size: 0, read: 0, entries: 0 });
     const last = snaps[snaps.length - 1];
     assert.deepEqual(last, { stage: 'layers', spec, layer: 2, layers: 2, label: `layer 2 (${path.join(dir, 'b.tar')})`, size: p.size, read: p.size, entries: 7, done: true });

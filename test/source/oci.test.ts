@@ -9,50 +9,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { writeDumpfile } from '../../src/dumpfile/write.js';
-import { buildFromLayers } from '../../src/source/tar/members.js';
 import { loadSource } from '../../src/pipeline.js';
 import { loadOciSource, resolveLayoutRef, splitLayoutRef } from '../../src/source/oci/image.js';
-import type { FileSystem } from '../../src/tree/tree.js';
 import { TarBuilder } from '../tar-builder.js';
+import { base, dump, rejectsWith } from './layers.js';
 import { runCfs, tempDir } from '../helpers.js';
 
-async function* once(b: Buffer, chunk = 0): AsyncGenerator<Buffer> {
-  if (chunk <= 0) {
-    yield b;
-    return;
-  }
-  for (let i = 0; i < b.length; i += chunk) yield b.subarray(i, i + chunk);
-}
-
-async function build(layers: Buffer[], chunk = 0): Promise<FileSystem> {
-  return buildFromLayers(
-    layers.map((l) => () => once(l, chunk)),
-    { hash: 'sha256' },
-  );
-}
-
-async function dump(layers: Buffer[], chunk = 0): Promise<string> {
-  return writeDumpfile(await build(layers, chunk)).toString('latin1');
-}
-
-/** Lines of a dumpfile without the root line (which is mode 0 before the transform). */
-async function rejectsWith(p: Promise<unknown>, ...parts: (string | RegExp)[]): Promise<Error> {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  assert.ok(err instanceof Error, 'expected an error');
-  for (const part of parts) {
-    if (typeof part === 'string') assert.ok(err.message.includes(part), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(part)}`);
-    else assert.match(err.message, part);
-  }
-  assert.ok(!/\n\s+at /.test(err.message), 'message must not look like a stack trace');
-  return err;
-}
-
-const base = (): TarBuilder => new TarBuilder().dir('usr/').dir('usr/bin/').dir('etc/');
 
 // ---------------------------------------------------------------------------------------------
 
@@ -137,7 +99,7 @@ test('OCI layout, oci-archive, docker-archive, layers: with digest verification'
 
     // with transform_for_oci (the pipeline's rules; sources apply none): root from /usr, /run
     // emptied, xattrs filtered
-    const { fs: fsT } = await loadSource(`oci:${layout.dir}`, { hash: 'sha256', jobs: 1, progress: false, propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable: false });
+    const { fs: fsT } = await loadSource(`oci:${layout.dir}`, { hash: 'sha256', jobs: 1, propagateUsrToRoot: true, xattrs: 'allowlist-only', bootable: false });
     const dT = writeDumpfile(fsT).toString('latin1');
     assert.ok(dT.startsWith('/ 0 40750 5 0 0 0 99.0 - - -\n'), dT);
     assert.ok(dT.includes('/run 0 40755 2 0 0 0 99.0 - - -\n'));

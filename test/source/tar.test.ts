@@ -8,54 +8,18 @@ import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { writeDumpfile } from '../../src/dumpfile/write.js';
 import { fsverityDigest } from '../../src/fsverity/fsverity.js';
-import { applyLayer, buildFromLayers, makeAbsolutePath, makedev, newOciFileSystem } from '../../src/source/tar/members.js';
+import { applyLayer, makeAbsolutePath, makedev, newOciFileSystem } from '../../src/source/tar/members.js';
 import { objectService } from '../../src/objects/service.js';
 import { paxMtimeNsec } from '../../src/source/tar/reader.js';
 import { transformForOci } from '../../src/transform/transform.js';
-import type { FileSystem } from '../../src/tree/tree.js';
 import { header, paxRecord, TarBuilder } from '../tar-builder.js';
-
-async function* once(b: Buffer, chunk = 0): AsyncGenerator<Buffer> {
-  if (chunk <= 0) {
-    yield b;
-    return;
-  }
-  for (let i = 0; i < b.length; i += chunk) yield b.subarray(i, i + chunk);
-}
-
-async function build(layers: Buffer[], chunk = 0): Promise<FileSystem> {
-  return buildFromLayers(
-    layers.map((l) => () => once(l, chunk)),
-    { hash: 'sha256' },
-  );
-}
-
-async function dump(layers: Buffer[], chunk = 0): Promise<string> {
-  return writeDumpfile(await build(layers, chunk)).toString('latin1');
-}
+import { base, build, dump, rejectsWith } from './layers.js';
 
 /** Lines of a dumpfile without the root line (which is mode 0 before the transform). */
 function body(d: string): string[] {
   return d.split('\n').filter((l) => l !== '' && !l.startsWith('/ '));
 }
 
-async function rejectsWith(p: Promise<unknown>, ...parts: (string | RegExp)[]): Promise<Error> {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  assert.ok(err instanceof Error, 'expected an error');
-  for (const part of parts) {
-    if (typeof part === 'string') assert.ok(err.message.includes(part), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(part)}`);
-    else assert.match(err.message, part);
-  }
-  assert.ok(!/\n\s+at /.test(err.message), 'message must not look like a stack trace');
-  return err;
-}
-
-const base = (): TarBuilder => new TarBuilder().dir('usr/').dir('usr/bin/').dir('etc/');
 
 // ---------------------------------------------------------------------------------------------
 
