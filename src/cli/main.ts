@@ -28,6 +28,7 @@ import { PATHS_PER_CAUSE, formatReport, subsecondHint } from './compare.js';
 import { bootReads } from '../transform/boot.js';
 import { availableParallelism } from 'node:os';
 import { keepYoungGenerationSmall } from '../source/oci/young-gen.js';
+import { deferOptimisingCompiler } from './jit.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
@@ -619,6 +620,7 @@ if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker ==
   runHashWorker();
 } else if (isMainThread) {
   keepYoungGenerationSmall();
+  deferOptimisingCompiler();
   // A single-file bundle has no separate worker script: workers re-enter this file.
   if (bundled) setWorkerEntry(selfFile(), { cfsWorker: 'hash' });
   exitCleanlyOnInterrupts();

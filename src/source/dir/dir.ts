@@ -14,6 +14,15 @@ import type { LoadedSource, LoadProgress, SourceOptions } from '../load.js';
 /** How often the progress callback hears from a running scan. */
 const PROGRESS_MS = 200;
 
+/**
+ * Directories read at once, per job. Most directories are small and each read is a round trip
+ * through libuv's thread pool (queue, read and hash on a thread, wake this thread, build the
+ * entries): with only a couple in flight the pool idles between round trips, most of all at
+ * the end of a walk, where many small directories are met one after another. 16 in flight on
+ * 2 cores took the 6.8k-entry debootstrap root's scan from about 265 to 220 ms.
+ */
+const DIR_READS_PER_JOB = 8;
+
 /** Loads the directory `dir` as it is, before any finishing rule. */
 export async function loadDir(dir: string, opts: SourceOptions): Promise<LoadedSource> {
   const fs = await scanDir(dir, opts);
@@ -51,7 +60,7 @@ async function scanDir(dir: string, opts: SourceOptions): Promise<FileSystem> {
       hashFile: (p, size) => objects.hashFile(p, size),
       hashConcurrency: objects.fileConcurrency,
       inlineHash: objects.inlineMax > 0 ? { alg: objects.alg, maxSize: objects.inlineMax } : undefined,
-      dirConcurrency: Math.max(2, opts.jobs),
+      dirConcurrency: DIR_READS_PER_JOB * Math.max(2, opts.jobs),
       counters,
     });
   } finally {
