@@ -60,7 +60,6 @@ import {
   type SplitName,
   writeEntry,
   writeMetacopyValue,
-  writeRedirectValue,
   XATTR_INDEX_POSIX_ACL_ACCESS,
   XATTR_INDEX_POSIX_ACL_DEFAULT,
   XATTR_OVERLAY_METACOPY,
@@ -96,15 +95,43 @@ const MAX_IMAGE_BYTES = bufferConstants.MAX_LENGTH;
 // Xattr bodies
 // ------------------------------------------------------------------------------------------
 
-/** The implicit metacopy + redirect xattrs of external files without other xattrs. */
+/** A fast xattr body with every byte but the id-dependent ones (and shared references) in place. */
+interface FastTemplate {
+  bytes: Buffer;
+  /** Where the id goes in the metacopy value (-1: the metacopy value is shared). */
+  idAt: number;
+  /** Where the redirect value starts (-1: shared). */
+  redirectAt: number;
+}
+
+/** Redirect values converted to hex at once (one native call per batch). */
+const REDIRECT_BATCH = 1024;
+/** Room per id in a batch: the longest id (SHA-512). */
+const REDIRECT_STRIDE = 64;
+
+/**
+ * The implicit metacopy + redirect xattrs of external files without other xattrs: one body per
+ * external file, nearly all of them alike. Each body is copied from a template made once per
+ * id length and sharing case and then patched (the shared references, the id); the redirect
+ * values' hex is written last, for many files at once ({@link flushRedirects}). The image is
+ * written mostly before V8 optimises the writer (src/cli/jit.ts), where a few builtin calls
+ * per file cost far less than a loop per byte.
+ */
 class FastXattrs {
   readonly mc: SplitName;
   readonly rd: SplitName;
   readonly filter: number;
-  constructor(epoch1: boolean) {
+  /** By (SHA-512 ? 4 : 0) | (metacopy shared ? 2 : 0) | (redirect shared ? 1 : 0). */
+  private readonly templates: (FastTemplate | undefined)[] = new Array<FastTemplate | undefined>(8);
+  private redirectAt: Float64Array;
+  private readonly redirectId: Buffer[] = [];
+  private redirects = 0;
+
+  constructor(epoch1: boolean, capacity: number) {
     this.mc = splitCached(XATTR_OVERLAY_METACOPY, epoch1);
     this.rd = splitCached(XATTR_OVERLAY_REDIRECT, epoch1);
     this.filter = (this.mc.bit | this.rd.bit) >>> 0;
+    this.redirectAt = new Float64Array(Math.max(1, capacity));
   }
   mcEntrySize(idLen: number): number {
     return xattrEntrySize(this.mc.suffix.length, metacopyLength(idLen));
@@ -119,20 +146,74 @@ class FastXattrs {
     size += groups.rdPos[g] >= 0 ? 4 : this.rdEntrySize(idLen);
     return size;
   }
+
+  /** The body of an id of `idLen` bytes with a zero id (an invalid length throws, as writing it would). */
+  private template(idLen: number, mcShared: boolean, rdShared: boolean): FastTemplate {
+    const key = (idLen === 64 ? 4 : 0) | (mcShared ? 2 : 0) | (rdShared ? 1 : 0);
+    const known = this.templates[key];
+    if (known !== undefined && (idLen === 32 || idLen === 64)) return known;
+    const refs = (mcShared ? 1 : 0) + (rdShared ? 1 : 0);
+    const size = XATTR_IBODY_HEADER_SIZE + 4 * refs + (mcShared ? 0 : this.mcEntrySize(idLen)) + (rdShared ? 0 : this.rdEntrySize(idLen));
+    const bytes = Buffer.alloc(size);
+    writeInodeXattrHeader(bytes, 0, ~this.filter >>> 0, refs);
+    let off = XATTR_IBODY_HEADER_SIZE + 4 * refs;
+    let idAt = -1;
+    let redirectAt = -1;
+    if (!mcShared) {
+      const value = writeXattrEntryHead(bytes, off, this.mc.index, this.mc.suffix, metacopyLength(idLen));
+      writeMetacopyValue(bytes, value, Buffer.alloc(idLen));
+      idAt = value + 4;
+      off += this.mcEntrySize(idLen);
+    }
+    if (!rdShared) redirectAt = writeXattrEntryHead(bytes, off, this.rd.index, this.rd.suffix, redirectLength(idLen));
+    const t = { bytes, idAt, redirectAt };
+    this.templates[key] = t;
+    return t;
+  }
+
   write(buf: Buffer, off: number, groups: IdGroups, g: number, sharedRef: (index: number) => number): void {
     const id = groups.id[g];
     const mcPos = groups.mcPos[g];
     const rdPos = groups.rdPos[g];
+    const t = this.template(id.length, mcPos >= 0, rdPos >= 0);
+    buf.set(t.bytes, off);
     let refs = 0;
     if (mcPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(mcPos));
     if (rdPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(rdPos));
-    writeInodeXattrHeader(buf, off, ~this.filter >>> 0, refs);
-    off += XATTR_IBODY_HEADER_SIZE + 4 * refs;
-    if (mcPos < 0) {
-      writeMetacopyValue(buf, writeXattrEntryHead(buf, off, this.mc.index, this.mc.suffix, metacopyLength(id.length)), id);
-      off += this.mcEntrySize(id.length);
+    if (t.idAt >= 0) buf.set(id, off + t.idAt);
+    if (t.redirectAt >= 0) {
+      if (this.redirects === this.redirectAt.length) {
+        const more = new Float64Array(2 * this.redirects);
+        more.set(this.redirectAt);
+        this.redirectAt = more;
+      }
+      this.redirectAt[this.redirects] = off + t.redirectAt;
+      this.redirectId[this.redirects++] = id;
     }
-    if (rdPos < 0) writeRedirectValue(buf, writeXattrEntryHead(buf, off, this.rd.index, this.rd.suffix, redirectLength(id.length)), id);
+  }
+
+  /** Writes the redirect values of every body written so far ("/xx/" + the rest of the id in hex). */
+  flushRedirects(buf: Buffer): void {
+    const ids = Buffer.allocUnsafe(REDIRECT_BATCH * REDIRECT_STRIDE);
+    for (let s = 0; s < this.redirects; s += REDIRECT_BATCH) {
+      const k = Math.min(REDIRECT_BATCH, this.redirects - s);
+      for (let j = 0; j < k; j++) ids.set(this.redirectId[s + j], j * REDIRECT_STRIDE);
+      const text = Buffer.from(ids.toString('hex', 0, k * REDIRECT_STRIDE), 'latin1');
+      // A plain Uint8Array view: subarray() of a Buffer runs Buffer's own constructor each time.
+      const hex = new Uint8Array(text.buffer, text.byteOffset, text.length);
+      for (let j = 0; j < k; j++) {
+        const at = this.redirectAt[s + j];
+        const h = 2 * REDIRECT_STRIDE * j;
+        // All the hex at +2 puts its third digit at +4; then "/", the first two digits, "/".
+        buf.set(hex.subarray(h, h + 2 * this.redirectId[s + j].length), at + 2);
+        buf[at] = 0x2f;
+        buf[at + 1] = hex[h];
+        buf[at + 2] = hex[h + 1];
+        buf[at + 3] = 0x2f;
+      }
+    }
+    this.redirects = 0;
+    this.redirectId.length = 0;
   }
 }
 
@@ -327,7 +408,7 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   const groups = new IdGroups(n);
   const fastGroup = new Int32Array(n).fill(-1);
   const shared = shareXattrsFast(n, inos.xa, fastId, groups, fastGroup, epoch1);
-  const fast = new FastXattrs(epoch1);
+  const fast = new FastXattrs(epoch1, n);
   const xsize = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const x = inos.xa[i];
@@ -367,6 +448,7 @@ export function writeErofs(fs: FileSystem, version: ErofsVersion): Buffer {
   const tableBlockStart = epoch1 ? layout.inodesEnd - (layout.inodesEnd % BLOCK_SIZE) : 0;
   const sharedRef = (k: number) => (layout.shared[k] - tableBlockStart) / 4;
   for (let i = 0; i < n; i++) writeInode(buf, i, inos, xsize, groups, fastGroup, fast, layout, ctx, sharedRef);
+  fast.flushRedirects(buf);
   shared.forEach((x, k) => writeEntry(buf, layout.shared[k], x));
   for (let i = 0; i < n; i++) writeDataBlocks(buf, i, inos, layout);
   return buf;
