@@ -30,10 +30,11 @@ const workerCode = worker.outputFiles[0].text;
 // Built-in modules that only some commands use, loaded when first used instead of at start-up
 // (a bundle's imports are all evaluated before the CLI runs): node:zlib (gzip layers),
 // node:child_process (commander's external subcommands, which cfs has none of) and node:crypto
-// (the JS hashing fallback, OCI blob digests, temporary names). Each import gets an object whose
+// (the JS hashing fallback, OCI blob digests, temporary names), node:worker_threads (the hash
+// pool's workers, started only without native hashing or with --repo). Each import gets an object whose
 // exports are getters that load the real module on first access; the names are the module's
 // own, listed by the node running this build.
-const LAZY_BUILTINS = ['crypto', 'zlib', 'child_process'];
+const LAZY_BUILTINS = ['crypto', 'zlib', 'child_process', 'worker_threads'];
 const lazyBuiltins = {
   name: 'lazy-builtins',
   setup(b) {

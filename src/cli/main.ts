@@ -8,10 +8,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { stat } from 'node:fs/promises';
 import { readImageFile } from '../erofs/image-file.js';
-import { fileURLToPath } from 'node:url';
-import { isMainThread, workerData } from 'node:worker_threads';
-import { runHashWorker } from '../fsverity/hash-worker.js';
-import { setWorkerEntry } from '../fsverity/pool.js';
 import { ImageError, readErofs } from '../erofs/reader.js';
 import type { ErofsVersion } from '../erofs/format.js';
 import { dumpfileChunks } from '../dumpfile/write.js';
@@ -570,11 +566,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** The file this code runs from (the bundle, in a bundled build). */
-function selfFile(): string {
-  return fileURLToPath(import.meta.url);
-}
-
 /**
  * Interrupts and a failing standard output end the process at once, like the default signal
  * actions would, but first remove our temporary files (repository objects, -o outputs).
@@ -615,14 +606,11 @@ function endOnceWritten(code: number): void {
   process.stderr.write('', done);
 }
 
-const bundled = (globalThis as { __cfsBundled?: boolean }).__cfsBundled === true;
-if (!isMainThread && (workerData as { cfsWorker?: string } | null)?.cfsWorker === 'hash') {
-  runHashWorker();
-} else if (isMainThread) {
+// This module is the process's entry point (hash workers run a script of their own, embedded in
+// bundled builds: src/fsverity/pool.ts), so node:worker_threads is not loaded at start-up.
+{
   keepYoungGenerationSmall();
   deferOptimisingCompiler();
-  // A single-file bundle has no separate worker script: workers re-enter this file.
-  if (bundled) setWorkerEntry(selfFile(), { cfsWorker: 'hash' });
   exitCleanlyOnInterrupts();
   let settled = false;
   main(process.argv).then((code) => {

@@ -268,6 +268,8 @@ export function runHashWorker(): void {
 
 // When this module is itself the worker's entry point (unbundled builds, or the embedded worker
 // script of bundled ones), start serving.
-if (parentPort && (globalThis as { __cfsBundled?: boolean }).__cfsBundled !== true && (workerData as HashWorkerData | undefined)?.cfsWorker === 'hash') {
+// The bundle flag is tested first: the CLI bundle (which includes this module) then never touches
+// node:worker_threads, which it loads only when a pool starts.
+if ((globalThis as { __cfsBundled?: boolean }).__cfsBundled !== true && parentPort && (workerData as HashWorkerData | undefined)?.cfsWorker === 'hash') {
   runHashWorker();
 }

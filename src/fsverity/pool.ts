@@ -23,17 +23,8 @@ declare const __CFS_HASH_WORKER_CODE__: string | undefined;
 /** The worker script, embedded by the bundler (undefined in unbundled builds). */
 const embeddedWorker: string | undefined = typeof __CFS_HASH_WORKER_CODE__ === 'string' ? __CFS_HASH_WORKER_CODE__ : undefined;
 
-let workerEntry: string | URL = new URL('./hash-worker.js', import.meta.url);
-let workerData: Record<string, unknown> | undefined = undefined;
-
-/**
- * Sets the script workers run (when no worker script is embedded). The bundled CLI points this
- * at itself (it dispatches on `workerData`).
- */
-export function setWorkerEntry(entry: string | URL, data?: unknown): void {
-  workerEntry = entry;
-  workerData = data as Record<string, unknown> | undefined;
-}
+/** The worker script of unbundled builds. */
+const workerEntry = new URL('./hash-worker.js', import.meta.url);
 
 /** An error from hashing one file, naming it. */
 export class HashError extends InputError {
@@ -117,11 +108,11 @@ export class HashPool {
   /** Starts the workers on first use: a pool that native hashing leaves idle costs nothing. */
   private start(): void {
     if (this.slots.length > 0) return;
-    const data: HashWorkerData = { ...workerData, cfsWorker: 'hash', addon: nativeHash() ? loadedAddonFile() : undefined };
+    const data: HashWorkerData = { cfsWorker: 'hash', addon: nativeHash() ? loadedAddonFile() : undefined };
     for (let i = 0; i < Math.max(1, this.jobs); i++) {
       const w = embeddedWorker
         ? new Worker(embeddedWorker, { eval: true, workerData: data })
-        : new Worker(typeof workerEntry === 'string' ? workerEntry : fileURLToPath(workerEntry), { workerData: data });
+        : new Worker(fileURLToPath(workerEntry), { workerData: data });
       const slot: Slot = { worker: w, inflight: 0, batches: [], bufInflight: 0, bufBytes: 0, open: undefined };
       w.on('message', (r: HashBatchResult | BufferBatchResult) => ('kind' in r ? this.onBufResults(slot, r) : this.onResults(slot, r)));
       w.on('error', (e) => this.fail(e));
