@@ -210,6 +210,11 @@ int64_t verity_fd(int fd, const sha_impl *h, uint64_t size, int64_t offset, unsi
     total += (uint64_t)got;
     if (total > size) break;
     verity_update(s, buf, (size_t)got);
+    /* A read of a regular file that returns less than asked for (here: one byte more than the
+       size the scan saw) has met the end of the file: the read that would return 0 is saved
+       (one syscall per file). Only taken when the size is exactly what was expected; anything
+       else reads on, and a file that grew or shrank is still reported. */
+    if (offset < 0 && (size_t)got < want && total == size) break;
   }
   if (total == size) verity_final(s, digest);
   return (int64_t)total;

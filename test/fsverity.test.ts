@@ -65,7 +65,26 @@ test('equals `fsverity digest` for many sizes, from memory and from files', asyn
         const expected = out.split(' ')[0].split(':')[1];
         assert.equal(fsverityDigest(data, alg).toString('hex'), expected, `${size} ${alg} memory`);
         assert.equal((await fsverityDigestFile(file, alg)).toString('hex'), expected, `${size} ${alg} file`);
+        // With the size the scan saw: read and hashed natively (stopping at the short read).
+        assert.equal((await fsverityDigestFile(file, alg, BigInt(size))).toString('hex'), expected, `${size} ${alg} file, size given`);
       }
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('a file of another size than listed is reported, whichever side of a read it ends on', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    // Around the native reader's 1 MiB reads: the last read is short, full, or one byte in.
+    for (const size of [100, 4096, 1 << 20, (1 << 20) - 1, (1 << 20) + 1, 2 << 20]) {
+      const file = path.join(dir, `g${size}`);
+      writeFileSync(file, randomBytes(size));
+      await assert.rejects(fsverityDigestFile(file, 'sha256', BigInt(size - 1)), /file changed while being hashed \(it grew/, `${size} listed 1 byte short`);
+      await assert.rejects(fsverityDigestFile(file, 'sha256', BigInt(size + 1)), /file changed while being hashed \(it shrank/, `${size} listed 1 byte long`);
+      const whole = await fsverityDigestFile(file, 'sha256', BigInt(size));
+      assert.equal(whole.toString('hex'), fsverityDigest(readFileSync(file), 'sha256').toString('hex'), `${size}`);
     }
   } finally {
     cleanup();
