@@ -304,7 +304,9 @@ function idOrder(groups: IdGroups): Int32Array | null {
   for (let g = 0; g < n; g++) {
     const id = groups.id[g];
     if (id.length !== idLen) return null;
-    keys[g] = id.readUInt32BE(0) * 2097152 + g;
+    // The first 4 bytes big-endian, by hand: Buffer#readUInt32BE is a JS wrapper with checks,
+    // costly while the writer is not yet optimised (src/cli/jit.ts).
+    keys[g] = (((id[0] << 24) | (id[1] << 16) | (id[2] << 8) | id[3]) >>> 0) * 2097152 + g;
   }
   keys.sort();
   const order = new Int32Array(n);
@@ -425,7 +427,7 @@ export function shareXattrsFast(
     return g;
   };
   const idGroup = (id: Buffer): number => {
-    const k = id.length >= 4 ? id.readUInt32LE(0) >>> 2 : -1 - id.length;
+    const k = id.length >= 4 ? ((id[0] | (id[1] << 8) | (id[2] << 16) | (id[3] << 24)) >>> 2) : -1 - id.length;
     const b = byId.get(k);
     if (b === undefined) {
       const g = newGroup(id);
