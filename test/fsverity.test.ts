@@ -5,7 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { FsVerityHasher, fsverityDigest, fsverityDigestFile } from '../src/fsverity/fsverity.js';
-import { GOLDEN, IN_CI, have, tempDir } from './helpers.js';
+import { GOLDEN, IN_CI, ROOT, have, tempDir } from './helpers.js';
+import { nativeAddonOrNull } from '../src/native/addon.js';
+
+/** Around the two-block path: odd and even block counts, partial tails, tree levels (128 hashes a block). */
+const X2_SIZES = [4096, 8192, 8193, 12288, 3 * 4096 + 100, 256 * 4096, 257 * 4096 + 1, 129 * 4096 * 2, 5 << 20];
 
 const SIZES = [0, 1, 4095, 4096, 4097, 8192, 1048577, 128 * 4096, 128 * 4096 + 1, 64 * 4096 + 1, 777777, 3 * 1048576 + 12345];
 
@@ -89,4 +93,34 @@ test('a file of another size than listed is reported, whichever side of a read i
   } finally {
     cleanup();
   }
+});
+
+test('SHA-256 data blocks two at a time (SHA extensions) and one at a time (OpenSSL) give the same digests', async (t) => {
+  const addon = nativeAddonOrNull();
+  if (!addon?.hashAvailable()) {
+    if (IN_CI) assert.fail('the native addon and its SHA functions are required under CI');
+    t.skip('no native hashing');
+    return;
+  }
+  // Where the CPU has the SHA extensions the two-block code must be in use (it is checked
+  // against OpenSSL when it loads, and turned off by CFS_NO_SHA_X2).
+  const shaNi = /^flags\s*:.*\bsha_ni\b/m.test(readFileSync('/proc/cpuinfo', 'latin1'));
+  assert.equal(addon.sha256Blocks(), shaNi ? 'x2' : 'single');
+  // Deterministic data, so that a child process without the two-block code hashes the same bytes.
+  const script = `
+    import { fsverityDigest } from ${JSON.stringify(path.join(ROOT, 'build/src/fsverity/fsverity.js'))};
+    const out = [];
+    for (const size of ${JSON.stringify(X2_SIZES)}) {
+      const b = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) b[i] = (i * 2654435761) >>> 24 ^ (i >>> 12);
+      out.push(fsverityDigest(b, 'sha256').toString('hex'));
+    }
+    console.log(JSON.stringify(out));`;
+  const run = (env: NodeJS.ProcessEnv) => JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...env } }).toString()) as string[];
+  const both = run({});
+  const single = run({ CFS_NO_SHA_X2: '1' });
+  assert.deepEqual(both, single);
+  // And both equal the JS implementation over node:crypto.
+  const js = run({ CFS_NO_NATIVE_HASH: '1' });
+  assert.deepEqual(both, js);
 });

@@ -167,7 +167,7 @@ function checkoutId(args: string[]): string {
 
 test('npm pack: the compiled code, the prebuilt addon and the sources to rebuild it, nothing else', { skip: npmSkip }, () => {
   const files = packedFiles(tgz);
-  for (const want of ['package.json', 'README.md', 'dist/cfs.mjs', PREBUILD, 'binding.gyp', 'native/cfs.h', 'native/module.c', 'native/scan.c', 'native/verity.c', 'native/xattrs.c', 'scripts/install.mjs', 'build/src/native/addon.js', 'build/src/cli/main.js']) {
+  for (const want of ['package.json', 'README.md', 'dist/cfs.mjs', PREBUILD, 'binding.gyp', 'native/cfs.h', 'native/module.c', 'native/scan.c', 'native/sha256x2.c', 'native/verity.c', 'native/xattrs.c', 'scripts/install.mjs', 'build/src/native/addon.js', 'build/src/cli/main.js']) {
     assert.ok(files.includes(want), `${want} is packed`);
   }
   const allowed = /^(package\.json|README\.md|dist\/cfs\.mjs|binding\.gyp|scripts\/install\.mjs|native\/[a-z]+\.[ch]|prebuilds\/[a-z0-9]+-[a-z0-9]+\/cfs_native\.napi\.node|build\/src\/.+\.(js|d\.ts))$/;

@@ -49,6 +49,11 @@ export interface NativeAddon {
   /** Whether the SHA functions of the OpenSSL inside node were found (native/verity.c). */
   hashAvailable(): boolean;
   /**
+   * How SHA-256 data blocks are hashed: 'x2' (two at a time with the CPU's SHA extensions,
+   * native/sha256x2.c) or 'single' (OpenSSL's SHA-256, one block at a time).
+   */
+  sha256Blocks(): 'x2' | 'single';
+  /**
    * fs-verity digest of a file, read and hashed on the libuv thread pool (at most size + 1
    * bytes): the digest, or the bytes read when ≠ size. With an offset: the digest of the `size`
    * bytes there (pread).
@@ -66,6 +71,7 @@ const FUNCTIONS: (keyof NativeAddon)[] = [
   'readXattrs',
   'scanDir',
   'hashAvailable',
+  'sha256Blocks',
   'verityFileAsync',
   'verityBuffer',
   'verityNew',
