@@ -257,7 +257,17 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--no-peer') withPeer = false;
   else if (a === '--pairs') pairs = Math.max(1, Number(args[++i]) || 1);
   else if (a === '--cfs') cfs = args[++i].split(' ');
-  else dirs.push(a);
+  else if (a === '--help' || a === '-h') {
+    process.stdout.write(
+      'npm run bench -- [--hash sha256|sha512|both] [--jobs N] [--only deb,deb8,os2g,small,sparse] [--cfs PATH]\n' +
+        '                 [--pairs N] [--no-peer] [--no-tar] [DIR...]\n' +
+        'Times cfs compute-id against the fsverity-digest floor and C mkcomposefs (the peer); see bench/bench.ts.\n',
+    );
+    process.exit(0);
+  } else if (a.startsWith('-')) {
+    process.stderr.write(`bench: unknown option ${a} (--help lists them)\n`);
+    process.exit(2);
+  } else dirs.push(a);
 }
 
 interface Tree {
