@@ -17,14 +17,14 @@ import { checkOutput, isStdout, writeOutput, writeStdout } from './atomic.js';
 import { abandonTemps, errnoReason, exitRemovingTemps } from '../repo/files.js';
 import { EXIT_DIFFERENT, EXIT_ERROR, UsageError } from './errors.js';
 import { CfsError, InputError } from '../errors.js';
-import { loadRawTree, parseSource, type LoadedSource, type Source } from '../source/load.js';
+import { loadRawTree, parseSource, type LoadedSource, type LoadProgress, type Source } from '../source/load.js';
 import { annotationKey, compareSources, imageId, loadSource, profileKarg, writeImage, type Built, type PipelineOptions as SourceOptions } from '../pipeline.js';
 import { describeAttempt, digestHash, identify, mtimeViews, parseDigestArg, type Attempt } from '../identify.js';
 import { PATHS_PER_CAUSE, formatReport, subsecondHint } from './compare.js';
 import { bootReads } from '../transform/boot.js';
 import { availableParallelism } from 'node:os';
 import { keepYoungGenerationSmall } from '../source/oci/young-gen.js';
-import { deferOptimisingCompiler } from './jit.js';
+import { DEFER_OPTIMISATION_ENTRIES, deferOptimisingCompiler, optimiseFromNow } from './jit.js';
 import { Repository, checkImageName, isInside } from '../repo/repo.js';
 import { DEFAULT_XATTR_FILTER_MODE, XATTR_FILTER_MODES, type XattrFilterMode } from '../transform/transform.js';
 import { treeCounts } from '../tree/counts.js';
@@ -162,7 +162,7 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
     xattrs: t.xattrs,
     bootable,
     repo,
-    onProgress: progressPrinter(t.progress === true || process.stderr.isTTY === true),
+    onProgress: tieringProgress(progressPrinter(t.progress === true || process.stderr.isTTY === true)),
     platform: t.platform,
     mtimes: mtimeView(t),
     // OCI sources keep what the bootable transform reads (compare and identify apply it later)
@@ -170,8 +170,26 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
   };
 }
 
+/**
+ * Progress also ends the start-up deferral of V8's optimising compiler once a scan has listed
+ * many entries (src/cli/jit.ts): the tree is no longer small.
+ */
+function tieringProgress(print: ((p: LoadProgress) => void) | undefined): (p: LoadProgress) => void {
+  return (p) => {
+    if (p.entries >= DEFER_OPTIMISATION_ENTRIES) optimiseFromNow();
+    print?.(p);
+  };
+}
+
+/** A directory source is read with V8's optimising compiler deferred (src/cli/jit.ts); no other. */
+function tiering(source: Source): Source {
+  if (source.kind === 'dir') deferOptimisingCompiler();
+  return source;
+}
+
 /** Builds the tree and image of a source: the shared core of the image commands. */
 async function build(source: Source, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): Promise<Built> {
+  tiering(source);
   const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec));
   if (loaded.kind === 'dir' && !t.layerMtimesExplicit) warnSubsecond(loaded.fs, t.propagateUsrToRoot);
   const image = writeImage(loaded.fs, { version: g.erofsVersion });
@@ -610,7 +628,6 @@ function endOnceWritten(code: number): void {
 // bundled builds: src/fsverity/pool.ts), so node:worker_threads is not loaded at start-up.
 {
   keepYoungGenerationSmall();
-  deferOptimisingCompiler();
   exitCleanlyOnInterrupts();
   let settled = false;
   main(process.argv).then((code) => {
