@@ -171,8 +171,8 @@ function sourceOptions(g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Rep
 }
 
 /**
- * Progress also ends the start-up deferral of V8's optimising compiler once a scan has listed
- * many entries (src/cli/jit.ts): the tree is no longer small.
+ * Progress also ends the deferral of V8's optimising compiler once a scan has listed many
+ * entries (src/cli/jit.ts): the tree is no longer small.
  */
 function tieringProgress(print: ((p: LoadProgress) => void) | undefined): (p: LoadProgress) => void {
   return (p) => {
@@ -182,14 +182,13 @@ function tieringProgress(print: ((p: LoadProgress) => void) | undefined): (p: Lo
 }
 
 /** A directory source is read with V8's optimising compiler deferred (src/cli/jit.ts); no other. */
-function tiering(source: Source): Source {
+function deferOptimisingForDirectory(source: Source): void {
   if (source.kind === 'dir') deferOptimisingCompiler();
-  return source;
 }
 
 /** Builds the tree and image of a source: the shared core of the image commands. */
 async function build(source: Source, g: GlobalOpts, t: TreeOpts, bootable: boolean, repo?: Repository, tarKeepsAllXattrs = false, bootMtimeNsec = false): Promise<Built> {
-  tiering(source);
+  deferOptimisingForDirectory(source);
   const loaded = await loadSource(source, sourceOptions(g, t, bootable, repo, tarKeepsAllXattrs, bootMtimeNsec));
   if (loaded.kind === 'dir' && !t.layerMtimesExplicit) warnSubsecond(loaded.fs, t.propagateUsrToRoot);
   const image = writeImage(loaded.fs, { version: g.erofsVersion });
