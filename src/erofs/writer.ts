@@ -123,7 +123,7 @@ class FastXattrs {
   readonly filter: number;
   /** By (SHA-512 ? 4 : 0) | (metacopy shared ? 2 : 0) | (redirect shared ? 1 : 0). */
   private readonly templates: (FastTemplate | undefined)[] = new Array<FastTemplate | undefined>(8);
-  private redirectAt: Float64Array;
+  private readonly redirectAt: Float64Array;
   private readonly redirectId: Buffer[] = [];
   private redirects = 0;
 
@@ -182,11 +182,7 @@ class FastXattrs {
     if (rdPos >= 0) writeSharedXattrRef(buf, off, refs++, sharedRef(rdPos));
     if (t.idAt >= 0) buf.set(id, off + t.idAt);
     if (t.redirectAt >= 0) {
-      if (this.redirects === this.redirectAt.length) {
-        const more = new Float64Array(2 * this.redirects);
-        more.set(this.redirectAt);
-        this.redirectAt = more;
-      }
+      // At most one body per inode between flushes: `capacity` is the inode count.
       this.redirectAt[this.redirects] = off + t.redirectAt;
       this.redirectId[this.redirects++] = id;
     }
